@@ -1,0 +1,44 @@
+//! Typed errors of ega-core. Front ends add context with `anyhow`.
+
+use thiserror::Error;
+
+/// Everything that can go wrong inside ega-core for reasons a user can cause.
+#[derive(Debug, Error)]
+pub enum EgaError {
+    /// A configuration value is out of its valid range.
+    #[error("invalid config: {field} = {value}: {reason}")]
+    InvalidConfig {
+        /// The field, as spelled in the serialised config.
+        field: &'static str,
+        /// The offending value, printed.
+        value: String,
+        /// What a valid value looks like.
+        reason: String,
+    },
+    /// A tensor or an input batch has the wrong shape.
+    #[error("shape mismatch in {context}: {message}")]
+    Shape {
+        /// Where the shapes were checked.
+        context: &'static str,
+        /// What was expected and what was found.
+        message: String,
+    },
+    /// A requested device cannot be opened.
+    #[error("device unavailable: {0}")]
+    Device(String),
+    /// A prompt template or a token sequence is malformed.
+    #[error("invalid prompt: {0}")]
+    Prompt(String),
+    /// Reading a tensor back from the device failed.
+    #[error("tensor read-back failed: {0}")]
+    Readback(String),
+}
+
+/// Result alias of ega-core.
+pub type Result<T, E = EgaError> = std::result::Result<T, E>;
+
+impl EgaError {
+    pub(crate) fn config(field: &'static str, value: impl std::fmt::Display, reason: impl Into<String>) -> Self {
+        EgaError::InvalidConfig { field, value: value.to_string(), reason: reason.into() }
+    }
+}

@@ -1,0 +1,23 @@
+//! ega-core: everything that computes in the EGA project.
+//!
+//! - [`model`]: the miniature LLaVA-style multimodal embedder (ViT → projector → decoder-only LM →
+//!   last-token pooling → L2 normalisation).
+//! - [`loss`]: info-NCE, EGA (the Explicit Gradient Amplifier, see `shared/design/EGA.md`), LLaVE
+//!   hardness weighting and HCL, as reference implementations in burn tensor ops, plus an
+//!   independent float64 host oracle of EGA ([`loss::oracle`]).
+//! - [`device`]: choosing a burn `Device` (wgpu GPU, software Vulkan, or the `flex` CPU backend).
+//!
+//! Shape legend used throughout: `N` queries, `M` targets (`M >= N`), `d` embedding width,
+//! `B` batch, `L` sequence length, `D` model width, `H` heads, `K` image tokens.
+
+pub mod device;
+pub mod error;
+pub mod loss;
+pub mod model;
+pub mod prompt;
+pub mod tensor_util;
+
+pub use error::{EgaError, Result};
+
+/// Version of the ega-core crate, written into every saved config.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,0 +1,224 @@
+//! Contrastive losses over a similarity matrix `S = Q Tᵀ` of shape `[N, M]` (`M >= N`; target `i`
+//! is the positive of query `i`, targets `N..M` are extra hard negatives shared by all queries).
+//!
+//! Reference implementations in burn tensor ops, which every faster path is tested against:
+//! - [`infonce()`]: the plain contrastive cross-entropy.
+//! - [`ega()`]: the Explicit Gradient Amplifier. Same value as info-NCE; its gradient with respect
+//!   to `S` is `(P̄ − I)/(Nτ)` with hard negatives' probabilities amplified (EGA.md).
+//! - [`llave()`]: LLaVE hardness weighting (a real change of the forward loss).
+//! - [`hcl()`]: HCL importance-weighted negatives (Robinson et al. 2021).
+//!
+//! [`oracle`] holds an independent float64 host implementation of info-NCE and EGA.
+
+mod ega;
+mod hcl;
+mod infonce;
+mod llave;
+pub mod oracle;
+
+pub use ega::{ega, ega_matrices, EgaMatrices};
+pub use hcl::hcl;
+pub use infonce::{infonce, logsumexp_rows};
+pub use llave::llave;
+
+use burn::tensor::Tensor;
+use serde::{Deserialize, Serialize};
+
+use crate::{EgaError, Result};
+
+/// Which contrastive loss trains the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LossKind {
+    /// Plain info-NCE (EGA with `alpha = 0`).
+    #[serde(rename = "infonce")]
+    InfoNce,
+    /// The Explicit Gradient Amplifier (the project's default).
+    #[default]
+    Ega,
+    /// LLaVE hardness-weighted logits.
+    Llave,
+    /// HCL importance-weighted negatives.
+    Hcl,
+}
+
+impl std::fmt::Display for LossKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            LossKind::InfoNce => "infonce",
+            LossKind::Ega => "ega",
+            LossKind::Llave => "llave",
+            LossKind::Hcl => "hcl",
+        })
+    }
+}
+
+impl std::str::FromStr for LossKind {
+    type Err = EgaError;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "infonce" | "info-nce" => Ok(Self::InfoNce),
+            "ega" => Ok(Self::Ega),
+            "llave" => Ok(Self::Llave),
+            "hcl" => Ok(Self::Hcl),
+            other => Err(EgaError::config("loss", other, "expected infonce, ega, llave or hcl")),
+        }
+    }
+}
+
+/// How EGA treats the total push after amplification.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Rescale {
+    /// `P̄[i][j] = P[i][j]·(1 + α·h[i][j])` as is: hard negatives get more push in total.
+    #[default]
+    None,
+    /// Rescale the off-diagonal `P̄[i][·]` to sum to `1 − P[i][i]`: the push is redistributed
+    /// toward hard negatives without raising its total.
+    Sum,
+}
+
+impl std::str::FromStr for Rescale {
+    type Err = EgaError;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "none" => Ok(Self::None),
+            "sum" => Ok(Self::Sum),
+            other => Err(EgaError::config("rescale", other, "expected none or sum")),
+        }
+    }
+}
+
+/// The loss and all of its options; serialised with every checkpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LossConfig {
+    /// Which loss.
+    pub kind: LossKind,
+    /// Temperature of the logits `Z = S/τ`.
+    pub tau: f64,
+    /// EGA amplification α; 0 reproduces info-NCE exactly.
+    pub alpha: f64,
+    /// Temperature of the hardness score; `None` means "equal to `tau`".
+    pub tau_h: Option<f64>,
+    /// EGA rescale mode.
+    pub rescale: Rescale,
+    /// Also apply the loss with targets as queries (`Sᵀ`) and average the two. With extra
+    /// negatives (`M > N`) the transposed term uses the in-batch square block `S[:, :N]ᵀ`, since
+    /// the extra negatives have no positive to be queries for.
+    pub symmetric: bool,
+    /// LLaVE β: negative logits become `Z[i][j] + β·sg(S[i][j])` (0.5 in LLaVE's code).
+    pub llave_beta: f64,
+    /// HCL concentration β: importance weights `exp(β·Z)` on negatives.
+    pub hcl_beta: f64,
+    /// HCL debiasing class prior τ⁺ (0 disables debiasing).
+    pub hcl_tau_plus: f64,
+}
+
+impl Default for LossConfig {
+    fn default() -> Self {
+        Self {
+            kind: LossKind::Ega,
+            tau: 0.05,
+            alpha: 1.0,
+            tau_h: None,
+            rescale: Rescale::None,
+            symmetric: false,
+            llave_beta: 0.5,
+            hcl_beta: 1.0,
+            hcl_tau_plus: 0.0,
+        }
+    }
+}
+
+impl LossConfig {
+    /// info-NCE with temperature `tau`.
+    pub fn infonce(tau: f64) -> Self {
+        Self { kind: LossKind::InfoNce, tau, alpha: 0.0, ..Self::default() }
+    }
+
+    /// EGA with temperature `tau` and amplification `alpha` (other options at their defaults).
+    pub fn ega(tau: f64, alpha: f64) -> Self {
+        Self { kind: LossKind::Ega, tau, alpha, ..Self::default() }
+    }
+
+    /// The hardness temperature actually used.
+    pub fn tau_h(&self) -> f64 {
+        self.tau_h.unwrap_or(self.tau)
+    }
+
+    /// Checks every option's range.
+    pub fn validate(&self) -> Result<()> {
+        let positive = |field: &'static str, v: f64| {
+            if v.is_finite() && v > 0.0 {
+                Ok(())
+            } else {
+                Err(EgaError::config(field, v, "must be a finite number > 0"))
+            }
+        };
+        positive("tau", self.tau)?;
+        positive("tau_h", self.tau_h())?;
+        if !(self.alpha.is_finite() && self.alpha >= 0.0) {
+            return Err(EgaError::config("alpha", self.alpha, "must be a finite number >= 0"));
+        }
+        if !self.llave_beta.is_finite() {
+            return Err(EgaError::config("llave_beta", self.llave_beta, "must be finite"));
+        }
+        if !(self.hcl_beta.is_finite() && self.hcl_beta >= 0.0) {
+            return Err(EgaError::config("hcl_beta", self.hcl_beta, "must be a finite number >= 0"));
+        }
+        if !(self.hcl_tau_plus.is_finite() && (0.0..1.0).contains(&self.hcl_tau_plus)) {
+            return Err(EgaError::config("hcl_tau_plus", self.hcl_tau_plus, "must be in [0, 1)"));
+        }
+        Ok(())
+    }
+
+    /// Checks that `[n, m]` is a similarity matrix this loss can use.
+    pub fn check_shape(&self, n: usize, m: usize) -> Result<()> {
+        if n == 0 || m < n {
+            return Err(EgaError::Shape {
+                context: "contrastive loss",
+                message: format!("similarities are [{n}, {m}]; need N >= 1 queries and M >= N targets"),
+            });
+        }
+        if self.kind == LossKind::Hcl && m < 2 {
+            return Err(EgaError::Shape {
+                context: "HCL loss",
+                message: format!("similarities are [{n}, {m}]; HCL needs at least one negative (M >= 2)"),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// The configured loss of a similarity matrix `[N, M]`: a one-element tensor.
+///
+/// With `symmetric`, the mean of the loss over `S` and over the transposed in-batch block.
+pub fn contrastive_loss(similarities: Tensor<2>, config: &LossConfig) -> Result<Tensor<1>> {
+    config.validate()?;
+    let [n, m] = similarities.dims();
+    config.check_shape(n, m)?;
+    let one_direction = |s: Tensor<2>| -> Tensor<1> {
+        match config.kind {
+            LossKind::InfoNce => infonce(s, config.tau),
+            LossKind::Ega => ega(s, config),
+            LossKind::Llave => llave(s, config.tau, config.llave_beta),
+            LossKind::Hcl => hcl(s, config.tau, config.hcl_beta, config.hcl_tau_plus),
+        }
+    };
+    if !config.symmetric {
+        return Ok(one_direction(similarities));
+    }
+    let square = if m == n { similarities.clone() } else { similarities.clone().slice([0..n, 0..n]) };
+    let forward = one_direction(similarities);
+    let backward = one_direction(square.transpose());
+    Ok((forward + backward).div_scalar(2.0))
+}
+
+/// Cosine similarities of unit-norm embeddings: `S = Q Tᵀ`.
+///
+/// # Shapes
+/// - queries: `[N, d]`, targets: `[M, d]` → `[N, M]`
+pub fn similarity_matrix(queries: Tensor<2>, targets: Tensor<2>) -> Tensor<2> {
+    queries.matmul(targets.transpose())
+}

@@ -1,0 +1,242 @@
+//! Prompt templates and the host-side assembly of a batch of token sequences into what the
+//! embedder reads (text ids, where each position's embedding comes from, lengths, masks).
+//!
+//! A template is a string with at most one `{text}` and at most one `<image>`; the assembler adds
+//! `<bos>` in front and `<eos>` at the end: `"<bos> {instruction} <image tokens> {text} <eos>"`.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{EgaError, Result};
+
+/// The placeholder for the caption in a template.
+pub const TEXT_SLOT: &str = "{text}";
+/// The placeholder for the image tokens in a template.
+pub const IMAGE_SLOT: &str = "<image>";
+
+/// Ids of the special tokens (the tokenizer reserves them first, in this order).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpecialTokens {
+    /// `<pad>`: fills rows shorter than the batch's longest.
+    pub pad: u32,
+    /// `<bos>`: starts every prompt.
+    pub bos: u32,
+    /// `<eos>`: ends every prompt; its hidden state is the embedding.
+    pub eos: u32,
+    /// `<image>`: where the image tokens are spliced in.
+    pub image: u32,
+}
+
+impl Default for SpecialTokens {
+    fn default() -> Self {
+        Self { pad: 0, bos: 1, eos: 2, image: 3 }
+    }
+}
+
+/// The instructions that turn a caption into a query and an image into a target
+/// (VLM2Vec / QQMM style: one language model, two instructions).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PromptConfig {
+    /// Template of a text query.
+    pub query: String,
+    /// Template of an image target.
+    pub target: String,
+}
+
+impl Default for PromptConfig {
+    fn default() -> Self {
+        Self {
+            query: "Find an image that matches the caption: {text}".to_string(),
+            target: "<image> Summarize the image in one word:".to_string(),
+        }
+    }
+}
+
+impl PromptConfig {
+    /// Checks both templates.
+    pub fn validate(&self) -> Result<()> {
+        for (name, template) in [("query", &self.query), ("target", &self.target)] {
+            for slot in [TEXT_SLOT, IMAGE_SLOT] {
+                if template.matches(slot).count() > 1 {
+                    return Err(EgaError::Prompt(format!("the {name} template {template:?} has more than one {slot}")));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Tokenizes `template` with `text` in its `{text}` slot: `<bos> … <eos>`, with the `<image>`
+/// id where the template says. `encode` turns plain text into ids (the tokenizer).
+///
+/// `has_image` must agree with the template: an image without an `<image>` slot, or a slot
+/// without an image, is an error.
+pub fn encode_prompt(
+    template: &str,
+    text: &str,
+    has_image: bool,
+    special: &SpecialTokens,
+    encode: &mut dyn FnMut(&str) -> Vec<u32>,
+) -> Result<Vec<u32>> {
+    let template_has_image = template.contains(IMAGE_SLOT);
+    if template_has_image != has_image {
+        return Err(EgaError::Prompt(if has_image {
+            format!("an image was given but the template {template:?} has no {IMAGE_SLOT} slot")
+        } else {
+            format!("the template {template:?} has an {IMAGE_SLOT} slot but no image was given")
+        }));
+    }
+    let mut ids = vec![special.bos];
+    let mut encode_text = |piece: &str, ids: &mut Vec<u32>| {
+        let piece = piece.trim();
+        if !piece.is_empty() {
+            ids.extend(encode(piece));
+        }
+    };
+    for (index, image_piece) in template.split(IMAGE_SLOT).enumerate() {
+        if index > 0 {
+            ids.push(special.image);
+        }
+        for (slot, text_piece) in image_piece.split(TEXT_SLOT).enumerate() {
+            if slot > 0 {
+                encode_text(text, &mut ids);
+            }
+            encode_text(text_piece, &mut ids);
+        }
+    }
+    ids.push(special.eos);
+    Ok(ids)
+}
+
+/// One row of a batch: token ids (with the `<image>` id at most once) and, if it has one,
+/// the index of its image in the batch's image tensor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenizedPrompt {
+    /// Token ids, `<bos> … <eos>`.
+    pub ids: Vec<u32>,
+    /// Row of the image tensor spliced in at the `<image>` id.
+    pub image: Option<usize>,
+}
+
+/// A batch laid out for the embedder (host vectors; the embedder makes tensors of them).
+///
+/// The language model's input at row `b`, position `p` is row `source[b·L + p]` of
+/// `concat(text_embeddings.reshape([B·Lt, D]), image_tokens.reshape([Bi·K, D]))`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AssembledBatch {
+    /// Rows `B`.
+    pub batch: usize,
+    /// Text ids without image placeholders, `[B, Lt]`, padded with `<pad>` (every row has at least
+    /// one `<pad>`, which padding positions point at).
+    pub text_ids: Vec<i64>,
+    /// `Lt`.
+    pub text_len: usize,
+    /// Source row of every position, `[B, L]` (see the type's docs).
+    pub source: Vec<i64>,
+    /// `L`: the longest row after splicing `K` image tokens.
+    pub seq_len: usize,
+    /// Real length of each row (its last real position is the `<eos>` that is pooled).
+    pub lengths: Vec<usize>,
+    /// Number of images `Bi` the batch refers to.
+    pub num_images: usize,
+}
+
+impl AssembledBatch {
+    /// Lays out `prompts` for image tokens of length `image_tokens` (K) and `num_images` images.
+    /// `max_len` bounds the spliced length (the language model's `max_seq_len`).
+    pub fn new(
+        prompts: &[TokenizedPrompt],
+        image_tokens: usize,
+        num_images: usize,
+        special: &SpecialTokens,
+        max_len: usize,
+    ) -> Result<Self> {
+        if prompts.is_empty() {
+            return Err(EgaError::Prompt("empty batch".into()));
+        }
+        let mut lengths = Vec::with_capacity(prompts.len());
+        let mut text_rows = Vec::with_capacity(prompts.len());
+        for (row, prompt) in prompts.iter().enumerate() {
+            let placeholders = prompt.ids.iter().filter(|&&id| id == special.image).count();
+            match (placeholders, prompt.image) {
+                (0, None) => {}
+                (1, Some(image)) if image < num_images => {}
+                (1, Some(image)) => {
+                    return Err(EgaError::Prompt(format!("row {row} refers to image {image} but the batch has {num_images}")))
+                }
+                (count, image) => {
+                    return Err(EgaError::Prompt(format!(
+                        "row {row} has {count} <image> ids and {} image",
+                        if image.is_some() { "an" } else { "no" }
+                    )))
+                }
+            }
+            if prompt.ids.is_empty() {
+                return Err(EgaError::Prompt(format!("row {row} has no tokens")));
+            }
+            let text: Vec<u32> = prompt.ids.iter().copied().filter(|&id| id != special.image).collect();
+            let length = text.len() + placeholders * image_tokens;
+            if length > max_len {
+                return Err(EgaError::Prompt(format!(
+                    "row {row} is {length} tokens long (image tokens included); the model takes at most {max_len}"
+                )));
+            }
+            lengths.push(length);
+            text_rows.push(text);
+        }
+        let batch = prompts.len();
+        let text_len = text_rows.iter().map(Vec::len).max().unwrap_or(0) + 1;
+        let seq_len = lengths.iter().copied().max().unwrap_or(1);
+        let mut text_ids = vec![special.pad as i64; batch * text_len];
+        let mut source = Vec::with_capacity(batch * seq_len);
+        for (row, prompt) in prompts.iter().enumerate() {
+            let mut text_position = 0;
+            for &id in &prompt.ids {
+                if id == special.image {
+                    let image = prompt.image.unwrap_or(0);
+                    let first = batch * text_len + image * image_tokens;
+                    source.extend((first..first + image_tokens).map(|s| s as i64));
+                } else {
+                    text_ids[row * text_len + text_position] = id as i64;
+                    source.push((row * text_len + text_position) as i64);
+                    text_position += 1;
+                }
+            }
+            let pad_slot = (row * text_len + text_len - 1) as i64;
+            source.extend(std::iter::repeat_n(pad_slot, seq_len - lengths[row]));
+        }
+        Ok(Self { batch, text_ids, text_len, source, seq_len, lengths, num_images })
+    }
+
+    /// Additive attention bias `[B, 1, L, L]`, row-major: 0 where query `i` may attend to key `j`
+    /// (`j <= i` and `j` is a real token), `mask_value` elsewhere.
+    pub fn attention_bias(&self, mask_value: f32) -> Vec<f32> {
+        let l = self.seq_len;
+        let mut bias = vec![mask_value; self.batch * l * l];
+        for (row, &length) in self.lengths.iter().enumerate() {
+            for i in 0..l {
+                // Every query attends to at least position 0, so no softmax row is empty.
+                for j in 0..=i.min(length - 1) {
+                    bias[(row * l + i) * l + j] = 0.0;
+                }
+            }
+        }
+        bias
+    }
+}
+
+/// Tokenizes one prompt per item with `template`: `(text, image row)` pairs (`text` fills the
+/// `{text}` slot, the image row fills `<image>`).
+pub fn tokenize_prompts(
+    template: &str,
+    special: &SpecialTokens,
+    items: &[(&str, Option<usize>)],
+    encode: &mut dyn FnMut(&str) -> Vec<u32>,
+) -> Result<Vec<TokenizedPrompt>> {
+    items
+        .iter()
+        .map(|&(text, image)| {
+            Ok(TokenizedPrompt { ids: encode_prompt(template, text, image.is_some(), special, encode)?, image })
+        })
+        .collect()
+}

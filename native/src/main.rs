@@ -1,0 +1,216 @@
+//! `native`: the EGA command line. Thin: parses arguments, calls ega-core, prints results.
+
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use burn::module::Module;
+use clap::{Args, Parser, Subcommand};
+use ega_core::device::{self, DeviceChoice};
+use ega_core::loss::{self, oracle, LossConfig, Rescale};
+use ega_core::model::{Embedder, ModelConfig, PRESETS};
+use ega_core::tensor_util::{floats, to_f64_vec};
+
+/// EGA: train and run a multimodal-LLM embedder with the Explicit Gradient Amplifier loss,
+/// on wgpu GPUs (Vulkan / Metal / DX12), on the CPU, and in the browser on WebGPU.
+#[derive(Parser, Debug)]
+#[command(name = "native", version, about, long_about = None, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Show the model presets with their parameter counts, and the devices this machine offers.
+    Info(InfoArgs),
+    /// Compute EGA on a small similarity matrix (default: EGA.md's worked example) and print
+    /// P, the hardness h, the amplified P̄ and the gradients of info-NCE and EGA.
+    Example(ExampleArgs),
+}
+
+#[derive(Args, Debug)]
+struct InfoArgs {
+    /// Which device to describe: auto (hardware GPU, else CPU), wgpu, cpu.
+    #[arg(long, default_value = "auto")]
+    device: DeviceChoice,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
+struct ExampleArgs {
+    /// Similarity matrix rows, `;`-separated, values `,`-separated (N rows, M >= N columns).
+    #[arg(long, default_value = "0.9,0.8,0.3;0.1,0.7,0.6")]
+    similarities: String,
+    /// Temperature τ of the logits.
+    #[arg(long, default_value_t = 0.1)]
+    tau: f64,
+    /// Amplification α (0 = info-NCE).
+    #[arg(long, default_value_t = 1.0)]
+    alpha: f64,
+    /// Hardness temperature τ_h (default: equal to τ).
+    #[arg(long)]
+    tau_h: Option<f64>,
+    /// Rescale mode: none or sum.
+    #[arg(long, default_value = "none")]
+    rescale: Rescale,
+    /// Also compute the loss on Sᵀ and average (targets as queries).
+    #[arg(long)]
+    symmetric: bool,
+    /// Device that runs the burn reference (the float64 oracle runs on the host).
+    #[arg(long, default_value = "cpu")]
+    device: DeviceChoice,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Info(args) => info(args),
+        Command::Example(args) => example(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn info(args: InfoArgs) -> Result<()> {
+    let cpu = burn::tensor::Device::flex();
+    let mut presets = Vec::new();
+    for name in PRESETS {
+        let config = ModelConfig::preset(name)?;
+        let model = Embedder::new(&config, 0, &cpu)?;
+        presets.push((config.clone(), model.vision.num_params(), model.projector.num_params(), model.language.num_params()));
+    }
+    let selected = device::select(args.device);
+    let wgpu = device::wgpu_adapter();
+    if args.json {
+        let presets: Vec<_> = presets
+            .iter()
+            .map(|(c, v, p, l)| {
+                serde_json::json!({
+                    "preset": c.preset, "image_size": c.vision.image_size, "image_tokens": c.vision.image_tokens(),
+                    "embed_dim": c.embed_dim(), "params": v + p + l, "vision_params": v,
+                    "projector_params": p, "language_params": l, "config": c,
+                })
+            })
+            .collect();
+        let report = serde_json::json!({
+            "version": ega_core::VERSION,
+            "presets": presets,
+            "device": selected.as_ref().map(|d| d.description.clone()).map_err(|e| e.to_string()),
+            "wgpu_adapter": wgpu.map(|a| serde_json::json!({
+                "name": a.name, "backend": a.backend, "device_type": a.device_type, "software": a.software,
+            })).map_err(|e| e.to_string()),
+        });
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    println!("ega-core {}\n", ega_core::VERSION);
+    println!("| preset | image | image tokens | vision | projector | language | total params | embedding |");
+    println!("|---|---|---|---|---|---|---|---|");
+    for (c, v, p, l) in &presets {
+        println!(
+            "| {} | {} px | {} | {} | {} | {} | {} ({:.1} M) | {} |",
+            c.preset,
+            c.vision.image_size,
+            c.vision.image_tokens(),
+            v,
+            p,
+            l,
+            v + p + l,
+            (v + p + l) as f64 / 1e6,
+            c.embed_dim()
+        );
+    }
+    println!();
+    match wgpu {
+        Ok(a) => println!(
+            "wgpu adapter: {} ({}, {}{})",
+            a.name,
+            a.backend,
+            a.device_type,
+            if a.software { ", software rasteriser" } else { "" }
+        ),
+        Err(why) => println!("wgpu adapter: none ({why})"),
+    }
+    match selected {
+        Ok(d) => println!("--device {}: {}", format!("{:?}", args.device).to_lowercase(), d.description),
+        Err(err) => println!("--device {}: unavailable: {err}", format!("{:?}", args.device).to_lowercase()),
+    }
+    println!("EGA loss path: burn reference ops on every device (the fused WGSL kernels are not built yet)");
+    Ok(())
+}
+
+fn parse_matrix(text: &str) -> Result<(Vec<f64>, usize, usize)> {
+    let rows: Vec<Vec<f64>> = text
+        .split(';')
+        .enumerate()
+        .map(|(r, row)| {
+            row.split(',')
+                .map(|v| v.trim().parse::<f64>().with_context(|| format!("row {}: {v:?} is not a number", r + 1)))
+                .collect::<Result<Vec<f64>>>()
+        })
+        .collect::<Result<_>>()?;
+    let n = rows.len();
+    let m = rows[0].len();
+    if let Some((r, row)) = rows.iter().enumerate().find(|(_, row)| row.len() != m) {
+        anyhow::bail!("row {} has {} values, row 1 has {m}", r + 1, row.len());
+    }
+    if m < n {
+        anyhow::bail!("{n} rows but only {m} columns: need M >= N (column i is row i's positive)");
+    }
+    if let Some(v) = rows.iter().flatten().find(|v| !v.is_finite()) {
+        anyhow::bail!("similarity {v} is not finite");
+    }
+    Ok((rows.into_iter().flatten().collect(), n, m))
+}
+
+fn print_matrix(name: &str, values: &[f64], m: usize) {
+    println!("{name}");
+    for row in values.chunks(m) {
+        let cells: Vec<String> = row.iter().map(|v| format!("{v:>10.6}")).collect();
+        println!("  [{}]", cells.join(", "));
+    }
+}
+
+fn example(args: ExampleArgs) -> Result<()> {
+    let (s, n, m) = parse_matrix(&args.similarities).context("reading --similarities")?;
+    let config = LossConfig {
+        tau: args.tau,
+        alpha: args.alpha,
+        tau_h: args.tau_h,
+        rescale: args.rescale,
+        symmetric: args.symmetric,
+        ..LossConfig::default()
+    };
+    config.validate()?;
+    let one = oracle::ega_one_direction(&s, n, m, &config);
+    println!("S = {n}×{m}, τ = {}, τ_h = {}, α = {}, rescale = {:?}\n", config.tau, config.tau_h(), config.alpha, config.rescale);
+    print_matrix("P = softmax(S/τ)", &one.probs, m);
+    print_matrix("h (hardness, 0 on the diagonal)", &one.hardness, m);
+    print_matrix("P̄ (amplified)", &one.amplified_probs, m);
+    let (loss_value, grad_infonce, grad) = oracle::ega_loss_and_grads(&s, n, m, &config);
+    println!("L = {loss_value:.6}{}", if config.symmetric { " (symmetric)" } else { "" });
+    print_matrix("∂L/∂S info-NCE", &grad_infonce, m);
+    print_matrix("∂L/∂S EGA", &grad, m);
+
+    // The same through the burn reference on the chosen device, autodiff included.
+    let selected = device::select(args.device)?;
+    let device = selected.device.autodiff();
+    let sims = floats(s.iter().map(|&v| v as f32).collect(), [n, m], &device).require_grad();
+    let value = loss::contrastive_loss(sims.clone(), &config)?;
+    let grads = value.backward();
+    let burn_grad = to_f64_vec(sims.grad(&grads).context("no gradient reached S")?)?;
+    let burn_value = to_f64_vec(value)?[0];
+    let worst = grad.iter().zip(&burn_grad).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+    println!(
+        "\nburn reference on {}: L = {burn_value:.6}, largest |G_burn − G_f64| = {worst:.2e}",
+        selected.description
+    );
+    Ok(())
+}

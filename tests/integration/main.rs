@@ -1,0 +1,6 @@
+//! The one integration-test binary of the workspace.
+
+mod learning;
+mod loss;
+mod model;
+mod prompt;

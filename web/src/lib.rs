@@ -1,0 +1,40 @@
+//! The web demo's wasm module: a thin layer of `#[wasm_bindgen]` calls over ega-core.
+//!
+//! Today it exposes EGA's matrices for a similarity matrix (the lab's worked example); the
+//! search page and the live lab build on it.
+
+use ega_core::loss::{oracle, LossConfig, Rescale};
+use wasm_bindgen::prelude::*;
+
+/// EGA's `P`, `h`, `P̄`, loss and gradients of a row-major `[n, m]` similarity matrix, as JSON.
+/// Errors (bad shape, bad options) come back as a readable message, never a panic.
+#[wasm_bindgen]
+pub fn ega_example(similarities: Vec<f64>, n: usize, m: usize, tau: f64, alpha: f64, tau_h: f64, rescale_sum: bool) -> Result<String, JsError> {
+    if n == 0 || m < n || similarities.len() != n * m {
+        return Err(JsError::new(&format!("need an [n, m] matrix with 1 <= n <= m; got n = {n}, m = {m}, {} values", similarities.len())));
+    }
+    let config = LossConfig {
+        tau,
+        alpha,
+        tau_h: Some(tau_h),
+        rescale: if rescale_sum { Rescale::Sum } else { Rescale::None },
+        ..LossConfig::default()
+    };
+    config.validate().map_err(|err| JsError::new(&err.to_string()))?;
+    let result = oracle::ega_one_direction(&similarities, n, m, &config);
+    let json = serde_json::json!({
+        "loss": result.loss,
+        "probs": result.probs,
+        "hardness": result.hardness,
+        "amplified_probs": result.amplified_probs,
+        "grad_infonce": result.grad_infonce,
+        "grad": result.grad,
+    });
+    Ok(json.to_string())
+}
+
+/// The version of ega-core compiled into this module.
+#[wasm_bindgen]
+pub fn version() -> String {
+    ega_core::VERSION.to_string()
+}
