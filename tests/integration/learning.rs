@@ -50,25 +50,32 @@ fn train_one_batch(name: &str, device: &Device) {
     let queries = EmbedderInput::new(&query_batch, None, &device).unwrap();
     let targets = EmbedderInput::new(&target_batch, Some(floats(pixels, [n, 3, 32, 32], &device)), &device).unwrap();
 
-    let loss_config = LossConfig::default(); // EGA, τ = 0.05, α = 1
+    // EGA with its defaults (τ = 0.05, α = 1, rescale none), α ramped in over the first 30
+    // steps. From a fresh model every embedding is nearly the same, P is nearly uniform, and
+    // un-rescaled EGA's extra push (row sum α·Σ_j P·h > 0) then drives queries and targets
+    // apart as two clusters (S → −1 everywhere, loss → ln 8) before the contrastive signal can
+    // grow: with full α from step 0 this batch collapses. Ramping α in with the warm-up avoids it.
+    let full = LossConfig::default();
+    let alpha_ramp = 30;
     let mut model = Embedder::new(&config, 2024, &device).unwrap();
     let mut optimizer = AdamWConfig::new().with_weight_decay(0.0).init();
     let mut first_loss = None;
     let mut last_loss = f64::NAN;
-    for _step in 0..40 {
+    for step in 0..80 {
+        let loss_config = LossConfig { alpha: full.alpha * (step as f64 / alpha_ramp as f64).min(1.0), ..full.clone() };
         let s = similarity_matrix(model.embed(&queries), model.embed(&targets));
         let loss = contrastive_loss(s, &loss_config).unwrap();
         let grads = loss.backward();
         last_loss = to_f64_vec(loss).unwrap()[0];
         first_loss.get_or_insert(last_loss);
         let grads = GradientsParams::from_grads(grads, &model);
-        model = optimizer.step(2e-3, model, grads);
+        model = optimizer.step(3e-4, model, grads);
     }
     let s = to_f64_vec(similarity_matrix(model.embed(&queries), model.embed(&targets))).unwrap();
     let (t2i, i2t) = recall_at_1(&s, n);
     let first_loss = first_loss.unwrap();
     eprintln!("{name}: loss {first_loss:.4} → {last_loss:.4}, R@1 text→image {t2i}, image→text {i2t}");
-    assert!(last_loss < first_loss * 0.5, "{name}: loss did not fall enough: {first_loss} → {last_loss}");
+    assert!(last_loss < first_loss * 0.1, "{name}: loss did not fall enough: {first_loss} → {last_loss}");
     assert_eq!((t2i, i2t), (1.0, 1.0), "{name}: R@1 after training; S = {s:?}");
 }
 

@@ -15,7 +15,7 @@ use burn::tensor::Tensor;
 use super::infonce::logsumexp_rows;
 use crate::tensor_util::{diagonal_index, eye};
 
-/// Large enough to remove a logit from a log-sum-exp, small enough that `(1+β)·MASKED` is finite.
+/// Replaces the positive's entry in a log-sum-exp over negatives: `exp` of it underflows to 0.
 const MASKED: f64 = -1.0e9;
 
 /// HCL loss of similarities `[N, M]` (`M >= 2`).
@@ -29,10 +29,11 @@ pub fn hcl(similarities: Tensor<2>, tau: f64, beta: f64, tau_plus: f64) -> Tenso
     let logits = similarities.div_scalar(tau); // [N, M]
     let positive = logits.clone().gather(1, diagonal_index(n, &device)); // [N, 1]
     let diagonal = eye(n, m, &device).equal_elem(1.0);
-    let negative_logits = logits.mask_fill(diagonal, MASKED); // [N, M], positive removed
+    // Row-wise log-sum-exp over the negatives only (the positive masked out after scaling).
+    let negatives_lse = |x: Tensor<2>| logsumexp_rows(x.mask_fill(diagonal.clone(), MASKED)); // [N, 1]
     // log Σ_j w_j e^{Z_j} = lse((1+β)Z) − (lse(βZ) − log n)
-    let log_weighted = logsumexp_rows(negative_logits.clone().mul_scalar(1.0 + beta))
-        - logsumexp_rows(negative_logits.mul_scalar(beta))
+    let log_weighted = negatives_lse(logits.clone().mul_scalar(1.0 + beta))
+        - negatives_lse(logits.mul_scalar(beta))
         + negatives.ln(); // [N, 1]
     let log_ng = if tau_plus == 0.0 {
         log_weighted

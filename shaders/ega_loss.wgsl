@@ -1,0 +1,128 @@
+// ega_loss.wgsl: forward pass of the info-NCE / EGA loss (EGA.md, "Forward"), one row per workgroup.
+//
+// What it computes. S is the similarity matrix [N, M] (row-major f32, M >= N; row i's positive
+// is column i, columns N..M are extra negatives). With Z = S / tau, for every row i < N:
+//
+//     max_i    = max_j Z[i][j]
+//     sumexp_i = sum_j exp(Z[i][j] - max_i)                (>= 1, the max term is exp(0))
+//     lse_i    = max_i + log(sumexp_i)                      (stable log-sum-exp of row i)
+//     loss_i   = (max_i - Z[i][i]) + log(sumexp_i)          (= lse_i - Z[i][i] = -log P[i][i])
+//
+// The loss is L = mean_i loss_i; the host takes that mean (a burn op on loss column 0).
+// max_i and sumexp_i are kept so that the backward kernel (ega_loss_backward.wgsl) can form
+// P[i][j] = exp(Z[i][j] - max_i) / sumexp_i exactly like burn's softmax, without a second
+// reduction and without the rounding of lse_i (|lse| can be ~100 when tau = 0.01).
+//
+// Bindings (all in @group(0); the numbering is burn-wgpu's for raw template kernels: the buffers
+// passed with KernelArguments::with_buffer, in order, then the `info` words of
+// MetadataBindingInfo::custom as the last binding):
+//   @binding(0) s       : array<f32>  [N * M]  input, S row-major (contiguous). Declared read_write
+//                                              only because cubecl may place several tensors in one
+//                                              wgpu buffer, and wgpu rejects one buffer bound both
+//                                              read-only and read-write in a dispatch; never written.
+//   @binding(1) rows    : array<f32>  [N * 4]  output, per row i: rows[4i + 0] = loss_i,
+//                                              rows[4i + 1] = lse_i, rows[4i + 2] = max_i,
+//                                              rows[4i + 3] = sumexp_i.
+//   @binding(2) params  : uniform EgaParams (8 x 4 bytes, shared layout with the backward kernel;
+//                         this kernel reads n, m and tau only).
+//
+// Template parameter (filled by burn's SourceTemplate before compilation):
+//   workgroup_size : threads per workgroup, a power of two (64, 128 or 256; WebGPU's default
+//                    limit is 256). Any M works: each thread strides over the row.
+//
+// Dispatch: one workgroup per row, N workgroups in total, laid out as (x, y, 1) with
+// x <= 65535 (the per-dimension limit); row = workgroup_id.x + workgroup_id.y * num_workgroups.x,
+// extra workgroups (row >= N) exit at once. Entry point: main (burn's SourceKernel requires it).
+//
+// f32 only. Finite inputs give finite outputs: no infinity is ever produced or compared (the
+// running max starts at -MAX_F32, not -inf; WGSL implementations may assume no infinities).
+// Workgroup memory is written before it is read (burn-wgpu does not zero-initialise it), and
+// every index is guarded (burn-wgpu compiles WGSL without runtime bounds checks).
+
+struct EgaParams {
+    n: u32,            // rows N
+    m: u32,            // columns M (>= N)
+    tau: f32,          // temperature of the logits
+    tau_h: f32,        // temperature of the hardness score (backward only)
+    alpha: f32,        // amplification (backward only)
+    n_tau: f32,        // N * tau, computed on the host in f64 (backward only)
+    grad_scale: f32,   // host factor on the upstream gradient (backward only)
+    rescale: u32,      // 0 = none, 1 = sum (backward only)
+}
+
+const WG: u32 = {{ workgroup_size }}u;
+const NEG_BIG: f32 = -0x1.fffffep+127f; // -f32::MAX (exact): the identity of max, not -inf
+
+@group(0) @binding(0) var<storage, read_write> s: array<f32>;
+@group(0) @binding(1) var<storage, read_write> rows: array<f32>;
+@group(0) @binding(2) var<uniform> params: EgaParams;
+
+var<workgroup> red: array<f32, WG>;
+
+// Tree reduction of red[0..WG) by max; every thread must call it (it holds barriers).
+fn reduce_max(lid: u32) {
+    for (var stride = WG / 2u; stride > 0u; stride = stride / 2u) {
+        if (lid < stride) {
+            red[lid] = max(red[lid], red[lid + stride]);
+        }
+        workgroupBarrier();
+    }
+}
+
+// Tree reduction of red[0..WG) by sum; every thread must call it (it holds barriers).
+fn reduce_sum(lid: u32) {
+    for (var stride = WG / 2u; stride > 0u; stride = stride / 2u) {
+        if (lid < stride) {
+            red[lid] = red[lid] + red[lid + stride];
+        }
+        workgroupBarrier();
+    }
+}
+
+@compute @workgroup_size(WG)
+fn main(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let n = params.n;
+    let m = params.m;
+    let tau = params.tau;
+    let row = wid.x + wid.y * nwg.x;
+    // Uniform exit: row depends only on the workgroup, params is a uniform buffer.
+    if (row >= n) {
+        return;
+    }
+    let base = row * m;
+
+    // Pass 1: max_j Z[row][j].
+    var local_max = NEG_BIG;
+    for (var j = lid; j < m; j = j + WG) {
+        local_max = max(local_max, s[base + j] / tau);
+    }
+    red[lid] = local_max;
+    workgroupBarrier();
+    reduce_max(lid);
+    let row_max = red[0];
+    workgroupBarrier(); // everyone has read red[0] before it is overwritten
+
+    // Pass 2: sum_j exp(Z[row][j] - max).
+    var local_sum = 0.0;
+    for (var j = lid; j < m; j = j + WG) {
+        local_sum = local_sum + exp(s[base + j] / tau - row_max);
+    }
+    red[lid] = local_sum;
+    workgroupBarrier();
+    reduce_sum(lid);
+
+    if (lid == 0u) {
+        let sumexp = red[0];
+        let log_sum = log(sumexp);
+        let z_pos = s[base + row] / tau; // row < N <= M: the positive exists
+        let out = row * 4u;
+        rows[out + 0u] = (row_max - z_pos) + log_sum;
+        rows[out + 1u] = row_max + log_sum;
+        rows[out + 2u] = row_max;
+        rows[out + 3u] = sumexp;
+    }
+}
