@@ -5,11 +5,10 @@
 //
 //     max_i    = max_j Z[i][j]
 //     sumexp_i = sum_j exp(Z[i][j] - max_i)                (>= 1, the max term is exp(0))
-//     lse_i    = max_i + log(sumexp_i)                      (stable log-sum-exp of row i)
 //     loss_i   = (max_i - Z[i][i]) + log(sumexp_i)          (= lse_i - Z[i][i] = -log P[i][i])
 //
-// The loss is L = mean_i loss_i; the host takes that mean (a burn op on loss column 0).
-// max_i and sumexp_i are kept so that the backward kernel (ega_loss_backward.wgsl) can form
+// The loss is L = mean_i loss_i; the host takes that mean (an ordinary burn op, so autodiff hands
+// the backward kernel one upstream gradient per row). max_i and sumexp_i are kept so that the backward kernel (ega_loss_backward.wgsl) can form
 // P[i][j] = exp(Z[i][j] - max_i) / sumexp_i exactly like burn's softmax, without a second
 // reduction and without the rounding of lse_i (|lse| can be ~100 when tau = 0.01).
 //
@@ -20,10 +19,9 @@
 //                                              only because cubecl may place several tensors in one
 //                                              wgpu buffer, and wgpu rejects one buffer bound both
 //                                              read-only and read-write in a dispatch; never written.
-//   @binding(1) rows    : array<f32>  [N * 4]  output, per row i: rows[4i + 0] = loss_i,
-//                                              rows[4i + 1] = lse_i, rows[4i + 2] = max_i,
-//                                              rows[4i + 3] = sumexp_i.
-//   @binding(2) params  : uniform EgaParams (8 x 4 bytes, shared layout with the backward kernel;
+//   @binding(1) loss    : array<f32>  [N]      output, loss[i] = loss_i.
+//   @binding(2) stats   : array<f32>  [N * 2]  output, stats[2i] = max_i, stats[2i + 1] = sumexp_i.
+//   @binding(3) params  : uniform EgaParams (8 x 4 bytes, shared layout with the backward kernel;
 //                         this kernel reads n, m and tau only).
 //
 // Template parameter (filled by burn's SourceTemplate before compilation):
@@ -45,7 +43,7 @@ struct EgaParams {
     tau: f32,          // temperature of the logits
     tau_h: f32,        // temperature of the hardness score (backward only)
     alpha: f32,        // amplification (backward only)
-    n_tau: f32,        // N * tau, computed on the host in f64 (backward only)
+    reserved: f32,     // unused (keeps the 8-field layout)
     grad_scale: f32,   // host factor on the upstream gradient (backward only)
     rescale: u32,      // 0 = none, 1 = sum (backward only)
 }
@@ -54,8 +52,9 @@ const WG: u32 = {{ workgroup_size }}u;
 const NEG_BIG: f32 = -0x1.fffffep+127f; // -f32::MAX (exact): the identity of max, not -inf
 
 @group(0) @binding(0) var<storage, read_write> s: array<f32>;
-@group(0) @binding(1) var<storage, read_write> rows: array<f32>;
-@group(0) @binding(2) var<uniform> params: EgaParams;
+@group(0) @binding(1) var<storage, read_write> loss: array<f32>;
+@group(0) @binding(2) var<storage, read_write> stats: array<f32>;
+@group(0) @binding(3) var<uniform> params: EgaParams;
 
 var<workgroup> red: array<f32, WG>;
 
@@ -119,10 +118,8 @@ fn main(
         let sumexp = red[0];
         let log_sum = log(sumexp);
         let z_pos = s[base + row] / tau; // row < N <= M: the positive exists
-        let out = row * 4u;
-        rows[out + 0u] = (row_max - z_pos) + log_sum;
-        rows[out + 1u] = row_max + log_sum;
-        rows[out + 2u] = row_max;
-        rows[out + 3u] = sumexp;
+        loss[row] = (row_max - z_pos) + log_sum;
+        stats[row * 2u] = row_max;
+        stats[row * 2u + 1u] = sumexp;
     }
 }

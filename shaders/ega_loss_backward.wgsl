@@ -1,5 +1,6 @@
 // ega_loss_backward.wgsl: EGA's gradient of the loss with respect to S (EGA.md, "Backward"),
-// one row per workgroup. alpha = 0 gives info-NCE's true gradient (P - I) / (N tau).
+// one row per workgroup. alpha = 0 gives info-NCE's true gradient (P - I) / (N tau) when the
+// upstream gradients are those of the mean, 1/N per row.
 //
 // What it computes. S is [N, M] (row-major f32, M >= N, row i's positive is column i), Z = S / tau,
 // and max_i, sumexp_i come from the forward kernel (ega_loss.wgsl). For every row i and column j:
@@ -11,8 +12,8 @@
 //     rescale = sum (params.rescale = 1): the off-diagonal Pb[i][.] is multiplied by
 //                  c_i = (sum_{j!=i} P[i][j]) / max(sum_{j!=i} Pb[i][j], 1e-30)
 //                so that it sums to sum_{j!=i} P[i][j] (= 1 - P[i][i] without the cancellation).
-//     g        = grad_out[0] * grad_scale                               (upstream gradient of L)
-//     G[i][j]  = ((Pb[i][j] - [i == j]) / n_tau) * g                     with n_tau = N * tau
+//     g_i      = grad_rows[i] * grad_scale          (upstream gradient of loss_i; 1/N for the mean)
+//     G[i][j]  = ((Pb[i][j] - [i == j]) / tau) * g_i
 //
 // Pb is a constant of the backward pass (no gradient flows through h or through c_i).
 //
@@ -21,12 +22,12 @@
 // read_write, even those only read, because cubecl may sub-allocate several tensors from one wgpu
 // buffer and wgpu rejects a buffer bound both read-only and read-write in one dispatch.
 //   @binding(0) s        : array<f32> [N * M]  input S, row-major contiguous (only read).
-//   @binding(1) rows     : array<f32> [N * 4]  input, the forward kernel's output; this kernel
-//                                              reads rows[4i + 2] = max_i, rows[4i + 3] = sumexp_i.
-//   @binding(2) grad_out : array<f32> [1]      input, the upstream gradient of the scalar loss
+//   @binding(1) stats    : array<f32> [N * 2]  input, the forward kernel's output:
+//                                              stats[2i] = max_i, stats[2i + 1] = sumexp_i.
+//   @binding(2) grad_rows: array<f32> [N]      input, the upstream gradient of each row's loss
 //                                              (read on the device: no host synchronisation).
 //   @binding(3) grad_s   : array<f32> [N * M]  output G, row-major.
-//   @binding(4) params   : uniform EgaParams   n, m, tau, tau_h, alpha, n_tau, grad_scale, rescale.
+//   @binding(4) params   : uniform EgaParams   n, m, tau, tau_h, alpha, reserved, grad_scale, rescale.
 //
 // Template parameter: workgroup_size, a power of two (64, 128 or 256). Any M works.
 // Dispatch: one workgroup per row, as (x, y, 1) with x <= 65535;
@@ -40,7 +41,7 @@ struct EgaParams {
     tau: f32,
     tau_h: f32,
     alpha: f32,
-    n_tau: f32,
+    reserved: f32,
     grad_scale: f32,
     rescale: u32,
 }
@@ -50,8 +51,8 @@ const HARDNESS_CLAMP: f32 = 80.0;
 const TINY: f32 = 1.0e-30;
 
 @group(0) @binding(0) var<storage, read_write> s: array<f32>;
-@group(0) @binding(1) var<storage, read_write> rows: array<f32>;
-@group(0) @binding(2) var<storage, read_write> grad_out: array<f32>;
+@group(0) @binding(1) var<storage, read_write> stats: array<f32>;
+@group(0) @binding(2) var<storage, read_write> grad_rows: array<f32>;
 @group(0) @binding(3) var<storage, read_write> grad_s: array<f32>;
 @group(0) @binding(4) var<uniform> params: EgaParams;
 
@@ -79,10 +80,10 @@ fn main(
         return; // uniform: depends on the workgroup and the uniform buffer only
     }
     let base = row * m;
-    let row_max = rows[row * 4u + 2u];
-    let row_sum = rows[row * 4u + 3u];
+    let row_max = stats[row * 2u];
+    let row_sum = stats[row * 2u + 1u];
     let s_ii = s[base + row];
-    let g = grad_out[0] * params.grad_scale;
+    let g = grad_rows[row] * params.grad_scale;
 
     // rescale = sum: c_i = (sum_{j!=i} P) / max(sum_{j!=i} Pb, TINY), a workgroup reduction.
     var c = 1.0;
@@ -119,6 +120,6 @@ fn main(
         } else {
             d = p * amplification(s_ij, s_ii) * c;
         }
-        grad_s[base + j] = (d / params.n_tau) * g;
+        grad_s[base + j] = (d / tau) * g;
     }
 }

@@ -5,6 +5,7 @@
 //! - [`loss`]: info-NCE, EGA (the Explicit Gradient Amplifier, see `shared/design/EGA.md`), LLaVE
 //!   hardness weighting and HCL, as reference implementations in burn tensor ops, plus an
 //!   independent float64 host oracle of EGA ([`loss::oracle`]).
+//! - [`kernels`]: the fused WGSL kernels (EGA loss, top-k search) on wgpu devices.
 //! - [`device`]: choosing a burn `Device` (wgpu GPU, software Vulkan, or the `flex` CPU backend).
 //!
 //! Shape legend used throughout: `N` queries, `M` targets (`M >= N`), `d` embedding width,
@@ -12,6 +13,7 @@
 
 pub mod device;
 pub mod error;
+pub mod kernels;
 pub mod loss;
 pub mod model;
 pub mod prompt;

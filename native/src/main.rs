@@ -1,5 +1,8 @@
 //! `native`: the EGA command line. Thin: parses arguments, calls ega-core, prints results.
 
+mod bench;
+
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
@@ -26,6 +29,47 @@ enum Command {
     /// Compute EGA on a small similarity matrix (default: EGA.md's worked example) and print
     /// P, the hardness h, the amplified P̄ and the gradients of info-NCE and EGA.
     Example(ExampleArgs),
+    /// Benchmarks, measured in one run on one device; results as ratios.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum BenchCommand {
+    /// The fused WGSL kernels (EGA loss forward + backward, top-k search) against the same
+    /// computation composed from burn ops, plus the loss kernel's bytes/s against a device copy.
+    Kernels(KernelBenchArgs),
+}
+
+#[derive(Args, Debug)]
+struct KernelBenchArgs {
+    /// Device: the fused kernels need wgpu (a GPU, or software Vulkan).
+    #[arg(long, default_value = "wgpu")]
+    device: DeviceChoice,
+    /// Timed runs per measurement; the median is reported.
+    #[arg(long, default_value_t = 7)]
+    repeats: usize,
+    /// Untimed warm-up runs before timing.
+    #[arg(long, default_value_t = 2)]
+    warmup: usize,
+    /// Loss sizes N = M, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "256,1024,4096")]
+    loss_sizes: Vec<usize>,
+    /// Top-k index sizes n, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "10000,100000")]
+    index_sizes: Vec<usize>,
+    /// Queries per top-k search.
+    #[arg(long, default_value_t = 32)]
+    queries: usize,
+    /// Embedding dimension d of the top-k index.
+    #[arg(long, default_value_t = 256)]
+    dim: usize,
+    /// Results per query.
+    #[arg(short, long, default_value_t = 10)]
+    k: usize,
+    /// Also write the results as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -68,6 +112,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Info(args) => info(args),
         Command::Example(args) => example(args),
+        Command::Bench(BenchCommand::Kernels(args)) => bench_kernels(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -76,6 +121,26 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn bench_kernels(args: KernelBenchArgs) -> Result<()> {
+    anyhow::ensure!(args.repeats >= 1, "--repeats must be at least 1");
+    anyhow::ensure!(args.k >= 1, "-k must be at least 1");
+    anyhow::ensure!(args.queries >= 1 && args.dim >= 1, "--queries and --dim must be at least 1");
+    if let Some(n) = args.loss_sizes.iter().chain(&args.index_sizes).find(|&&n| n == 0) {
+        anyhow::bail!("sizes must be at least 1, got {n}");
+    }
+    let options = bench::KernelBenchOptions {
+        device: args.device,
+        repeats: args.repeats,
+        warmup: args.warmup,
+        loss_sizes: args.loss_sizes,
+        index_sizes: args.index_sizes,
+        queries: args.queries,
+        dim: args.dim,
+        k: args.k,
+    };
+    bench::run(&options, args.json.as_deref())
 }
 
 fn info(args: InfoArgs) -> Result<()> {
@@ -103,6 +168,7 @@ fn info(args: InfoArgs) -> Result<()> {
             "version": ega_core::VERSION,
             "presets": presets,
             "device": selected.as_ref().map(|d| d.description.clone()).map_err(|e| e.to_string()),
+            "ega_loss_path": selected.as_ref().map(|d| ega_core::kernels::ega_path(&d.device).to_string()).map_err(|e| e.to_string()),
             "wgpu_adapter": wgpu.map(|a| serde_json::json!({
                 "name": a.name, "backend": a.backend, "device_type": a.device_type, "software": a.software,
             })).map_err(|e| e.to_string()),
@@ -138,11 +204,14 @@ fn info(args: InfoArgs) -> Result<()> {
         ),
         Err(why) => println!("wgpu adapter: none ({why})"),
     }
+    let choice = format!("{:?}", args.device).to_lowercase();
     match selected {
-        Ok(d) => println!("--device {}: {}", format!("{:?}", args.device).to_lowercase(), d.description),
-        Err(err) => println!("--device {}: unavailable: {err}", format!("{:?}", args.device).to_lowercase()),
+        Ok(d) => {
+            println!("--device {choice}: {}", d.description);
+            println!("EGA / info-NCE loss on it: {}", ega_core::kernels::ega_path(&d.device));
+        }
+        Err(err) => println!("--device {choice}: unavailable: {err}"),
     }
-    println!("EGA loss path: burn reference ops on every device (the fused WGSL kernels are not built yet)");
     Ok(())
 }
 

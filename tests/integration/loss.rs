@@ -1,7 +1,7 @@
 //! The loss references against EGA.md's oracles 1, 2, 3 and 5, on flex and on wgpu.
 
 use burn::tensor::{Device, Tensor};
-use ega_core::loss::{self, contrastive_loss, ega_matrices, oracle, LossConfig, LossKind, Rescale};
+use ega_core::loss::{self, contrastive_loss, contrastive_loss_reference, ega_matrices, oracle, LossConfig, LossKind, Rescale};
 use ega_core::tensor_util::{floats, to_f64_vec};
 use ega_tests::{assert_close, devices, uniform};
 
@@ -11,11 +11,17 @@ fn worked_config(rescale: Rescale) -> LossConfig {
     LossConfig { tau: 0.1, tau_h: Some(0.1), alpha: 1.0, rescale, ..LossConfig::default() }
 }
 
-/// The loss value and `∂L/∂S` through burn's autodiff.
+/// The loss value and `∂L/∂S` of the burn reference through burn's autodiff.
 fn value_and_grad(s: &[f64], n: usize, m: usize, config: &LossConfig, device: &Device) -> (f64, Vec<f64>) {
+    value_and_grad_on_path(s, n, m, config, device, false)
+}
+
+/// The same through `contrastive_loss` (`fused`: the WGSL kernels on wgpu) or the reference.
+pub fn value_and_grad_on_path(s: &[f64], n: usize, m: usize, config: &LossConfig, device: &Device, fused: bool) -> (f64, Vec<f64>) {
     let device = device.clone().autodiff();
     let sims: Tensor<2> = floats(s.iter().map(|&v| v as f32).collect(), [n, m], &device).require_grad();
-    let value = contrastive_loss(sims.clone(), config).expect("valid loss config");
+    let value = if fused { contrastive_loss(sims.clone(), config) } else { contrastive_loss_reference(sims.clone(), config) }
+        .expect("valid loss config");
     let grads = value.backward();
     let grad = to_f64_vec(sims.grad(&grads).expect("S has a gradient")).unwrap();
     (to_f64_vec(value).unwrap()[0], grad)
@@ -149,11 +155,14 @@ fn ega_reference_matches_f64_oracle_for_every_option() {
                     for symmetric in [false, true] {
                         let config = LossConfig { tau, tau_h, alpha, rescale, symmetric, ..LossConfig::default() };
                         let s = random_similarities(n, m, 1000 + case as u64);
-                        let (value, grad) = value_and_grad(&s, n, m, &config, &device);
                         let (want_value, _, want_grad) = oracle::ega_loss_and_grads(&s, n, m, &config);
-                        let what = format!("{name} [{n},{m}] {config:?}");
-                        assert_close(&format!("{what} value"), &[value], &[want_value], 1e-5, 1e-4);
-                        assert_close(&format!("{what} grad"), &grad, &want_grad, 1e-5, 1e-4);
+                        // The reference, and the default path (the fused kernels on wgpu).
+                        for fused in [false, true] {
+                            let (value, grad) = value_and_grad_on_path(&s, n, m, &config, &device, fused);
+                            let what = format!("{name} fused={fused} [{n},{m}] {config:?}");
+                            assert_close(&format!("{what} value"), &[value], &[want_value], 1e-5, 1e-4);
+                            assert_close(&format!("{what} grad"), &grad, &want_grad, 1e-5, 1e-4);
+                        }
                     }
                 }
             }
@@ -236,10 +245,12 @@ fn no_nan_or_inf_on_extreme_inputs() {
                     for rescale in [Rescale::None, Rescale::Sum] {
                         for (symmetric, tau_plus) in [(false, 0.0), (true, 0.1)] {
                             let config = LossConfig { kind, tau, rescale, symmetric, hcl_tau_plus: tau_plus, llave_beta: 9.0, ..LossConfig::default() };
-                            let (value, grad) = value_and_grad(s, *n, *m, &config, &device);
-                            assert!(value.is_finite(), "{name} {what} {config:?}: loss {value}");
-                            if let Some((k, g)) = grad.iter().enumerate().find(|(_, g)| !g.is_finite()) {
-                                panic!("{name} {what} {config:?}: gradient[{k}] = {g}");
+                            for fused in [false, true] {
+                                let (value, grad) = value_and_grad_on_path(s, *n, *m, &config, &device, fused);
+                                assert!(value.is_finite(), "{name} fused={fused} {what} {config:?}: loss {value}");
+                                if let Some((k, g)) = grad.iter().enumerate().find(|(_, g)| !g.is_finite()) {
+                                    panic!("{name} fused={fused} {what} {config:?}: gradient[{k}] = {g}");
+                                }
                             }
                         }
                     }

@@ -193,8 +193,29 @@ impl LossConfig {
 
 /// The configured loss of a similarity matrix `[N, M]`: a one-element tensor.
 ///
-/// With `symmetric`, the mean of the loss over `S` and over the transposed in-batch block.
+/// info-NCE and EGA run on the fused WGSL kernels on wgpu devices (see [`crate::kernels`]), the
+/// burn reference ops elsewhere; LLaVE and HCL always run the reference. With `symmetric`, the
+/// mean of the loss over `S` and over the transposed in-batch block.
 pub fn contrastive_loss(similarities: Tensor<2>, config: &LossConfig) -> Result<Tensor<1>> {
+    config.validate()?;
+    let [n, m] = similarities.dims();
+    config.check_shape(n, m)?;
+    let similarities = if matches!(config.kind, LossKind::InfoNce | LossKind::Ega)
+        && crate::kernels::ega_path(&similarities.device()) == crate::kernels::LossPath::FusedWgsl
+    {
+        match crate::kernels::ega_loss_fused(similarities, config) {
+            Ok(loss) => return Ok(loss),
+            Err(similarities) => similarities,
+        }
+    } else {
+        similarities
+    };
+    contrastive_loss_reference(similarities, config)
+}
+
+/// The configured loss through the burn reference ops only, on any device (what the kernels are
+/// tested against).
+pub fn contrastive_loss_reference(similarities: Tensor<2>, config: &LossConfig) -> Result<Tensor<1>> {
     config.validate()?;
     let [n, m] = similarities.dims();
     config.check_shape(n, m)?;

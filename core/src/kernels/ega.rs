@@ -1,0 +1,202 @@
+//! The fused EGA / info-NCE loss: `shaders/ega_loss.wgsl` (forward: per-row loss, max and sum of
+//! exponentials) and `shaders/ega_loss_backward.wgsl` (backward: `P`, `h`, `P̄` and `G` in one
+//! pass per row), wrapped as a burn autodiff operation whose forward and backward both run WGSL.
+//!
+//! The operation maps `S [N, M]` to the per-row losses `[N]`; the mean over rows (and, with
+//! `symmetric`, the transposed term) are ordinary burn ops around it, so autodiff hands the
+//! backward kernel one upstream gradient per row, on the device.
+
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::{CheckpointStrategy, NoCheckpointing};
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::tensor::FloatTensor;
+use burn::backend::wgpu::{into_contiguous, CubeTensor, KernelSource, SourceKernel, SourceTemplate};
+use burn::backend::{Autodiff, Cube, DType, Shape};
+use burn::cubecl::prelude::KernelId;
+use burn::cubecl::server::{KernelArguments, MetadataBindingInfo};
+use burn::cubecl::CubeDim;
+use burn::tensor::Tensor;
+
+use super::launch::{empty_like_device, grid, words};
+use crate::loss::{LossConfig, Rescale};
+
+/// Threads per workgroup (one workgroup per row; WebGPU's default limit is 256).
+const WORKGROUP: u32 = 256;
+
+/// The scalar options the kernels read (EGA.md's options, in f32).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EgaKernelParams {
+    /// Temperature τ of the logits.
+    pub tau: f32,
+    /// Temperature τ_h of the hardness.
+    pub tau_h: f32,
+    /// Amplification α (0 = info-NCE).
+    pub alpha: f32,
+    /// `rescale = sum`.
+    pub rescale_sum: bool,
+}
+
+impl EgaKernelParams {
+    /// The kernel options of a loss config (info-NCE is EGA with α = 0).
+    pub fn from_config(config: &LossConfig) -> Self {
+        let alpha = if config.kind == crate::loss::LossKind::InfoNce { 0.0 } else { config.alpha };
+        Self {
+            tau: config.tau as f32,
+            tau_h: config.tau_h() as f32,
+            alpha: alpha as f32,
+            rescale_sum: config.rescale == Rescale::Sum,
+        }
+    }
+
+    /// The uniform `EgaParams` of both shaders: n, m, tau, tau_h, alpha, reserved, grad_scale, rescale.
+    fn words(&self, n: usize, m: usize) -> Vec<u64> {
+        words([
+            n as u32,
+            m as u32,
+            self.tau.to_bits(),
+            self.tau_h.to_bits(),
+            self.alpha.to_bits(),
+            0,
+            1.0f32.to_bits(),
+            self.rescale_sum as u32,
+        ])
+    }
+}
+
+struct EgaForwardKernel;
+struct EgaBackwardKernel;
+
+impl KernelSource for EgaForwardKernel {
+    fn source(&self) -> SourceTemplate {
+        SourceTemplate::new(include_str!("../../../shaders/ega_loss.wgsl")).register("workgroup_size", WORKGROUP.to_string())
+    }
+    fn id(&self) -> KernelId {
+        KernelId::new::<Self>().info(WORKGROUP)
+    }
+    fn lang(&self) -> &'static str {
+        "wgsl"
+    }
+}
+
+impl KernelSource for EgaBackwardKernel {
+    fn source(&self) -> SourceTemplate {
+        SourceTemplate::new(include_str!("../../../shaders/ega_loss_backward.wgsl"))
+            .register("workgroup_size", WORKGROUP.to_string())
+    }
+    fn id(&self) -> KernelId {
+        KernelId::new::<Self>().info(WORKGROUP)
+    }
+    fn lang(&self) -> &'static str {
+        "wgsl"
+    }
+}
+
+fn dims2(tensor: &CubeTensor) -> (usize, usize) {
+    let shape = tensor.meta.shape();
+    (shape[0], shape[1])
+}
+
+/// Forward kernel on a contiguous f32 `S [N, M]`: `(loss [N], stats [N, 2])`.
+fn forward(s: &CubeTensor, params: &EgaKernelParams) -> (CubeTensor, CubeTensor) {
+    let (n, m) = dims2(s);
+    let loss = empty_like_device(s, Shape::new([n]), DType::F32);
+    let stats = empty_like_device(s, Shape::new([n, 2]), DType::F32);
+    let arguments = KernelArguments::new()
+        .with_buffer(s.handle.clone().binding())
+        .with_buffer(loss.handle.clone().binding())
+        .with_buffer(stats.handle.clone().binding())
+        .with_info(MetadataBindingInfo::custom(params.words(n, m)));
+    let kernel = SourceKernel::new(EgaForwardKernel, CubeDim::new_1d(WORKGROUP));
+    s.client.launch(Box::new(kernel), grid(n), arguments);
+    (loss, stats)
+}
+
+/// Backward kernel: `G [N, M]` from `S`, the forward's stats and the upstream per-row gradients.
+fn backward(s: &CubeTensor, stats: &CubeTensor, grad_rows: CubeTensor, params: &EgaKernelParams) -> CubeTensor {
+    let (n, m) = dims2(s);
+    // The mean's backward hands over an expanded (stride-0) tensor: make it a real [N] buffer.
+    let grad_rows = into_contiguous(grad_rows);
+    let grad_s = empty_like_device(s, Shape::new([n, m]), DType::F32);
+    let arguments = KernelArguments::new()
+        .with_buffer(s.handle.clone().binding())
+        .with_buffer(stats.handle.clone().binding())
+        .with_buffer(grad_rows.handle.clone().binding())
+        .with_buffer(grad_s.handle.clone().binding())
+        .with_info(MetadataBindingInfo::custom(params.words(n, m)));
+    let kernel = SourceKernel::new(EgaBackwardKernel, CubeDim::new_1d(WORKGROUP));
+    s.client.launch(Box::new(kernel), grid(n), arguments);
+    grad_s
+}
+
+/// The autodiff node of the fused loss: its backward is EGA's `G`, from the backward kernel.
+#[derive(Debug)]
+struct EgaRowsBackward;
+
+impl Backward<Cube, 1> for EgaRowsBackward {
+    /// `S` (contiguous f32), the forward's `[N, 2]` stats, the options.
+    type State = (CubeTensor, CubeTensor, EgaKernelParams);
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+        let [parent] = ops.parents;
+        let grad_rows = grads.consume::<Cube>(&ops.node);
+        let (s, stats, params) = ops.state;
+        if let Some(node) = parent {
+            grads.register::<Cube>(node.id, backward(&s, &stats, grad_rows, &params));
+        }
+    }
+}
+
+fn rows_autodiff<C: CheckpointStrategy>(s: FloatTensor<Autodiff<Cube, C>>, params: EgaKernelParams) -> FloatTensor<Autodiff<Cube, C>> {
+    let (s, guard) = s.into_parts();
+    let s = into_contiguous(s);
+    let (loss, stats) = forward(&s, &params);
+    match EgaRowsBackward.prepare::<C>([guard]).compute_bound().stateful() {
+        OpsKind::Tracked(prep) => prep.finish((s, stats, params), loss),
+        OpsKind::UnTracked(prep) => prep.finish(loss),
+    }
+}
+
+/// Per-row losses `[N]` of `S [N, M]` through the kernels, or `Err(S)` back when they cannot run
+/// on this tensor (not on wgpu, not f32, or an autodiff graph with gradient checkpointing).
+///
+/// # Shapes
+/// - similarities: `[N, M]` → `[N]`
+pub fn ega_rows_fused(similarities: Tensor<2>, params: EgaKernelParams) -> Result<Tensor<1>, Tensor<2>> {
+    let device = similarities.device();
+    if similarities.dtype() != DType::F32 || !super::is_wgpu(&device) {
+        return Err(similarities);
+    }
+    if device.is_autodiff() {
+        match similarities.clone().try_into_primitive::<Autodiff<Cube, NoCheckpointing>>() {
+            Ok(s) => Ok(Tensor::from_primitive::<Autodiff<Cube, NoCheckpointing>>(rows_autodiff::<NoCheckpointing>(s, params))),
+            Err(_) => Err(similarities),
+        }
+    } else {
+        match similarities.clone().try_into_primitive::<Cube>() {
+            Ok(s) => Ok(Tensor::from_primitive::<Cube>(forward(&into_contiguous(s), &params).0)),
+            Err(_) => Err(similarities),
+        }
+    }
+}
+
+/// The EGA (or info-NCE) loss of `S [N, M]` through the fused kernels, honouring `symmetric`;
+/// `Err(S)` back when the kernels cannot run on this tensor (the caller runs the reference).
+///
+/// # Shapes
+/// - similarities: `[N, M]` → `[1]`
+pub fn ega_loss_fused(similarities: Tensor<2>, config: &LossConfig) -> Result<Tensor<1>, Tensor<2>> {
+    let params = EgaKernelParams::from_config(config);
+    let [n, m] = similarities.dims();
+    let square = config.symmetric.then(|| if m == n { similarities.clone() } else { similarities.clone().slice([0..n, 0..n]) });
+    let forward = ega_rows_fused(similarities, params)?.mean();
+    let Some(square) = square else {
+        return Ok(forward);
+    };
+    // Same device and dtype as the forward term, so the kernels run; the reference is only a guard.
+    let backward = match ega_rows_fused(square.transpose(), params) {
+        Ok(rows) => rows.mean(),
+        Err(transposed) => crate::loss::ega(transposed, &LossConfig { alpha: params.alpha as f64, ..config.clone() }),
+    };
+    Ok((forward + backward).div_scalar(2.0))
+}

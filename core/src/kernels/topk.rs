@@ -1,0 +1,147 @@
+//! Exact top-k cosine search on the device: `shaders/topk_cosine.wgsl` (per-chunk candidates)
+//! then `shaders/topk_cosine_merge.wgsl` (merge). Only `[q, k]` results leave the kernels; the
+//! `[q, n]` score matrix never exists. Order: score descending, ties by the lower index.
+//!
+//! [`topk_reference`] is the same search composed from burn ops (matmul + sort), which runs on
+//! every device; [`topk_cosine`] picks the kernels on wgpu and the reference elsewhere.
+
+use burn::backend::wgpu::{into_contiguous, CubeTensor, KernelSource, SourceKernel, SourceTemplate};
+use burn::backend::{Cube, DType, Shape};
+use burn::cubecl::prelude::KernelId;
+use burn::cubecl::server::{KernelArguments, MetadataBindingInfo};
+use burn::cubecl::CubeDim;
+use burn::tensor::{Int, Tensor};
+
+use super::launch::{empty_like_device, grid, words};
+use crate::{EgaError, Result};
+
+/// Threads per workgroup of both passes.
+const WORKGROUP: u32 = 256;
+/// Index rows each thread of pass 1 scores (kept in registers): a chunk is 1024 rows.
+const ROWS_PER_THREAD: u32 = 4;
+
+/// The `k` best index rows of each query.
+#[derive(Debug, Clone)]
+pub struct TopK {
+    /// `[q, min(k, n)]` row indices, best first.
+    pub indices: Tensor<2, Int>,
+    /// `[q, min(k, n)]` cosine scores, descending.
+    pub scores: Tensor<2>,
+}
+
+struct TopkChunkKernel;
+struct TopkMergeKernel;
+
+impl KernelSource for TopkChunkKernel {
+    fn source(&self) -> SourceTemplate {
+        SourceTemplate::new(include_str!("../../../shaders/topk_cosine.wgsl"))
+            .register("workgroup_size", WORKGROUP.to_string())
+            .register("rows_per_thread", ROWS_PER_THREAD.to_string())
+    }
+    fn id(&self) -> KernelId {
+        KernelId::new::<Self>().info((WORKGROUP, ROWS_PER_THREAD))
+    }
+    fn lang(&self) -> &'static str {
+        "wgsl"
+    }
+}
+
+impl KernelSource for TopkMergeKernel {
+    fn source(&self) -> SourceTemplate {
+        SourceTemplate::new(include_str!("../../../shaders/topk_cosine_merge.wgsl")).register("workgroup_size", WORKGROUP.to_string())
+    }
+    fn id(&self) -> KernelId {
+        KernelId::new::<Self>().info(WORKGROUP)
+    }
+    fn lang(&self) -> &'static str {
+        "wgsl"
+    }
+}
+
+fn check(queries: &Tensor<2>, index: &Tensor<2>, k: usize) -> Result<(usize, usize, usize)> {
+    let [q, d] = queries.dims();
+    let [n, d_index] = index.dims();
+    if d != d_index {
+        return Err(EgaError::Shape { context: "top-k search", message: format!("queries have dimension {d}, the index {d_index}") });
+    }
+    if k == 0 {
+        return Err(EgaError::config("k", k, "must be at least 1"));
+    }
+    if q == 0 || n == 0 {
+        return Err(EgaError::Shape { context: "top-k search", message: format!("{q} queries against {n} index rows: both must be non-empty") });
+    }
+    Ok((q, n, d))
+}
+
+/// Both passes on contiguous f32 tensors: `(indices u32 [q, k], scores f32 [q, k])`, padded with
+/// index `u32::MAX` past `n`.
+fn launch(queries: &CubeTensor, index: &CubeTensor, q: usize, n: usize, d: usize, k: usize) -> (CubeTensor, CubeTensor) {
+    let chunk = (WORKGROUP * ROWS_PER_THREAD) as usize;
+    let num_chunks = n.div_ceil(chunk).max(1);
+    let params = words([q as u32, n as u32, d as u32, k as u32, num_chunks as u32, 0, 0, 0]);
+    let candidates = Shape::new([q, num_chunks * k]);
+    let cand_idx = empty_like_device(queries, candidates.clone(), DType::U32);
+    let cand_score = empty_like_device(queries, candidates, DType::F32);
+    let arguments = KernelArguments::new()
+        .with_buffer(queries.handle.clone().binding())
+        .with_buffer(index.handle.clone().binding())
+        .with_buffer(cand_idx.handle.clone().binding())
+        .with_buffer(cand_score.handle.clone().binding())
+        .with_info(MetadataBindingInfo::custom(params.clone()));
+    let kernel = SourceKernel::new(TopkChunkKernel, CubeDim::new_1d(WORKGROUP));
+    queries.client.launch(Box::new(kernel), grid(q * num_chunks), arguments);
+    if num_chunks == 1 {
+        return (cand_idx, cand_score);
+    }
+    let out_idx = empty_like_device(queries, Shape::new([q, k]), DType::U32);
+    let out_score = empty_like_device(queries, Shape::new([q, k]), DType::F32);
+    let arguments = KernelArguments::new()
+        .with_buffer(cand_idx.handle.clone().binding())
+        .with_buffer(cand_score.handle.clone().binding())
+        .with_buffer(out_idx.handle.clone().binding())
+        .with_buffer(out_score.handle.clone().binding())
+        .with_info(MetadataBindingInfo::custom(params));
+    let kernel = SourceKernel::new(TopkMergeKernel, CubeDim::new_1d(WORKGROUP));
+    queries.client.launch(Box::new(kernel), grid(q), arguments);
+    (out_idx, out_score)
+}
+
+/// Top-k of unit-norm `queries [q, d]` against unit-norm `index [n, d]`: the WGSL kernels on a
+/// wgpu device (f32), [`topk_reference`] elsewhere. `k > n` returns all `n` rows.
+///
+/// # Shapes
+/// - queries: `[q, d]`, index: `[n, d]` → indices, scores: `[q, min(k, n)]`
+pub fn topk_cosine(queries: Tensor<2>, index: Tensor<2>, k: usize) -> Result<TopK> {
+    let (q, n, d) = check(&queries, &index, k)?;
+    let device = queries.device();
+    let on_kernels = super::kernels_enabled()
+        && super::is_wgpu(&device)
+        && !device.is_autodiff()
+        && queries.dtype() == DType::F32
+        && index.dtype() == DType::F32
+        && (q * n.div_ceil((WORKGROUP * ROWS_PER_THREAD) as usize) * k) < u32::MAX as usize;
+    if !on_kernels {
+        return topk_reference(queries, index, k);
+    }
+    let (Ok(queries_primitive), Ok(index_primitive)) = (queries.clone().try_into_primitive::<Cube>(), index.clone().try_into_primitive::<Cube>()) else {
+        return topk_reference(queries, index, k);
+    };
+    let (indices, scores) = launch(&into_contiguous(queries_primitive), &into_contiguous(index_primitive), q, n, d, k);
+    let kept = k.min(n);
+    let indices = Tensor::<2, Int>::from_primitive::<Cube>(indices);
+    let scores = Tensor::<2>::from_primitive::<Cube>(scores);
+    Ok(TopK { indices: indices.slice([0..q, 0..kept]), scores: scores.slice([0..q, 0..kept]) })
+}
+
+/// The same search composed from burn ops: `S = Q Xᵀ` (`[q, n]`), a descending sort of each row,
+/// the first `min(k, n)` columns. Ties follow burn's sort.
+///
+/// # Shapes
+/// - queries: `[q, d]`, index: `[n, d]` → indices, scores: `[q, min(k, n)]`
+pub fn topk_reference(queries: Tensor<2>, index: Tensor<2>, k: usize) -> Result<TopK> {
+    let (q, n, _) = check(&queries, &index, k)?;
+    let scores = queries.matmul(index.transpose()); // [q, n]
+    let (sorted, order) = scores.sort_descending_with_indices(1);
+    let kept = k.min(n);
+    Ok(TopK { indices: order.slice([0..q, 0..kept]), scores: sorted.slice([0..q, 0..kept]) })
+}
