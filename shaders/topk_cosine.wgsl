@@ -1,13 +1,16 @@
-// topk_cosine.wgsl: exact top-k cosine search, pass 1 of 2 (per-chunk candidates). The merge pass
-// is topk_cosine_merge.wgsl; when the index fits in one chunk this pass alone gives the answer.
+// topk_cosine.wgsl: exact top-k selection over cosine scores, pass 1 of 2 (per-chunk candidates).
+// The merge pass is topk_cosine_merge.wgsl; when a score row fits in one chunk this pass alone
+// gives the answer.
 //
-// What it computes. Queries Q [q, d] and index X [n, d] are row-major f32 with unit-norm rows, so
-// score(a, r) = dot(Q[a], X[r]) is their cosine. The index is cut into chunks of CHUNK =
-// workgroup_size * rows_per_thread consecutive rows; chunk c holds rows [c * CHUNK, (c+1) * CHUNK)
-// (the last one clipped to n). For every query a and chunk c this pass writes the k best rows of
-// the chunk, best first:
+// What it computes. The scores S [q, n] (row-major f32) are the cosines of q unit-norm queries
+// against n unit-norm index rows, S = Q Xᵀ, computed on the device by burn's tiled matmul (which
+// reads the index once for all queries; a per-query dot-product loop here would read it q times).
+// S never leaves the device: only the [q, k] answer does. Each score row is cut into chunks of
+// CHUNK = workgroup_size * rows_per_thread consecutive columns; chunk c holds columns
+// [c * CHUNK, (c+1) * CHUNK) (the last one clipped to n). For every query a and chunk c this pass
+// writes the k best columns of the chunk, best first:
 //
-//     order: higher score first; equal scores: lower row index first (a strict total order).
+//     order: higher score first; equal scores: lower index first (a strict total order).
 //     slot t of (a, c) lives at position (a * num_chunks + c) * k + t of both outputs.
 //     a slot with no row (the chunk has fewer than k rows, e.g. k > n) holds
 //     index 0xFFFFFFFF and score -inf; padding always comes after every real row.
@@ -17,24 +20,23 @@
 // constant 0xFF800000 and no infinity is ever computed, compared or constant-folded (WGSL
 // implementations may assume there are no infinities). With num_chunks = 1 the outputs are the
 // final [q, k] answer; otherwise topk_cosine_merge.wgsl reduces the num_chunks * k candidates of
-// each query to k. Nothing of size [q, n] is ever materialised, on the device or on the host.
+// each query to k. Consecutive threads read consecutive scores (coalesced loads).
 //
 // Bindings (all in @group(0); burn-wgpu numbering: the with_buffer buffers in order, then the
 // MetadataBindingInfo::custom words as the last binding). Every storage buffer is read_write
 // because cubecl may sub-allocate several tensors from one wgpu buffer and wgpu rejects a buffer
 // bound both read-only and read-write in one dispatch.
-//   @binding(0) queries    : array<f32> [q * d]               input Q (only read).
-//   @binding(1) index      : array<f32> [n * d]               input X (only read).
-//   @binding(2) cand_idx   : array<u32> [q * num_chunks * k]  output row indices.
-//   @binding(3) cand_score : array<u32> [q * num_chunks * k]  output scores, f32 bits.
-//   @binding(4) params     : uniform TopkParams (q, n, d, k, num_chunks; 32 bytes).
+//   @binding(0) scores     : array<f32> [q * n]               input S (only read).
+//   @binding(1) cand_idx   : array<u32> [q * num_chunks * k]  output column (index row) numbers.
+//   @binding(2) cand_score : array<u32> [q * num_chunks * k]  output scores, f32 bits.
+//   @binding(3) params     : uniform TopkParams (q, n, d, k, num_chunks; 32 bytes; d is unused here).
 //
-// Template parameters: workgroup_size (a power of two: 64, 128 or 256), rows_per_thread (1..16;
-// each thread keeps that many scores in registers).
+// Template parameters: workgroup_size (a power of two: 64, 128 or 256), rows_per_thread (1..32;
+// the scores each thread reads; it keeps its best min(k, rows_per_thread) in registers).
 // Dispatch: q * num_chunks workgroups with num_chunks = ceil(n / CHUNK) (at least 1), laid out as
 // (x, y, 1) with x <= 65535; w = workgroup_id.x + workgroup_id.y * num_workgroups.x,
 // query = w / num_chunks, chunk = w % num_chunks; workgroups with w >= q * num_chunks exit.
-// Entry point: main. f32 only. Requires k >= 1 and q * num_chunks * k < 2^32.
+// Entry point: main. f32 only. Requires k >= 1, q * n < 2^32 and q * num_chunks * k < 2^32.
 
 struct TopkParams {
     q: u32,           // queries
@@ -53,11 +55,10 @@ const CHUNK: u32 = WG * RPT;
 const INVALID: u32 = 0xFFFFFFFFu;
 const NEG_INF_BITS: u32 = 0xFF800000u;
 
-@group(0) @binding(0) var<storage, read_write> queries: array<f32>;
-@group(0) @binding(1) var<storage, read_write> index: array<f32>;
-@group(0) @binding(2) var<storage, read_write> cand_idx: array<u32>;
-@group(0) @binding(3) var<storage, read_write> cand_score: array<u32>;
-@group(0) @binding(4) var<uniform> params: TopkParams;
+@group(0) @binding(0) var<storage, read_write> scores: array<f32>;
+@group(0) @binding(1) var<storage, read_write> cand_idx: array<u32>;
+@group(0) @binding(2) var<storage, read_write> cand_score: array<u32>;
+@group(0) @binding(3) var<uniform> params: TopkParams;
 
 var<workgroup> best_score: array<f32, WG>;
 var<workgroup> best_idx: array<u32, WG>;
@@ -81,7 +82,6 @@ fn main(
     @builtin(local_invocation_index) lid: u32,
 ) {
     let n = params.n;
-    let d = params.d;
     let k = params.k;
     let num_chunks = params.num_chunks;
     let w = wid.x + wid.y * nwg.x;
@@ -90,42 +90,49 @@ fn main(
     }
     let query = w / num_chunks;
     let chunk = w % num_chunks;
-    let q_base = query * d;
+    let row_base = query * n;
 
-    // Scores of this thread's rows: chunk * CHUNK + u * WG + lid, u < RPT.
-    var score: array<f32, RPT>;
-    var row: array<u32, RPT>;
+    // This thread reads the scores of columns chunk * CHUNK + u * WG + lid, u < RPT (consecutive
+    // threads read consecutive scores), and keeps its best LK = min(k, RPT) in a sorted list:
+    // the chunk's top-k holds at most k of one thread's columns, so nothing it needs is dropped.
+    let lk = min(k, RPT);
+    var list_score: array<f32, RPT>;
+    var list_row: array<u32, RPT>;
+    var count = 0u;
     for (var u = 0u; u < RPT; u = u + 1u) {
         let r = chunk * CHUNK + u * WG + lid;
-        score[u] = 0.0;
-        row[u] = INVALID;
         if (r < n) {
-            let r_base = r * d;
-            var acc = 0.0;
-            for (var c = 0u; c < d; c = c + 1u) {
-                acc = acc + queries[q_base + c] * index[r_base + c];
+            let sc = scores[row_base + r];
+            // Most scores fail this test at once: a search touches each score about once.
+            if (count < lk || better(sc, r, list_score[lk - 1u], list_row[lk - 1u])) {
+                var pos = min(count, lk - 1u);
+                while (pos > 0u && better(sc, r, list_score[pos - 1u], list_row[pos - 1u])) {
+                    list_score[pos] = list_score[pos - 1u];
+                    list_row[pos] = list_row[pos - 1u];
+                    pos = pos - 1u;
+                }
+                list_score[pos] = sc;
+                list_row[pos] = r;
+                count = min(count + 1u, lk);
             }
-            score[u] = acc;
-            row[u] = r;
         }
     }
 
+    // k rounds: the workgroup's best list head wins a slot, its owner moves to its next entry.
     let out_base = w * k; // = (query * num_chunks + chunk) * k
     let k_loop = min(k, CHUNK); // slots past CHUNK can only be padding
+    var head = 0u;
     for (var slot = 0u; slot < k_loop; slot = slot + 1u) {
-        // This thread's best remaining row.
         var bs = 0.0;
         var bi = INVALID;
-        for (var u = 0u; u < RPT; u = u + 1u) {
-            if (better(score[u], row[u], bs, bi)) {
-                bs = score[u];
-                bi = row[u];
-            }
+        if (head < count) {
+            bs = list_score[head];
+            bi = list_row[head];
         }
         best_score[lid] = bs;
         best_idx[lid] = bi;
         workgroupBarrier();
-        // Tree reduction to the workgroup's best remaining row.
+        // Tree reduction to the workgroup's best head.
         for (var stride = WG / 2u; stride > 0u; stride = stride / 2u) {
             if (lid < stride) {
                 let os = best_score[lid + stride];
@@ -139,13 +146,9 @@ fn main(
         }
         let win_idx = best_idx[0];
         let win_score = best_score[0];
-        // The owner of the winning row retires it (rows are distinct, so at most one match).
-        if (win_idx != INVALID) {
-            for (var u = 0u; u < RPT; u = u + 1u) {
-                if (row[u] == win_idx) {
-                    row[u] = INVALID;
-                }
-            }
+        // Rows are distinct, so only the owner's head can match the winner.
+        if (win_idx != INVALID && head < count && list_row[head] == win_idx) {
+            head = head + 1u;
         }
         if (lid == 0u) {
             cand_idx[out_base + slot] = win_idx;

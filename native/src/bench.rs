@@ -52,6 +52,8 @@ struct TopkRow {
     fused_ms: f64,
     composed_ms: f64,
     speedup: f64,
+    /// The `[q, n]` score matmul alone (burn), which both paths contain.
+    matmul_ms: f64,
 }
 
 #[derive(Debug, Serialize)]
@@ -172,8 +174,22 @@ pub fn run(options: &KernelBenchOptions, json: Option<&std::path::Path>) -> Resu
         };
         let fused = time_ms(options.warmup, options.repeats, || search(true))?;
         let composed = time_ms(options.warmup, options.repeats, || search(false))?;
-        eprintln!("fused {fused:.2} ms, composed {composed:.2} ms");
-        topk_rows.push(TopkRow { n, queries: options.queries, dim: options.dim, k: options.k, fused_ms: fused, composed_ms: composed, speedup: composed / fused });
+        let matmul = time_ms(options.warmup, options.repeats, || {
+            let scores = queries.clone().matmul(index.clone().transpose());
+            drop(scores);
+            sync(&device)
+        })?;
+        eprintln!("fused {fused:.2} ms, composed {composed:.2} ms, score matmul alone {matmul:.2} ms");
+        topk_rows.push(TopkRow {
+            n,
+            queries: options.queries,
+            dim: options.dim,
+            k: options.k,
+            fused_ms: fused,
+            composed_ms: composed,
+            speedup: composed / fused,
+            matmul_ms: matmul,
+        });
     }
 
     println!("\nEGA loss, forward + backward, fused WGSL vs composed burn ops ({}):\n", selected.description);
@@ -186,10 +202,13 @@ pub fn run(options: &KernelBenchOptions, json: Option<&std::path::Path>) -> Resu
         );
     }
     println!("\nTop-{} cosine search, fused WGSL vs matmul + sort in burn ops:\n", options.k);
-    println!("| n | d | queries | fused ms | composed ms | speed-up |");
-    println!("|---:|---:|---:|---:|---:|---:|");
+    println!("| n | d | queries | fused ms | composed ms | speed-up | score matmul alone ms |");
+    println!("|---:|---:|---:|---:|---:|---:|---:|");
     for r in &topk_rows {
-        println!("| {} | {} | {} | {:.2} | {:.2} | {:.1}× |", r.n, r.dim, r.queries, r.fused_ms, r.composed_ms, r.speedup);
+        println!(
+            "| {} | {} | {} | {:.2} | {:.2} | {:.1}× | {:.2} |",
+            r.n, r.dim, r.queries, r.fused_ms, r.composed_ms, r.speedup, r.matmul_ms
+        );
     }
     println!("\nmedians of {} runs after {} warm-up runs", options.repeats, options.warmup);
     if let Some(path) = json {

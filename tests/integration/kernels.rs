@@ -20,7 +20,7 @@ fn every_wgsl_shader_validates_with_naga() {
     assert_eq!(SHADERS.len(), std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../shaders")).unwrap().count(), "every file in shaders/ is listed in kernels::SHADERS");
     for (file, source) in SHADERS {
         for workgroup in [64, 128, 256] {
-            let filled = source.replace("{{ workgroup_size }}", &workgroup.to_string()).replace("{{ rows_per_thread }}", "4");
+            let filled = source.replace("{{ workgroup_size }}", &workgroup.to_string()).replace("{{ rows_per_thread }}", "32");
             assert!(!filled.contains("{{"), "{file}: a template placeholder is not filled");
             let module = naga::front::wgsl::parse_str(&filled).unwrap_or_else(|err| panic!("{file} (workgroup {workgroup}): {}", err.emit_to_string(&filled)));
             naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::empty())
@@ -213,7 +213,7 @@ fn check_topk(what: &str, indices: &[i64], scores: &[f64], expected: &[Vec<(usiz
 fn topk_kernel_matches_a_sort_reference() {
     let Some(device) = gpu("topk_kernel_matches_a_sort_reference") else { return };
     let d = 24;
-    for (q, n, k) in [(1, 1, 1), (3, 5, 10), (7, 1000, 1), (7, 1023, 10), (4, 1025, 10), (5, 3000, 7), (2, 2500, 300), (6, 257, 257)] {
+    for (q, n, k) in [(1, 1, 1), (3, 5, 10), (7, 1000, 1), (7, 1023, 10), (4, 1025, 10), (5, 3000, 7), (2, 2500, 300), (6, 257, 257), (3, 20000, 12), (2, 9000, 40)] {
         let queries = unit_rows(q, d, 5 + n as u64);
         let index = unit_rows(n, d, 9 + n as u64 * 3);
         let result = topk_cosine(floats(queries.clone(), [q, d], &device), floats(index.clone(), [n, d], &device), k).unwrap();
@@ -221,13 +221,20 @@ fn topk_kernel_matches_a_sort_reference() {
         let scores = to_f64_vec(result.scores).unwrap();
         check_topk(&format!("wgpu q={q} n={n} k={k}"), &indices, &scores, &host_topk(&queries, &index, d, k), &index, &queries, d);
     }
-    // Exact ties: the index is 4 copies of 700 rows, so every score appears 4 times, bit-identical,
+    // Queries in several score blocks (here 2 queries per block) give the same answer.
+    let (q, n, k) = (5, 3000, 6);
+    let queries = unit_rows(q, d, 55);
+    let index = unit_rows(n, d, 66);
+    let result = kernels::topk::topk_cosine_blocked(floats(queries.clone(), [q, d], &device), floats(index.clone(), [n, d], &device), k, 2 * n + 1).unwrap();
+    let indices: Vec<i64> = result.indices.into_data().iter::<i64>().collect();
+    check_topk("blocked", &indices, &to_f64_vec(result.scores).unwrap(), &host_topk(&queries, &index, d, k), &index, &queries, d);
+    // Exact ties: the index is 4 copies of 4500 rows, so every score appears 4 times, bit-identical,
     // in different chunks and different threads; the order must be by row index.
-    let base = unit_rows(700, d, 123);
+    let base = unit_rows(4500, d, 123);
     let index: Vec<f32> = (0..4).flat_map(|_| base.clone()).collect();
-    let n = 2800;
+    let n = 18000;
     let queries = unit_rows(3, d, 321);
-    for k in [1, 4, 9] {
+    for k in [1, 4, 9, 40] {
         let result = topk_cosine(floats(queries.clone(), [3, d], &device), floats(index.clone(), [n, d], &device), k).unwrap();
         let indices: Vec<i64> = result.indices.into_data().iter::<i64>().collect();
         for (a, want) in host_topk(&queries, &index, d, k).iter().enumerate() {

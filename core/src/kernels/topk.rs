@@ -1,6 +1,8 @@
-//! Exact top-k cosine search on the device: `shaders/topk_cosine.wgsl` (per-chunk candidates)
-//! then `shaders/topk_cosine_merge.wgsl` (merge). Only `[q, k]` results leave the kernels; the
-//! `[q, n]` score matrix never exists. Order: score descending, ties by the lower index.
+//! Exact top-k cosine search on the device: burn's tiled matmul makes the scores `S = Q Xᵀ`
+//! (reading the index once for all queries), then `shaders/topk_cosine.wgsl` selects per-chunk
+//! candidates and `shaders/topk_cosine_merge.wgsl` merges them. `S` stays on the device (in
+//! blocks of queries, so it never exceeds [`MAX_SCORE_ELEMENTS`]); only the `[q, k]` answer
+//! leaves it. Order: score descending, ties by the lower index.
 //!
 //! [`topk_reference`] is the same search composed from burn ops (matmul + sort), which runs on
 //! every device; [`topk_cosine`] picks the kernels on wgpu and the reference elsewhere.
@@ -17,8 +19,12 @@ use crate::{EgaError, Result};
 
 /// Threads per workgroup of both passes.
 const WORKGROUP: u32 = 256;
-/// Index rows each thread of pass 1 scores (kept in registers): a chunk is 1024 rows.
-const ROWS_PER_THREAD: u32 = 4;
+/// Scores each thread of pass 1 reads (it keeps its best `min(k, 32)` in registers): a chunk is
+/// 8192 index rows.
+const ROWS_PER_THREAD: u32 = 32;
+/// Largest score block `[queries, n]` materialised at once (64 Mi floats = 256 MiB, the largest
+/// buffer browsers commonly allow).
+pub const MAX_SCORE_ELEMENTS: usize = 1 << 26;
 
 /// The `k` best index rows of each query.
 #[derive(Debug, Clone)]
@@ -73,9 +79,10 @@ fn check(queries: &Tensor<2>, index: &Tensor<2>, k: usize) -> Result<(usize, usi
     Ok((q, n, d))
 }
 
-/// Both passes on contiguous f32 tensors: `(indices u32 [q, k], scores f32 [q, k])`, padded with
-/// index `u32::MAX` past `n`.
-fn launch(queries: &CubeTensor, index: &CubeTensor, q: usize, n: usize, d: usize, k: usize) -> (CubeTensor, CubeTensor) {
+/// Both passes on a contiguous f32 score block `[q, n]`: `(indices u32 [q, k], scores f32 [q, k])`,
+/// padded with index `u32::MAX` past `n`.
+fn launch(scores: &CubeTensor, q: usize, n: usize, d: usize, k: usize) -> (CubeTensor, CubeTensor) {
+    let queries = scores;
     let chunk = (WORKGROUP * ROWS_PER_THREAD) as usize;
     let num_chunks = n.div_ceil(chunk).max(1);
     let params = words([q as u32, n as u32, d as u32, k as u32, num_chunks as u32, 0, 0, 0]);
@@ -83,8 +90,7 @@ fn launch(queries: &CubeTensor, index: &CubeTensor, q: usize, n: usize, d: usize
     let cand_idx = empty_like_device(queries, candidates.clone(), DType::U32);
     let cand_score = empty_like_device(queries, candidates, DType::F32);
     let arguments = KernelArguments::new()
-        .with_buffer(queries.handle.clone().binding())
-        .with_buffer(index.handle.clone().binding())
+        .with_buffer(scores.handle.clone().binding())
         .with_buffer(cand_idx.handle.clone().binding())
         .with_buffer(cand_score.handle.clone().binding())
         .with_info(MetadataBindingInfo::custom(params.clone()));
@@ -112,6 +118,12 @@ fn launch(queries: &CubeTensor, index: &CubeTensor, q: usize, n: usize, d: usize
 /// # Shapes
 /// - queries: `[q, d]`, index: `[n, d]` → indices, scores: `[q, min(k, n)]`
 pub fn topk_cosine(queries: Tensor<2>, index: Tensor<2>, k: usize) -> Result<TopK> {
+    topk_cosine_blocked(queries, index, k, MAX_SCORE_ELEMENTS)
+}
+
+/// [`topk_cosine`] with score blocks of at most `max_score_elements` (at least one query row).
+#[doc(hidden)]
+pub fn topk_cosine_blocked(queries: Tensor<2>, index: Tensor<2>, k: usize, max_score_elements: usize) -> Result<TopK> {
     let (q, n, d) = check(&queries, &index, k)?;
     let device = queries.device();
     let on_kernels = super::kernels_enabled()
@@ -119,18 +131,25 @@ pub fn topk_cosine(queries: Tensor<2>, index: Tensor<2>, k: usize) -> Result<Top
         && !device.is_autodiff()
         && queries.dtype() == DType::F32
         && index.dtype() == DType::F32
-        && (q * n.div_ceil((WORKGROUP * ROWS_PER_THREAD) as usize) * k) < u32::MAX as usize;
+        && n < u32::MAX as usize / 2;
     if !on_kernels {
         return topk_reference(queries, index, k);
     }
-    let (Ok(queries_primitive), Ok(index_primitive)) = (queries.clone().try_into_primitive::<Cube>(), index.clone().try_into_primitive::<Cube>()) else {
-        return topk_reference(queries, index, k);
-    };
-    let (indices, scores) = launch(&into_contiguous(queries_primitive), &into_contiguous(index_primitive), q, n, d, k);
+    let block = (max_score_elements / n).clamp(1, q);
     let kept = k.min(n);
-    let indices = Tensor::<2, Int>::from_primitive::<Cube>(indices);
-    let scores = Tensor::<2>::from_primitive::<Cube>(scores);
-    Ok(TopK { indices: indices.slice([0..q, 0..kept]), scores: scores.slice([0..q, 0..kept]) })
+    let mut indices = Vec::new();
+    let mut scores = Vec::new();
+    for start in (0..q).step_by(block) {
+        let rows = block.min(q - start);
+        let block_scores = queries.clone().slice([start..start + rows, 0..d]).matmul(index.clone().transpose()); // [rows, n]
+        let Ok(primitive) = block_scores.try_into_primitive::<Cube>() else {
+            return topk_reference(queries, index, k);
+        };
+        let (block_indices, block_top) = launch(&into_contiguous(primitive), rows, n, d, kept);
+        indices.push(Tensor::<2, Int>::from_primitive::<Cube>(block_indices).slice([0..rows, 0..kept]));
+        scores.push(Tensor::<2>::from_primitive::<Cube>(block_top).slice([0..rows, 0..kept]));
+    }
+    Ok(TopK { indices: Tensor::cat(indices, 0), scores: Tensor::cat(scores, 0) })
 }
 
 /// The same search composed from burn ops: `S = Q Xᵀ` (`[q, n]`), a descending sort of each row,
