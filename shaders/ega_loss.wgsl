@@ -57,26 +57,7 @@ const NEG_BIG: f32 = -0x1.fffffep+127f; // -f32::MAX (exact): the identity of ma
 @group(0) @binding(3) var<uniform> params: EgaParams;
 
 var<workgroup> red: array<f32, WG>;
-
-// Tree reduction of red[0..WG) by max; every thread must call it (it holds barriers).
-fn reduce_max(lid: u32) {
-    for (var stride = WG / 2u; stride > 0u; stride = stride / 2u) {
-        if (lid < stride) {
-            red[lid] = max(red[lid], red[lid + stride]);
-        }
-        workgroupBarrier();
-    }
-}
-
-// Tree reduction of red[0..WG) by sum; every thread must call it (it holds barriers).
-fn reduce_sum(lid: u32) {
-    for (var stride = WG / 2u; stride > 0u; stride = stride / 2u) {
-        if (lid < stride) {
-            red[lid] = red[lid] + red[lid + stride];
-        }
-        workgroupBarrier();
-    }
-}
+var<workgroup> red_max: array<f32, WG>;
 
 @compute @workgroup_size(WG)
 fn main(
@@ -94,30 +75,40 @@ fn main(
     }
     let base = row * m;
 
-    // Pass 1: max_j Z[row][j].
+    // One pass over the row (online softmax, Milakov & Gimelshein 2018): each thread keeps a
+    // running max and the sum of exp(Z - running max), rescaling the sum when the max grows.
+    let inv_tau = 1.0 / tau; // Z = S * (1/tau), formed the same way by the backward kernel
     var local_max = NEG_BIG;
-    for (var j = lid; j < m; j = j + WG) {
-        local_max = max(local_max, s[base + j] / tau);
-    }
-    red[lid] = local_max;
-    workgroupBarrier();
-    reduce_max(lid);
-    let row_max = red[0];
-    workgroupBarrier(); // everyone has read red[0] before it is overwritten
-
-    // Pass 2: sum_j exp(Z[row][j] - max).
     var local_sum = 0.0;
     for (var j = lid; j < m; j = j + WG) {
-        local_sum = local_sum + exp(s[base + j] / tau - row_max);
+        let z = s[base + j] * inv_tau;
+        if (z > local_max) {
+            local_sum = local_sum * exp(local_max - z) + 1.0;
+            local_max = z;
+        } else {
+            local_sum = local_sum + exp(z - local_max);
+        }
     }
+    red_max[lid] = local_max;
     red[lid] = local_sum;
     workgroupBarrier();
-    reduce_sum(lid);
+    // Tree reduction of (max, sum) pairs: the larger max wins, the other sum is rescaled to it.
+    for (var stride = WG / 2u; stride > 0u; stride = stride / 2u) {
+        if (lid < stride) {
+            let m1 = red_max[lid];
+            let m2 = red_max[lid + stride];
+            let top = max(m1, m2);
+            red[lid] = red[lid] * exp(m1 - top) + red[lid + stride] * exp(m2 - top);
+            red_max[lid] = top;
+        }
+        workgroupBarrier();
+    }
+    let row_max = red_max[0];
 
     if (lid == 0u) {
         let sumexp = red[0];
         let log_sum = log(sumexp);
-        let z_pos = s[base + row] / tau; // row < N <= M: the positive exists
+        let z_pos = s[base + row] * inv_tau; // row < N <= M: the positive exists
         loss[row] = (row_max - z_pos) + log_sum;
         stats[row * 2u] = row_max;
         stats[row * 2u + 1u] = sumexp;

@@ -5,7 +5,7 @@
 // What it computes. S is [N, M] (row-major f32, M >= N, row i's positive is column i), Z = S / tau,
 // and max_i, sumexp_i come from the forward kernel (ega_loss.wgsl). For every row i and column j:
 //
-//     P[i][j]  = exp(Z[i][j] - max_i) / sumexp_i                      (softmax of row i)
+//     P[i][j]  = exp(Z[i][j] - max_i) * (1 / sumexp_i)                (softmax of row i; Z = S * (1/tau))
 //     h[i][j]  = sigmoid(clamp((S[i][j] - S[i][i]) / tau_h, -80, 80))   for j != i
 //     Pb[i][j] = P[i][j] * (1 + alpha * h[i][j])                        for j != i
 //     Pb[i][i] = P[i][i]
@@ -59,10 +59,20 @@ const TINY: f32 = 1.0e-30;
 var<workgroup> red_p: array<f32, WG>;
 var<workgroup> red_pb: array<f32, WG>;
 
-// 1 + alpha * h[i][j] for an off-diagonal entry.
-fn amplification(s_ij: f32, s_ii: f32) -> f32 {
-    let arg = clamp((s_ij - s_ii) / params.tau_h, -HARDNESS_CLAMP, HARDNESS_CLAMP);
-    let h = 1.0 / (1.0 + exp(-arg));
+// 1 + alpha * h[i][j] for an off-diagonal entry. e_ij = exp(Z[i][j] - max_i) and
+// e_ii = exp(Z[i][i] - max_i) are the unnormalised probabilities the caller already has: when
+// tau_h = tau, h = sigma(Z_ij - Z_ii) = e_ij / (e_ij + e_ii) (EGA.md: "how often j would beat the
+// positive in a two-way contest"), which costs a division instead of a second exp. When both
+// underflow to 0, or tau_h != tau, the clamped sigmoid is used.
+fn amplification(s_ij: f32, s_ii: f32, e_ij: f32, e_ii: f32) -> f32 {
+    var h: f32;
+    let pair = e_ij + e_ii;
+    if (params.tau_h == params.tau && pair > 0.0) {
+        h = e_ij / pair;
+    } else {
+        let arg = clamp((s_ij - s_ii) / params.tau_h, -HARDNESS_CLAMP, HARDNESS_CLAMP);
+        h = 1.0 / (1.0 + exp(-arg));
+    }
     return 1.0 + params.alpha * h;
 }
 
@@ -82,8 +92,13 @@ fn main(
     let base = row * m;
     let row_max = stats[row * 2u];
     let row_sum = stats[row * 2u + 1u];
+    // Multiplications by reciprocals, not divisions, in the per-element loops (the forward kernel
+    // forms Z the same way, so max_i is exactly the largest Z this kernel recomputes).
+    let inv_tau = 1.0 / tau;
     let s_ii = s[base + row];
-    let g = grad_rows[row] * params.grad_scale;
+    let e_ii = exp(s_ii * inv_tau - row_max);
+    let inv_sum = 1.0 / row_sum;
+    let g_over_tau = grad_rows[row] * params.grad_scale * inv_tau;
 
     // rescale = sum: c_i = (sum_{j!=i} P) / max(sum_{j!=i} Pb, TINY), a workgroup reduction.
     var c = 1.0;
@@ -93,9 +108,10 @@ fn main(
         for (var j = lid; j < m; j = j + WG) {
             if (j != row) {
                 let s_ij = s[base + j];
-                let p = exp(s_ij / tau - row_max) / row_sum;
+                let e_ij = exp(s_ij * inv_tau - row_max);
+                let p = e_ij * inv_sum;
                 off_p = off_p + p;
-                off_pb = off_pb + p * amplification(s_ij, s_ii);
+                off_pb = off_pb + p * amplification(s_ij, s_ii, e_ij, e_ii);
             }
         }
         red_p[lid] = off_p;
@@ -113,13 +129,14 @@ fn main(
 
     for (var j = lid; j < m; j = j + WG) {
         let s_ij = s[base + j];
-        let p = exp(s_ij / tau - row_max) / row_sum;
+        let e_ij = exp(s_ij * inv_tau - row_max);
+        let p = e_ij * inv_sum;
         var d: f32;
         if (j == row) {
             d = p - 1.0;
         } else {
-            d = p * amplification(s_ij, s_ii) * c;
+            d = p * amplification(s_ij, s_ii, e_ij, e_ii) * c;
         }
-        grad_s[base + j] = (d / tau) * g;
+        grad_s[base + j] = d * g_over_tau;
     }
 }

@@ -63,6 +63,21 @@ fn fused_ega_matches_the_oracle_on_ega_md_shapes() {
     }
 }
 
+/// Rows wider than 4096 columns run with 256-thread workgroups: the same oracle holds.
+#[test]
+fn fused_ega_matches_the_oracle_on_wide_rows() {
+    let Some(device) = gpu("fused_ega_matches_the_oracle_on_wide_rows") else { return };
+    let (n, m) = (3, 5000);
+    for rescale in [Rescale::None, Rescale::Sum] {
+        let config = LossConfig { tau: 0.05, tau_h: Some(0.1), rescale, ..LossConfig::default() };
+        let s = near_unit_similarities(n, m, 99);
+        let (value, grad) = value_and_grad_on_path(&s, n, m, &config, &device, true);
+        let (want_value, _, want_grad) = oracle::ega_loss_and_grads(&s, n, m, &config);
+        assert_close(&format!("wide {rescale:?} value"), &[value], &[want_value], 1e-5, 1e-4);
+        assert_close(&format!("wide {rescale:?} G"), &grad, &want_grad, 1e-5, 1e-4);
+    }
+}
+
 /// The forward-only path (a wgpu device without autodiff) gives the same value.
 #[test]
 fn fused_ega_without_autodiff_gives_the_loss() {
