@@ -29,6 +29,28 @@ pub enum EgaError {
     /// A prompt template or a token sequence is malformed.
     #[error("invalid prompt: {0}")]
     Prompt(String),
+    /// A data file, line or image is unusable; the message names it.
+    #[error("{0}")]
+    Data(String),
+    /// Reading or writing a file failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// What went wrong.
+        source: std::io::Error,
+    },
+    /// The tokenizer failed (training, loading or encoding).
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
+    /// Training produced a NaN or infinite loss.
+    #[error("the loss at step {step} is {value}: training stopped (the last checkpoint is intact)")]
+    NonFinite {
+        /// The step (0-based).
+        step: usize,
+        /// The loss value.
+        value: f64,
+    },
     /// Reading a tensor back from the device failed.
     #[error("tensor read-back failed: {0}")]
     Readback(String),
@@ -38,6 +60,10 @@ pub enum EgaError {
 pub type Result<T, E = EgaError> = std::result::Result<T, E>;
 
 impl EgaError {
+    pub(crate) fn io(path: impl AsRef<std::path::Path>, source: std::io::Error) -> Self {
+        EgaError::Io { path: path.as_ref().display().to_string(), source }
+    }
+
     pub(crate) fn config(field: &'static str, value: impl std::fmt::Display, reason: impl Into<String>) -> Self {
         EgaError::InvalidConfig { field, value: value.to_string(), reason: reason.into() }
     }

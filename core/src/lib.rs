@@ -11,13 +11,19 @@
 //! Shape legend used throughout: `N` queries, `M` targets (`M >= N`), `d` embedding width,
 //! `B` batch, `L` sequence length, `D` model width, `H` heads, `K` image tokens.
 
+pub mod checkpoint;
+pub mod data;
 pub mod device;
+pub mod embed;
 pub mod error;
+pub mod eval;
 pub mod kernels;
 pub mod loss;
 pub mod model;
 pub mod prompt;
 pub mod tensor_util;
+pub mod tokenizer;
+pub mod train;
 
 pub use error::{EgaError, Result};
 

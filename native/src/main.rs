@@ -1,6 +1,7 @@
 //! `native`: the EGA command line. Thin: parses arguments, calls ega-core, prints results.
 
 mod bench;
+mod train;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -24,6 +25,12 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Train an embedder (default: the `small` preset on the built-in `shapes` data with EGA),
+    /// with progress, a metrics log, checkpoints and a final evaluation table.
+    Train(TrainArgs),
+    /// Evaluate a trained run: R@1/5/10 and MRR both ways, and hard-negative accuracy, on the
+    /// held-out split and (shapes) the unseen-combination split.
+    Eval(EvalArgs),
     /// Show the model presets with their parameter counts, and the devices this machine offers.
     Info(InfoArgs),
     /// Compute EGA on a small similarity matrix (default: EGA.md's worked example) and print
@@ -72,6 +79,136 @@ struct KernelBenchArgs {
     json: Option<PathBuf>,
 }
 
+/// The loss and its options (EGA.md).
+#[derive(Args, Debug, Clone)]
+struct LossArgs {
+    /// Loss: ega, infonce, llave or hcl.
+    #[arg(long, default_value = "ega")]
+    loss: ega_core::loss::LossKind,
+    /// Temperature τ of the logits.
+    #[arg(long, default_value_t = 0.05)]
+    tau: f64,
+    /// EGA amplification α.
+    #[arg(long, default_value_t = 1.0)]
+    alpha: f64,
+    /// EGA hardness temperature τ_h (default: τ).
+    #[arg(long)]
+    tau_h: Option<f64>,
+    /// EGA rescale mode: none or sum.
+    #[arg(long, default_value = "none")]
+    rescale: Rescale,
+    /// Also apply the loss with images as queries (Sᵀ) and average.
+    #[arg(long)]
+    symmetric: bool,
+    /// LLaVE β.
+    #[arg(long, default_value_t = 0.5)]
+    llave_beta: f64,
+    /// HCL β.
+    #[arg(long, default_value_t = 1.0)]
+    hcl_beta: f64,
+    /// HCL debiasing prior τ⁺.
+    #[arg(long, default_value_t = 0.0)]
+    hcl_tau_plus: f64,
+}
+
+impl LossArgs {
+    fn config(&self) -> LossConfig {
+        LossConfig {
+            kind: self.loss,
+            tau: self.tau,
+            alpha: if self.loss == ega_core::loss::LossKind::InfoNce { 0.0 } else { self.alpha },
+            tau_h: self.tau_h,
+            rescale: self.rescale,
+            symmetric: self.symmetric,
+            llave_beta: self.llave_beta,
+            hcl_beta: self.hcl_beta,
+            hcl_tau_plus: self.hcl_tau_plus,
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+struct TrainArgs {
+    /// Model preset: tiny, small or base.
+    #[arg(long, default_value = "small")]
+    preset: String,
+    /// Data: shapes (built in, nothing to download) or jsonl:FILE (your own pairs).
+    #[arg(long, default_value = "shapes")]
+    data: String,
+    /// Skip (and count) bad JSONL lines and unreadable images instead of stopping.
+    #[arg(long)]
+    skip_bad: bool,
+    #[command(flatten)]
+    loss: LossArgs,
+    /// Optimizer steps.
+    #[arg(long, default_value_t = 600)]
+    steps: usize,
+    /// Pairs per step.
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
+    /// Explicit hard-negative images per pair appended to the targets (when the data has them).
+    #[arg(long, default_value_t = 1)]
+    hard_negatives: usize,
+    /// Peak learning rate (AdamW, linear warm-up then cosine).
+    #[arg(long, default_value_t = 5e-4)]
+    lr: f64,
+    /// Warm-up steps (learning rate and EGA's α).
+    #[arg(long, default_value_t = 60)]
+    warmup: usize,
+    /// Do not ramp EGA's α over the warm-up.
+    #[arg(long)]
+    no_alpha_warmup: bool,
+    /// Per-tensor gradient-norm clip (0 disables).
+    #[arg(long, default_value_t = 1.0)]
+    grad_clip: f64,
+    /// AdamW weight decay.
+    #[arg(long, default_value_t = 0.01)]
+    weight_decay: f64,
+    /// Seed of the initialisation and the data order.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Device: auto (hardware GPU, else CPU), wgpu, cpu.
+    #[arg(long, default_value = "auto")]
+    device: DeviceChoice,
+    /// Run folder (default: runs/<loss>-<preset>-seed<seed>).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Continue the run in this folder from its latest checkpoint (its saved options win).
+    #[arg(long, value_name = "DIR", conflicts_with = "out")]
+    resume: Option<PathBuf>,
+    /// Evaluate on held-out pairs every this many steps (0: only at the end).
+    #[arg(long, default_value_t = 200)]
+    eval_every: usize,
+    /// Held-out pairs per evaluation.
+    #[arg(long, default_value_t = 500)]
+    eval_count: usize,
+    /// Write a checkpoint every this many steps.
+    #[arg(long, default_value_t = 100)]
+    checkpoint_every: usize,
+    /// Stop after this many steps in total (the run stays resumable).
+    #[arg(long, hide = true)]
+    stop_after: Option<usize>,
+}
+
+#[derive(Args, Debug)]
+struct EvalArgs {
+    /// A run folder written by `native train` (or one of its checkpoint folders).
+    #[arg(long)]
+    model: PathBuf,
+    /// Data to evaluate on (default: the run's own data).
+    #[arg(long)]
+    data: Option<String>,
+    /// Pairs per split.
+    #[arg(long, default_value_t = 1000)]
+    count: usize,
+    /// Device: auto, wgpu, cpu.
+    #[arg(long, default_value = "auto")]
+    device: DeviceChoice,
+    /// Also write the metrics as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+}
+
 #[derive(Args, Debug)]
 struct InfoArgs {
     /// Which device to describe: auto (hardware GPU, else CPU), wgpu, cpu.
@@ -110,6 +247,8 @@ struct ExampleArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Train(args) => train_command(args),
+        Command::Eval(args) => eval_command(args),
         Command::Info(args) => info(args),
         Command::Example(args) => example(args),
         Command::Bench(BenchCommand::Kernels(args)) => bench_kernels(args),
@@ -121,6 +260,52 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn eval_command(args: EvalArgs) -> Result<()> {
+    anyhow::ensure!(args.count >= 1, "--count must be at least 1");
+    train::eval(&args.model, args.data.as_deref(), args.count, args.device, args.json.as_deref())
+}
+
+fn train_command(args: TrainArgs) -> Result<()> {
+    let loss = args.loss.config();
+    loss.validate()?;
+    let train = ega_core::train::TrainConfig {
+        steps: args.steps,
+        batch_size: args.batch_size,
+        hard_negatives: args.hard_negatives,
+        lr: args.lr,
+        warmup_steps: args.warmup,
+        min_lr_ratio: 0.1,
+        weight_decay: args.weight_decay,
+        grad_clip: args.grad_clip,
+        alpha_warmup: !args.no_alpha_warmup,
+        seed: args.seed,
+    };
+    train.validate()?;
+    ModelConfig::preset(&args.preset)?;
+    anyhow::ensure!(args.eval_count >= 1, "--eval-count must be at least 1");
+    let (out, resume) = match args.resume {
+        Some(dir) => (dir, true),
+        None => (
+            args.out.unwrap_or_else(|| PathBuf::from(format!("runs/{}-{}-seed{}", loss.kind, args.preset, args.seed))),
+            false,
+        ),
+    };
+    train::run(train::TrainRequest {
+        preset: args.preset,
+        data: args.data,
+        skip_bad: args.skip_bad,
+        loss,
+        train,
+        device: args.device,
+        out,
+        resume,
+        eval_every: args.eval_every,
+        eval_count: args.eval_count,
+        checkpoint_every: args.checkpoint_every,
+        stop_after: args.stop_after,
+    })
 }
 
 fn bench_kernels(args: KernelBenchArgs) -> Result<()> {

@@ -1,0 +1,152 @@
+//! Checkpoints of a training run, written so that nothing is lost on a crash (even `kill -9`):
+//! each checkpoint is a complete folder written under a temporary name and renamed into place,
+//! then `latest` (a one-line file naming it) is replaced atomically the same way. A reader only
+//! ever sees whole checkpoints.
+//!
+//! ```text
+//! <run>/checkpoints/step-000300/   model.safetensors  optimizer.bin  run.json  tokenizer.json
+//! <run>/checkpoints/latest         "step-000300"
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use burn::store::{ModuleSnapshot, SafetensorsStore};
+use burn::tensor::Device;
+use serde::{Deserialize, Serialize};
+
+use crate::loss::LossConfig;
+use crate::model::{Embedder, ModelConfig};
+use crate::tokenizer::Tokenizer;
+use crate::train::TrainConfig;
+use crate::{EgaError, Result};
+
+/// Version of the files written here; bumped when their meaning changes.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Everything about a run except tensors: what `run.json` holds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunState {
+    /// [`FORMAT_VERSION`] of the writer.
+    pub format_version: u32,
+    /// ega-core's version of the writer.
+    pub ega_core_version: String,
+    /// The next step to take.
+    pub step: usize,
+    /// The model.
+    pub model: ModelConfig,
+    /// The loss.
+    pub loss: LossConfig,
+    /// The training options.
+    pub train: TrainConfig,
+    /// The data, as given on the command line (`shapes`, `jsonl:FILE`).
+    pub data: String,
+}
+
+/// The model's weights as safetensors bytes.
+pub fn model_to_bytes(model: &Embedder) -> Result<Vec<u8>> {
+    let mut store = SafetensorsStore::from_bytes(None);
+    model.save_into(&mut store).map_err(|err| EgaError::Data(format!("serialising the weights: {err}")))?;
+    store.get_bytes().map_err(|err| EgaError::Data(format!("serialising the weights: {err}")))
+}
+
+/// A model of `config` with the weights of `bytes`; every tensor must be present with its shape.
+pub fn model_from_bytes(config: &ModelConfig, bytes: Vec<u8>, device: &Device, what: &str) -> Result<Embedder> {
+    let mut model = Embedder::new(config, 0, device)?;
+    let mut store = SafetensorsStore::from_bytes(Some(bytes));
+    let result = model
+        .load_from(&mut store)
+        .map_err(|err| EgaError::Data(format!("{what}: not a usable safetensors file for this model: {err}")))?;
+    if !result.is_success() || !result.missing.is_empty() {
+        return Err(EgaError::Data(format!("{what}: the weights do not match the model config: {result}")));
+    }
+    Ok(model)
+}
+
+fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
+    std::fs::write(path, bytes).map_err(|err| EgaError::io(path, err))
+}
+
+/// Replaces `path` atomically with `bytes` (temp file in the same folder + rename).
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+    write_file(&tmp, bytes)?;
+    std::fs::rename(&tmp, path).map_err(|err| EgaError::io(path, err))
+}
+
+/// Writes a checkpoint of `state.step` under `run/checkpoints/`, points `latest` at it and removes
+/// older checkpoints. Returns the checkpoint folder.
+pub fn save(run: &Path, state: &RunState, model: &Embedder, optimizer: &[u8], tokenizer: &Tokenizer) -> Result<PathBuf> {
+    let folder = run.join("checkpoints");
+    std::fs::create_dir_all(&folder).map_err(|err| EgaError::io(&folder, err))?;
+    let name = format!("step-{:06}", state.step);
+    let target = folder.join(&name);
+    let tmp = folder.join(format!("{name}.tmp-{}", std::process::id()));
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).map_err(|err| EgaError::io(&tmp, err))?;
+    }
+    std::fs::create_dir_all(&tmp).map_err(|err| EgaError::io(&tmp, err))?;
+    write_file(&tmp.join("model.safetensors"), &model_to_bytes(model)?)?;
+    write_file(&tmp.join("optimizer.bin"), optimizer)?;
+    write_file(&tmp.join("tokenizer.json"), tokenizer.to_json()?.as_bytes())?;
+    let json = serde_json::to_string_pretty(state).map_err(|err| EgaError::Data(err.to_string()))?;
+    write_file(&tmp.join("run.json"), json.as_bytes())?;
+    if target.exists() {
+        std::fs::remove_dir_all(&target).map_err(|err| EgaError::io(&target, err))?;
+    }
+    std::fs::rename(&tmp, &target).map_err(|err| EgaError::io(&target, err))?;
+    write_atomic(&folder.join("latest"), name.as_bytes())?;
+    // Older checkpoints and temp folders of dead writers go once `latest` names the new one.
+    if let Ok(entries) = std::fs::read_dir(&folder) {
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let file_name = entry.file_name().to_string_lossy().to_string();
+            if path.is_dir() && file_name != name && file_name.starts_with("step-") {
+                let _ = std::fs::remove_dir_all(&path);
+            }
+        }
+    }
+    Ok(target)
+}
+
+/// A loaded checkpoint.
+pub struct Checkpoint {
+    /// Where it was read from.
+    pub folder: PathBuf,
+    /// `run.json`.
+    pub state: RunState,
+    /// The weights, loaded into a model on the requested device.
+    pub model: Embedder,
+    /// The optimizer state bytes.
+    pub optimizer: Vec<u8>,
+    /// The tokenizer.
+    pub tokenizer: Tokenizer,
+}
+
+/// Loads the checkpoint `run/checkpoints/latest` names.
+pub fn load_latest(run: &Path, device: &Device) -> Result<Checkpoint> {
+    let folder = run.join("checkpoints");
+    let latest = folder.join("latest");
+    let name = std::fs::read_to_string(&latest).map_err(|err| {
+        EgaError::Data(format!("{}: no checkpoint to resume from ({err}); is this a run folder written by `native train`?", run.display()))
+    })?;
+    load(&folder.join(name.trim()), device)
+}
+
+/// Loads one checkpoint folder.
+pub fn load(folder: &Path, device: &Device) -> Result<Checkpoint> {
+    let read = |file: &str| std::fs::read(folder.join(file)).map_err(|err| EgaError::io(folder.join(file), err));
+    let state: RunState = serde_json::from_slice(&read("run.json")?)
+        .map_err(|err| EgaError::Data(format!("{}: unreadable run.json: {err}", folder.display())))?;
+    if state.format_version != FORMAT_VERSION {
+        return Err(EgaError::Data(format!(
+            "{}: format version {} (this build reads {FORMAT_VERSION}; written by ega-core {})",
+            folder.display(),
+            state.format_version,
+            state.ega_core_version
+        )));
+    }
+    let tokenizer_json = String::from_utf8(read("tokenizer.json")?).map_err(|_| EgaError::Data(format!("{}: tokenizer.json is not UTF-8", folder.display())))?;
+    let tokenizer = Tokenizer::from_json(&tokenizer_json)?;
+    let model = model_from_bytes(&state.model, read("model.safetensors")?, device, &folder.join("model.safetensors").display().to_string())?;
+    Ok(Checkpoint { folder: folder.to_path_buf(), optimizer: read("optimizer.bin")?, state, model, tokenizer })
+}

@@ -1,0 +1,157 @@
+//! Data: image–text pairs behind one [`Dataset`] interface.
+//!
+//! - [`shapes`]: the embedded default, procedurally drawn scenes with template captions,
+//!   controlled hard negatives and a held-out split of unseen attribute combinations.
+//! - [`jsonl`]: the user's own pairs, one JSON object a line.
+//!
+//! Images are kept as 8-bit RGB at their own size; [`image_tensor_data`] resizes them to the
+//! model's input and lays them out channel-major in `[0, 1]`.
+
+pub mod jsonl;
+pub mod shapes;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{EgaError, Result};
+
+/// An 8-bit RGB image, row-major, 3 bytes a pixel.
+pub type RgbImage = image::RgbImage;
+
+/// Which part of a dataset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Split {
+    /// Training pairs.
+    Train,
+    /// Held-out pairs from the training distribution (never trained on).
+    Test,
+    /// Compositional out-of-distribution pairs: attribute combinations absent from `Train`
+    /// (datasets without such a notion have none).
+    Unseen,
+}
+
+impl std::fmt::Display for Split {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Split::Train => "train",
+            Split::Test => "test",
+            Split::Unseen => "unseen",
+        })
+    }
+}
+
+/// One image–text pair with optional explicit hard negatives.
+#[derive(Debug, Clone)]
+pub struct Sample {
+    /// Stable identifier (file name stem, or `shapes-<split>-<index>`).
+    pub id: String,
+    /// The image.
+    pub image: RgbImage,
+    /// Its caption.
+    pub caption: String,
+    /// Captions that differ from `caption` in one controlled way (wrong for this image).
+    pub negative_captions: Vec<String>,
+    /// Images that differ from `image` in one controlled way (wrong for this caption).
+    pub negative_images: Vec<RgbImage>,
+}
+
+/// A source of image–text pairs, deterministic: the same `(split, index)` always gives the same
+/// sample.
+pub trait Dataset: Send + Sync {
+    /// Short name (`shapes`, `jsonl:<file>`).
+    fn name(&self) -> String;
+    /// Number of samples in `split`; `None` when the split is unbounded (procedural data).
+    fn len(&self, split: Split) -> Option<usize>;
+    /// The sample at `index` of `split`.
+    fn sample(&self, split: Split, index: usize) -> Result<Sample>;
+}
+
+/// Opens a dataset from its command-line name: `shapes` (the procedural default, rendered at
+/// `image_size`) or `jsonl:FILE` (with `skip_bad`, bad lines are skipped and counted).
+pub fn open(spec: &str, image_size: usize, skip_bad: bool) -> Result<Box<dyn Dataset>> {
+    if spec == "shapes" {
+        let config = shapes::ShapesConfig { image_size: image_size as u32, ..shapes::ShapesConfig::default() };
+        return Ok(Box::new(shapes::ShapesDataset::new(config)));
+    }
+    if let Some(path) = spec.strip_prefix("jsonl:") {
+        return Ok(Box::new(jsonl::JsonlDataset::open(path, skip_bad)?));
+    }
+    if spec.ends_with(".jsonl") {
+        return Ok(Box::new(jsonl::JsonlDataset::open(spec, skip_bad)?));
+    }
+    Err(EgaError::config("data", spec, "expected shapes, jsonl:FILE or a path ending in .jsonl"))
+}
+
+/// Texts to train the tokenizer on: the captions and negative captions of up to `max_samples`
+/// training pairs.
+pub fn tokenizer_corpus(dataset: &dyn Dataset, max_samples: usize) -> Result<Vec<String>> {
+    let count = dataset.len(Split::Train).unwrap_or(max_samples).min(max_samples);
+    let mut texts = Vec::with_capacity(count * 2);
+    for index in 0..count {
+        let sample = dataset.sample(Split::Train, index)?;
+        texts.push(sample.caption);
+        texts.extend(sample.negative_captions);
+    }
+    Ok(texts)
+}
+
+/// Resizes `image` to `size × size` (bilinear; non-square images are stretched) and returns its
+/// pixels channel-major in `[0, 1]`: `[3, size, size]` row-major, ready for a `[B, 3, H, W]` tensor.
+pub fn image_tensor_data(image: &RgbImage, size: usize) -> Vec<f32> {
+    let resized;
+    let source = if image.width() as usize == size && image.height() as usize == size {
+        image
+    } else {
+        resized = image::imageops::resize(image, size as u32, size as u32, image::imageops::FilterType::Triangle);
+        &resized
+    };
+    let plane = size * size;
+    let mut out = vec![0.0f32; 3 * plane];
+    for (k, pixel) in source.pixels().enumerate() {
+        for c in 0..3 {
+            out[c * plane + k] = pixel[c] as f32 / 255.0;
+        }
+    }
+    out
+}
+
+/// Largest image side accepted from files (checked from the header, before decoding).
+pub const MAX_IMAGE_SIDE: u32 = 16_384;
+/// Largest pixel count accepted from files (checked from the header, before decoding).
+pub const MAX_IMAGE_PIXELS: u64 = 64_000_000;
+
+/// Decodes an image file's bytes to RGB, refusing empty, zero-sized and huge images *before*
+/// decoding (a 50 000 × 50 000 PNG header must not allocate 7.5 GB). `name` is for messages.
+pub fn decode_image(bytes: &[u8], name: &str) -> Result<RgbImage> {
+    if bytes.is_empty() {
+        return Err(EgaError::Data(format!("{name}: the file is empty")));
+    }
+    let reader = image::ImageReader::new(std::io::Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|err| EgaError::Data(format!("{name}: cannot read: {err}")))?;
+    if reader.format().is_none() {
+        return Err(EgaError::Data(format!("{name}: not an image in a format this build reads (PNG, JPEG, WebP, BMP, GIF)")));
+    }
+    let (width, height) = reader
+        .into_dimensions()
+        .map_err(|err| EgaError::Data(format!("{name}: unreadable image header: {err}")))?;
+    if width == 0 || height == 0 {
+        return Err(EgaError::Data(format!("{name}: the image is {width}×{height} pixels")));
+    }
+    if width > MAX_IMAGE_SIDE || height > MAX_IMAGE_SIDE || width as u64 * height as u64 > MAX_IMAGE_PIXELS {
+        return Err(EgaError::Data(format!(
+            "{name}: the image is {width}×{height} pixels; the limit is {MAX_IMAGE_SIDE} pixels a side and {} megapixels",
+            MAX_IMAGE_PIXELS / 1_000_000
+        )));
+    }
+    let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|err| EgaError::Data(format!("{name}: cannot read: {err}")))?;
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(MAX_IMAGE_SIDE);
+    limits.max_image_height = Some(MAX_IMAGE_SIDE);
+    limits.max_alloc = Some(MAX_IMAGE_PIXELS * 4 + (64 << 20));
+    reader.limits(limits);
+    let decoded = reader.decode().map_err(|err| EgaError::Data(format!("{name}: cannot decode: {err}")))?;
+    Ok(decoded.to_rgb8())
+}

@@ -1,0 +1,111 @@
+//! The text tokenizer: a byte-level BPE (Sennrich et al. 2016; GPT-2's byte-level variant)
+//! trained with the `tokenizers` crate on the training captions, or loaded from a Hugging Face
+//! `tokenizer.json`. Ids 0–3 are `<pad>`, `<bos>`, `<eos>`, `<image>` ([`SpecialTokens`]).
+//!
+//! One feature set everywhere (`unstable_wasm`: fancy-regex, no onig), so natively and in the
+//! browser the same text gives the same ids. Byte-level means every string is encodable: there
+//! is no unknown token. Text is NFKC-normalised and lower-cased.
+
+use std::str::FromStr;
+
+use tokenizers::models::bpe::{BpeTrainerBuilder, BPE};
+use tokenizers::normalizers::{Lowercase, Sequence, NFKC};
+use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+use tokenizers::models::TrainerWrapper;
+use tokenizers::AddedToken;
+
+use crate::prompt::SpecialTokens;
+use crate::{EgaError, Result};
+
+/// The special tokens, in id order.
+pub const SPECIAL_TOKENS: [&str; 4] = ["<pad>", "<bos>", "<eos>", "<image>"];
+
+/// A trained or loaded tokenizer.
+#[derive(Clone)]
+pub struct Tokenizer {
+    inner: tokenizers::Tokenizer,
+}
+
+impl std::fmt::Debug for Tokenizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tokenizer").field("vocab_size", &self.vocab_size()).finish()
+    }
+}
+
+fn tokenizer_error(err: impl std::fmt::Display) -> EgaError {
+    EgaError::Tokenizer(err.to_string())
+}
+
+impl Tokenizer {
+    /// Trains a BPE with at most `vocab_size` tokens (special tokens and the 256 byte tokens
+    /// included) on `texts`.
+    pub fn train<S: AsRef<str> + Send>(texts: impl Iterator<Item = S> + Send, vocab_size: usize) -> Result<Self> {
+        let minimum = SPECIAL_TOKENS.len() + 256;
+        if vocab_size < minimum {
+            return Err(EgaError::config("language.vocab_size", vocab_size, format!("a byte-level BPE needs at least {minimum} tokens")));
+        }
+        let mut inner = tokenizers::Tokenizer::new(BPE::default());
+        inner.with_normalizer(Some(Sequence::new(vec![NFKC.into(), Lowercase.into()])));
+        inner.with_pre_tokenizer(Some(ByteLevel::default()));
+        inner.with_decoder(Some(ByteLevel::default()));
+        let mut trainer: TrainerWrapper = BpeTrainerBuilder::new()
+            .vocab_size(vocab_size)
+            .min_frequency(2)
+            .show_progress(false)
+            .special_tokens(SPECIAL_TOKENS.iter().map(|t| AddedToken::from(*t, true)).collect())
+            .initial_alphabet(ByteLevel::alphabet().into_iter().collect())
+            .build()
+            .into();
+        inner.train(&mut trainer, texts).map_err(tokenizer_error)?;
+        let tokenizer = Self { inner };
+        tokenizer.check_special_tokens()?;
+        Ok(tokenizer)
+    }
+
+    /// Loads a Hugging Face `tokenizer.json` (its special tokens must have ids 0–3 in order).
+    pub fn from_json(json: &str) -> Result<Self> {
+        let inner = tokenizers::Tokenizer::from_str(json).map_err(tokenizer_error)?;
+        let tokenizer = Self { inner };
+        tokenizer.check_special_tokens()?;
+        Ok(tokenizer)
+    }
+
+    /// The `tokenizer.json` text.
+    pub fn to_json(&self) -> Result<String> {
+        self.inner.to_string(true).map_err(tokenizer_error)
+    }
+
+    fn check_special_tokens(&self) -> Result<()> {
+        for (id, token) in SPECIAL_TOKENS.iter().enumerate() {
+            match self.inner.token_to_id(token) {
+                Some(found) if found as usize == id => {}
+                found => {
+                    return Err(EgaError::Tokenizer(format!("special token {token} must have id {id}, found {found:?}")));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The special-token ids (always 0–3).
+    pub fn special(&self) -> SpecialTokens {
+        SpecialTokens::default()
+    }
+
+    /// Number of tokens (the model's `vocab_size` must be at least this).
+    pub fn vocab_size(&self) -> usize {
+        self.inner.get_vocab_size(true)
+    }
+
+    /// Ids of plain text, without special tokens: a user who types `<image>` gets text, never the
+    /// image placeholder.
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        let encoding = self.inner.encode(text, false).map_err(tokenizer_error)?;
+        Ok(encoding.get_ids().iter().copied().filter(|&id| id as usize >= SPECIAL_TOKENS.len()).collect())
+    }
+
+    /// Text of ids (special tokens skipped).
+    pub fn decode(&self, ids: &[u32]) -> Result<String> {
+        self.inner.decode(ids, true).map_err(tokenizer_error)
+    }
+}

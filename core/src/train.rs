@@ -1,0 +1,258 @@
+//! One training step and the pieces of a training run, shared by the native trainer and the
+//! browser lab: data order, batches with explicit hard negatives, the learning-rate and α
+//! schedules, AdamW with gradient clipping, and a step that refuses a non-finite loss.
+//!
+//! Everything a step depends on is a function of `(seed, step)` or of the saved model and
+//! optimizer state, so a run resumed from a checkpoint continues exactly as it would have.
+
+use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
+use burn::optim::grad_clipping::GradientClippingConfig;
+use burn::tensor::Device;
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use serde::{Deserialize, Serialize};
+
+use crate::data::{Dataset, RgbImage, Split};
+use crate::embed::{query_input, target_input};
+use crate::loss::{contrastive_loss, similarity_matrix, LossConfig};
+use crate::model::{Embedder, EmbedderInput, ModelConfig};
+use crate::tensor_util::scalar;
+use crate::tokenizer::Tokenizer;
+use crate::{EgaError, Result};
+
+/// How to train; saved with every checkpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainConfig {
+    /// Optimizer steps.
+    pub steps: usize,
+    /// Image–caption pairs per step (`N`).
+    pub batch_size: usize,
+    /// Explicit hard-negative images per pair appended to the targets (`M = N·(1 + this)` when
+    /// the data has them).
+    pub hard_negatives: usize,
+    /// Peak learning rate.
+    pub lr: f64,
+    /// Linear warm-up steps (the learning rate, and EGA's α when `alpha_warmup`).
+    pub warmup_steps: usize,
+    /// The cosine schedule ends at `lr · min_lr_ratio`.
+    pub min_lr_ratio: f64,
+    /// AdamW decoupled weight decay.
+    pub weight_decay: f64,
+    /// Each parameter's gradient is rescaled to at most this L2 norm (burn's per-tensor norm
+    /// clipping); 0 disables it.
+    pub grad_clip: f64,
+    /// Ramp EGA's α from 0 to its value over the warm-up. From a fresh model every embedding is
+    /// nearly the same and un-rescaled EGA's extra push (each row's gradient sums to
+    /// `α·Σ P·h / (Nτ) > 0`) can drive queries and targets apart as two clusters before any
+    /// contrast is learnt; ramping α in avoids that (see the learning test).
+    pub alpha_warmup: bool,
+    /// Seed of the model initialisation and the data order.
+    pub seed: u64,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            steps: 600,
+            batch_size: 32,
+            hard_negatives: 1,
+            lr: 5e-4,
+            warmup_steps: 60,
+            min_lr_ratio: 0.1,
+            weight_decay: 0.01,
+            grad_clip: 1.0,
+            alpha_warmup: true,
+            seed: 0,
+        }
+    }
+}
+
+impl TrainConfig {
+    /// Checks ranges.
+    pub fn validate(&self) -> Result<()> {
+        if self.steps == 0 {
+            return Err(EgaError::config("steps", self.steps, "must be at least 1"));
+        }
+        if self.batch_size < 2 {
+            return Err(EgaError::config("batch_size", self.batch_size, "must be at least 2 (a contrastive batch needs negatives)"));
+        }
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            return Err(EgaError::config("lr", self.lr, "must be a finite number > 0"));
+        }
+        if !(0.0..=1.0).contains(&self.min_lr_ratio) {
+            return Err(EgaError::config("min_lr_ratio", self.min_lr_ratio, "must be in [0, 1]"));
+        }
+        if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
+            return Err(EgaError::config("weight_decay", self.weight_decay, "must be a finite number >= 0"));
+        }
+        if !(self.grad_clip.is_finite() && self.grad_clip >= 0.0) {
+            return Err(EgaError::config("grad_clip", self.grad_clip, "must be a finite number >= 0 (0 disables clipping)"));
+        }
+        Ok(())
+    }
+
+    /// Learning rate at `step` (0-based): linear warm-up, then cosine decay to `lr·min_lr_ratio`.
+    pub fn lr_at(&self, step: usize) -> f64 {
+        if step < self.warmup_steps {
+            return self.lr * (step + 1) as f64 / self.warmup_steps as f64;
+        }
+        let span = self.steps.saturating_sub(self.warmup_steps).max(1);
+        let progress = ((step - self.warmup_steps) as f64 / span as f64).min(1.0);
+        let floor = self.lr * self.min_lr_ratio;
+        floor + (self.lr - floor) * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos())
+    }
+
+    /// The loss options at `step`: EGA's α ramped in over the warm-up when `alpha_warmup`.
+    pub fn loss_at(&self, loss: &LossConfig, step: usize) -> LossConfig {
+        if !self.alpha_warmup || step >= self.warmup_steps {
+            return loss.clone();
+        }
+        LossConfig { alpha: loss.alpha * step as f64 / self.warmup_steps as f64, ..loss.clone() }
+    }
+}
+
+/// The training-split indices of `step`: a fresh permutation of `0..len` per epoch, seeded by
+/// `(seed, epoch)`, read `batch_size` at a time. No pair appears twice in a batch.
+pub fn batch_indices(seed: u64, step: usize, batch_size: usize, len: usize) -> Result<Vec<usize>> {
+    if batch_size > len {
+        return Err(EgaError::Data(format!("the training split has {len} pairs, fewer than a batch of {batch_size}")));
+    }
+    let per_epoch = len / batch_size; // batches per epoch; the tail of each permutation is dropped
+    let (epoch, position) = (step / per_epoch, step % per_epoch);
+    let mut order: Vec<usize> = (0..len).collect();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    order.shuffle(&mut rng);
+    Ok(order[position * batch_size..(position + 1) * batch_size].to_vec())
+}
+
+/// A batch ready for the model: `N` caption queries, `M >= N` image targets (the positives
+/// first, then the explicit hard negatives).
+#[derive(Debug, Clone)]
+pub struct TrainBatch {
+    /// The caption queries.
+    pub queries: EmbedderInput,
+    /// The image targets.
+    pub targets: EmbedderInput,
+    /// `N`.
+    pub n: usize,
+    /// `M`.
+    pub m: usize,
+}
+
+/// Loads the samples of `indices` and lays them out, with up to `hard_negatives` negative
+/// images per pair appended to the targets.
+pub fn make_batch(
+    dataset: &dyn Dataset,
+    split: Split,
+    indices: &[usize],
+    hard_negatives: usize,
+    config: &ModelConfig,
+    tokenizer: &Tokenizer,
+    device: &Device,
+) -> Result<TrainBatch> {
+    let samples = indices.iter().map(|&i| dataset.sample(split, i)).collect::<Result<Vec<_>>>()?;
+    let captions: Vec<&str> = samples.iter().map(|s| s.caption.as_str()).collect();
+    let mut images: Vec<&RgbImage> = samples.iter().map(|s| &s.image).collect();
+    images.extend(samples.iter().flat_map(|s| s.negative_images.iter().take(hard_negatives)));
+    Ok(TrainBatch {
+        queries: query_input(config, tokenizer, &captions, device)?,
+        targets: target_input(config, tokenizer, &images, device)?,
+        n: captions.len(),
+        m: images.len(),
+    })
+}
+
+/// What one step did.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct StepStats {
+    /// The step just taken (0-based).
+    pub step: usize,
+    /// Its loss (before the update).
+    pub loss: f64,
+    /// Its learning rate.
+    pub lr: f64,
+    /// Its EGA α.
+    pub alpha: f64,
+}
+
+/// A model, its optimizer and its place in the schedule.
+pub struct Trainer {
+    model: Option<Embedder>,
+    optimizer: ModuleOptimizer,
+    /// The training options.
+    pub config: TrainConfig,
+    /// The loss options (α at full strength; the schedule ramps it).
+    pub loss: LossConfig,
+    /// The next step to take.
+    pub step: usize,
+}
+
+impl Trainer {
+    /// A trainer for `model` (on an autodiff device) from step `step` (0 for a new run).
+    pub fn new(model: Embedder, config: TrainConfig, loss: LossConfig, step: usize) -> Result<Self> {
+        config.validate()?;
+        loss.validate()?;
+        let mut adamw = AdamWConfig::new().with_weight_decay(config.weight_decay as f32);
+        if config.grad_clip > 0.0 {
+            adamw = adamw.with_grad_clipping(Some(GradientClippingConfig::Norm(config.grad_clip as f32)));
+        }
+        Ok(Self { model: Some(model), optimizer: adamw.init(), config, loss, step })
+    }
+
+    /// The model.
+    pub fn model(&self) -> &Embedder {
+        self.model.as_ref().expect("the model is only taken out during a step")
+    }
+
+    /// Takes the model out (ends training).
+    pub fn into_model(mut self) -> Embedder {
+        self.model.take().expect("the model is only taken out during a step")
+    }
+
+    /// The optimizer state as bytes (for checkpoints).
+    pub fn optimizer_bytes(&self) -> Result<Vec<u8>> {
+        self.optimizer.into_bytes().map(|b| b.to_vec()).map_err(|err| EgaError::Data(format!("saving the optimizer state: {err:?}")))
+    }
+
+    /// Restores the optimizer state saved by [`Self::optimizer_bytes`].
+    pub fn load_optimizer_bytes(&mut self, bytes: Vec<u8>) -> Result<()> {
+        let optimizer = std::mem::replace(&mut self.optimizer, AdamWConfig::new().init());
+        self.optimizer = optimizer
+            .from_bytes(burn::tensor::Bytes::from_bytes_vec(bytes))
+            .map_err(|err| EgaError::Data(format!("loading the optimizer state: {err:?}")))?;
+        Ok(())
+    }
+
+    /// One step on `batch`: loss, backward, AdamW. A NaN or infinite loss is an error that names
+    /// the step; the model is then left as it was before the step.
+    pub fn step(&mut self, batch: &TrainBatch) -> Result<StepStats> {
+        let step = self.step;
+        let loss_config = self.config.loss_at(&self.loss, step);
+        let lr = self.config.lr_at(step);
+        let model = self.model.take().expect("the model is only taken out during a step");
+        let similarities = similarity_matrix(model.embed(&batch.queries), model.embed(&batch.targets));
+        let loss = match contrastive_loss(similarities, &loss_config) {
+            Ok(loss) => loss,
+            Err(err) => {
+                self.model = Some(model);
+                return Err(err);
+            }
+        };
+        let value = match scalar(loss.clone()) {
+            Ok(value) => value,
+            Err(err) => {
+                self.model = Some(model);
+                return Err(err);
+            }
+        };
+        if !value.is_finite() {
+            self.model = Some(model);
+            return Err(EgaError::NonFinite { step, value });
+        }
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        self.model = Some(self.optimizer.step(lr, model, grads));
+        self.step += 1;
+        Ok(StepStats { step, loss: value, lr, alpha: loss_config.alpha })
+    }
+}

@@ -1,0 +1,252 @@
+//! `native train` and `native eval`: arranging ega-core's trainer, data, checkpoints and
+//! evaluation into a run folder, with progress and a final table.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use ega_core::checkpoint::{self, RunState};
+use ega_core::data::{self, Split};
+use ega_core::device::{self, DeviceChoice};
+use ega_core::eval::{evaluate, RetrievalMetrics};
+use ega_core::kernels;
+use ega_core::loss::LossConfig;
+use ega_core::model::{Embedder, ModelConfig};
+use ega_core::tokenizer::Tokenizer;
+use ega_core::train::{batch_indices, make_batch, TrainConfig, Trainer};
+use ega_core::EgaError;
+use indicatif::{ProgressBar, ProgressStyle};
+
+/// Everything `native train` needs, already validated by the argument parser.
+pub struct TrainRequest {
+    /// Preset name of a new run.
+    pub preset: String,
+    /// Data spec of a new run.
+    pub data: String,
+    /// Skip bad JSONL lines instead of failing.
+    pub skip_bad: bool,
+    /// Loss of a new run.
+    pub loss: LossConfig,
+    /// Training options of a new run.
+    pub train: TrainConfig,
+    /// Device.
+    pub device: DeviceChoice,
+    /// Run folder (new run), or the run to resume.
+    pub out: PathBuf,
+    /// Resume `out` from its latest checkpoint.
+    pub resume: bool,
+    /// Evaluate on this many test pairs every `eval_every` steps (0: never).
+    pub eval_every: usize,
+    /// Pairs of the periodic and final evaluations.
+    pub eval_count: usize,
+    /// Checkpoint every this many steps.
+    pub checkpoint_every: usize,
+    /// Stop after this step (for tests of resuming); the run stays resumable.
+    pub stop_after: Option<usize>,
+}
+
+fn style() -> ProgressStyle {
+    ProgressStyle::with_template("{spinner} step {pos}/{len} [{bar:30}] {msg} ETA {eta}")
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> ")
+}
+
+/// Appends one JSON line to the metrics log.
+fn log_line(log: &mut std::fs::File, value: serde_json::Value) -> Result<()> {
+    writeln!(log, "{value}").context("writing metrics.jsonl")?;
+    log.flush().context("writing metrics.jsonl")
+}
+
+/// Drops lines of steps >= `from` from the metrics log (left by a run killed after its last
+/// checkpoint), so a resumed run's log reads as one uninterrupted run.
+fn truncate_log(path: &Path, from: usize) -> Result<()> {
+    let Ok(content) = std::fs::read_to_string(path) else { return Ok(()) };
+    let kept: Vec<&str> = content
+        .lines()
+        .filter(|line| {
+            serde_json::from_str::<serde_json::Value>(line)
+                .ok()
+                .and_then(|v| v.get("step").and_then(|s| s.as_u64()))
+                .is_some_and(|step| (step as usize) < from)
+        })
+        .collect();
+    let mut text = kept.join("\n");
+    if !text.is_empty() {
+        text.push('\n');
+    }
+    checkpoint::write_atomic(path, text.as_bytes()).context("rewriting metrics.jsonl")
+}
+
+/// Runs (or resumes) a training run; returns the final metrics on the test and unseen splits.
+pub fn run(request: TrainRequest) -> Result<()> {
+    let selected = device::select(request.device)?;
+    let device = selected.device.clone().autodiff();
+    eprintln!("device: {}", selected.description);
+    eprintln!("loss path: {}", kernels::ega_path(&device));
+
+    let (state, model, tokenizer, optimizer) = if request.resume {
+        let checkpoint = checkpoint::load_latest(&request.out, &device)?;
+        eprintln!("resuming {} at step {}", checkpoint.folder.display(), checkpoint.state.step);
+        (checkpoint.state, checkpoint.model, checkpoint.tokenizer, Some(checkpoint.optimizer))
+    } else {
+        if request.out.join("checkpoints").exists() {
+            bail!("{} already holds a run; use --resume {0} to continue it, or choose another --out", request.out.display());
+        }
+        let mut model_config = ModelConfig::preset(&request.preset)?;
+        let dataset = data::open(&request.data, model_config.vision.image_size, request.skip_bad)?;
+        let started = Instant::now();
+        let corpus = data::tokenizer_corpus(dataset.as_ref(), 2000)?;
+        let tokenizer = Tokenizer::train(corpus.iter(), model_config.language.vocab_size)?;
+        // The model's table matches the trained vocabulary (never larger than the preset's).
+        model_config.language.vocab_size = tokenizer.vocab_size();
+        eprintln!("tokenizer: {} tokens, trained on {} texts in {:.1} s", tokenizer.vocab_size(), corpus.len(), started.elapsed().as_secs_f64());
+        let model = Embedder::new(&model_config, request.train.seed, &device)?;
+        let state = RunState {
+            format_version: checkpoint::FORMAT_VERSION,
+            ega_core_version: ega_core::VERSION.to_string(),
+            step: 0,
+            model: model_config,
+            loss: request.loss.clone(),
+            train: request.train.clone(),
+            data: request.data.clone(),
+        };
+        (state, model, tokenizer, None)
+    };
+    let dataset = data::open(&state.data, state.model.vision.image_size, request.skip_bad)?;
+    let train_len = dataset.len(Split::Train).context("the training split has no length")?;
+    std::fs::create_dir_all(&request.out).with_context(|| format!("creating {}", request.out.display()))?;
+    let mut trainer = Trainer::new(model, state.train.clone(), state.loss.clone(), state.step)?;
+    if let Some(bytes) = optimizer {
+        trainer.load_optimizer_bytes(bytes)?;
+    }
+    let log_path = request.out.join("metrics.jsonl");
+    truncate_log(&log_path, trainer.step)?;
+    let mut log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path).with_context(|| format!("opening {}", log_path.display()))?;
+
+    let total = state.train.steps;
+    let last = request.stop_after.map(|s| s.min(total)).unwrap_or(total);
+    eprintln!(
+        "training {} ({} parameters) on {} with {} for {} steps, batch {} (+{} hard negatives each) → {}",
+        state.model.preset,
+        burn::module::Module::num_params(trainer.model()),
+        dataset.name(),
+        state.loss.kind,
+        total,
+        state.train.batch_size,
+        state.train.hard_negatives,
+        request.out.display()
+    );
+    let progress = ProgressBar::new(total as u64).with_style(style());
+    progress.set_position(trainer.step as u64);
+    let started = Instant::now();
+    let first_step = trainer.step;
+    let save = |trainer: &Trainer, step: usize| -> Result<()> {
+        let snapshot = RunState { step, ..state.clone() };
+        checkpoint::save(&request.out, &snapshot, trainer.model(), &trainer.optimizer_bytes()?, &tokenizer)?;
+        Ok(())
+    };
+    while trainer.step < last {
+        let step = trainer.step;
+        let indices = batch_indices(state.train.seed, step, state.train.batch_size, train_len)?;
+        let batch = make_batch(dataset.as_ref(), Split::Train, &indices, state.train.hard_negatives, &state.model, &tokenizer, &device)?;
+        let stats = match trainer.step(&batch) {
+            Ok(stats) => stats,
+            Err(err @ EgaError::NonFinite { .. }) => {
+                progress.abandon();
+                bail!("{err}; resume from {} with a lower --lr", request.out.display());
+            }
+            Err(err) => return Err(err.into()),
+        };
+        let done = (trainer.step - first_step) as f64;
+        let samples_per_s = done * state.train.batch_size as f64 / started.elapsed().as_secs_f64();
+        progress.set_position(trainer.step as u64);
+        progress.set_message(format!("loss {:.4} lr {:.2e} α {:.2} {:.0} samples/s", stats.loss, stats.lr, stats.alpha, samples_per_s));
+        log_line(
+            &mut log,
+            serde_json::json!({"step": stats.step, "loss": stats.loss, "lr": stats.lr, "alpha": stats.alpha,
+                "samples_per_s": samples_per_s, "elapsed_s": started.elapsed().as_secs_f64()}),
+        )?;
+        if request.eval_every > 0 && trainer.step % request.eval_every == 0 && trainer.step < total {
+            let metrics = evaluate(trainer.model(), &state.model, &tokenizer, dataset.as_ref(), Split::Test, request.eval_count, 64, &device)?;
+            progress.println(format!("step {}: test t2i R@1 {:.3}, i2t R@1 {:.3}", trainer.step, metrics.t2i_r1, metrics.i2t_r1));
+            log_line(&mut log, serde_json::json!({"step": stats.step, "eval": {"test": metrics}}))?;
+        }
+        if trainer.step % request.checkpoint_every.max(1) == 0 || trainer.step == last {
+            save(&trainer, trainer.step)?;
+        }
+    }
+    progress.finish();
+    if trainer.step < total {
+        eprintln!("stopped after step {} of {total}; continue with --resume {}", trainer.step, request.out.display());
+        return Ok(());
+    }
+    let mut results = Vec::new();
+    for split in [Split::Test, Split::Unseen] {
+        if dataset.len(split).unwrap_or(1) == 0 {
+            continue;
+        }
+        let metrics = evaluate(trainer.model(), &state.model, &tokenizer, dataset.as_ref(), split, request.eval_count, 64, &device)?;
+        results.push((split, metrics));
+    }
+    let json = serde_json::json!({
+        "steps": total, "data": state.data, "loss": state.loss, "train": state.train, "model": state.model.preset,
+        "device": selected.description, "wall_time_s": started.elapsed().as_secs_f64(),
+        "eval": results.iter().map(|(split, m)| (split.to_string(), serde_json::to_value(m).unwrap_or_default())).collect::<serde_json::Map<_, _>>(),
+    });
+    checkpoint::write_atomic(&request.out.join("metrics.json"), serde_json::to_string_pretty(&json)?.as_bytes())?;
+    println!("\n{}", metrics_table(&results));
+    println!("run folder: {} (resume with --resume, evaluate with `native eval --model {0}`)", request.out.display());
+    Ok(())
+}
+
+fn percent(value: Option<f64>) -> String {
+    value.map(|v| format!("{:.1}", 100.0 * v)).unwrap_or_else(|| "–".into())
+}
+
+/// A markdown table of metrics per split.
+pub fn metrics_table(results: &[(Split, RetrievalMetrics)]) -> String {
+    let mut table = String::from(
+        "| split | pairs | t2i R@1 | t2i R@5 | t2i R@10 | t2i MRR | i2t R@1 | i2t R@5 | i2t R@10 | i2t MRR | hard-neg acc (image) | hard-neg acc (caption) |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for (split, m) in results {
+        table.push_str(&format!(
+            "| {split} | {} | {} | {} | {} | {:.3} | {} | {} | {} | {:.3} | {} | {} |\n",
+            m.count,
+            percent(Some(m.t2i_r1)),
+            percent(Some(m.t2i_r5)),
+            percent(Some(m.t2i_r10)),
+            m.t2i_mrr,
+            percent(Some(m.i2t_r1)),
+            percent(Some(m.i2t_r5)),
+            percent(Some(m.i2t_r10)),
+            m.i2t_mrr,
+            percent(m.hard_negative_image_acc),
+            percent(m.hard_negative_caption_acc),
+        ));
+    }
+    table
+}
+
+/// `native eval`: loads a run (or a checkpoint folder) and evaluates it.
+pub fn eval(model: &Path, data: Option<&str>, count: usize, device: DeviceChoice, json: Option<&Path>) -> Result<()> {
+    let selected = device::select(device)?;
+    let device = selected.device.clone();
+    let checkpoint = if model.join("run.json").exists() { checkpoint::load(model, &device)? } else { checkpoint::load_latest(model, &device)? };
+    let spec = data.unwrap_or(&checkpoint.state.data);
+    let dataset = data::open(spec, checkpoint.state.model.vision.image_size, false)?;
+    eprintln!("evaluating {} (step {}) on {} with {}", checkpoint.folder.display(), checkpoint.state.step, dataset.name(), selected.description);
+    let mut results = Vec::new();
+    for split in [Split::Test, Split::Unseen] {
+        if dataset.len(split).unwrap_or(1) == 0 {
+            continue;
+        }
+        results.push((split, evaluate(&checkpoint.model, &checkpoint.state.model, &checkpoint.tokenizer, dataset.as_ref(), split, count, 64, &device)?));
+    }
+    println!("{}", metrics_table(&results));
+    if let Some(path) = json {
+        let value: serde_json::Map<_, _> = results.iter().map(|(s, m)| (s.to_string(), serde_json::to_value(m).unwrap_or_default())).collect();
+        checkpoint::write_atomic(path, serde_json::to_string_pretty(&value)?.as_bytes())?;
+    }
+    Ok(())
+}
