@@ -42,11 +42,16 @@ pub struct TrainConfig {
     /// Each parameter's gradient is rescaled to at most this L2 norm (burn's per-tensor norm
     /// clipping); 0 disables it.
     pub grad_clip: f64,
-    /// Ramp EGA's α from 0 to its value over the warm-up. From a fresh model every embedding is
-    /// nearly the same and un-rescaled EGA's extra push (each row's gradient sums to
-    /// `α·Σ P·h / (Nτ) > 0`) can drive queries and targets apart as two clusters before any
-    /// contrast is learnt; ramping α in avoids that (see the learning test).
+    /// Hold EGA's α at 0 (plain info-NCE) for the first `alpha_start` steps, then ramp it to its
+    /// value over `alpha_ramp` steps. From a fresh model every embedding is nearly the same and
+    /// un-rescaled EGA's extra push (each row's gradient sums to `α·Σ_j P·h / (Nτ) > 0`) drives
+    /// queries and targets apart as two clusters (`S → −1`, loss `→ ln M`) before any contrast is
+    /// learnt; once info-NCE has made the positives stand out, the extra push is small.
     pub alpha_warmup: bool,
+    /// Steps of plain info-NCE before α starts to ramp (with `alpha_warmup`).
+    pub alpha_start: usize,
+    /// Steps over which α ramps from 0 to its value (with `alpha_warmup`).
+    pub alpha_ramp: usize,
     /// Seed of the model initialisation and the data order.
     pub seed: u64,
 }
@@ -54,15 +59,17 @@ pub struct TrainConfig {
 impl Default for TrainConfig {
     fn default() -> Self {
         Self {
-            steps: 600,
-            batch_size: 32,
+            steps: 500,
+            batch_size: 16,
             hard_negatives: 1,
             lr: 5e-4,
-            warmup_steps: 60,
+            warmup_steps: 50,
             min_lr_ratio: 0.1,
             weight_decay: 0.01,
             grad_clip: 1.0,
             alpha_warmup: true,
+            alpha_start: 50,
+            alpha_ramp: 50,
             seed: 0,
         }
     }
@@ -103,12 +110,18 @@ impl TrainConfig {
         floor + (self.lr - floor) * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos())
     }
 
-    /// The loss options at `step`: EGA's α ramped in over the warm-up when `alpha_warmup`.
+    /// The loss options at `step`: with `alpha_warmup`, α = 0 before `alpha_start`, then a linear
+    /// ramp over `alpha_ramp` steps.
     pub fn loss_at(&self, loss: &LossConfig, step: usize) -> LossConfig {
-        if !self.alpha_warmup || step >= self.warmup_steps {
+        if !self.alpha_warmup {
             return loss.clone();
         }
-        LossConfig { alpha: loss.alpha * step as f64 / self.warmup_steps as f64, ..loss.clone() }
+        let ramp = if step < self.alpha_start {
+            0.0
+        } else {
+            ((step - self.alpha_start + 1) as f64 / self.alpha_ramp.max(1) as f64).min(1.0)
+        };
+        LossConfig { alpha: loss.alpha * ramp, ..loss.clone() }
     }
 }
 

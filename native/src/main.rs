@@ -31,6 +31,9 @@ enum Command {
     /// Evaluate a trained run: R@1/5/10 and MRR both ways, and hard-negative accuracy, on the
     /// held-out split and (shapes) the unseen-combination split.
     Eval(EvalArgs),
+    /// Write a dataset to look at: PNG images (and hard-negative images) plus a JSONL file that
+    /// `train --data jsonl:DIR/data.jsonl` reads back.
+    GenData(GenDataArgs),
     /// Show the model presets with their parameter counts, and the devices this machine offers.
     Info(InfoArgs),
     /// Compute EGA on a small similarity matrix (default: EGA.md's worked example) and print
@@ -94,8 +97,10 @@ struct LossArgs {
     /// EGA hardness temperature τ_h (default: τ).
     #[arg(long)]
     tau_h: Option<f64>,
-    /// EGA rescale mode: none or sum.
-    #[arg(long, default_value = "none")]
+    /// EGA rescale mode: none or sum. Training defaults to sum: from a fresh model, un-rescaled
+    /// EGA adds a net push of all similarities (each gradient row sums to α·Σ P·h/(Nτ) > 0) that
+    /// collapsed every run we measured to S → −1 (see README, "Training from scratch").
+    #[arg(long, default_value = "sum")]
     rescale: Rescale,
     /// Also apply the loss with images as queries (Sᵀ) and average.
     #[arg(long)]
@@ -140,11 +145,11 @@ struct TrainArgs {
     skip_bad: bool,
     #[command(flatten)]
     loss: LossArgs,
-    /// Optimizer steps.
-    #[arg(long, default_value_t = 600)]
+    /// Optimizer steps (the default run, `small` on shapes, fits in 15 minutes on 2 CPU cores).
+    #[arg(long, default_value_t = 500)]
     steps: usize,
     /// Pairs per step.
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 16)]
     batch_size: usize,
     /// Explicit hard-negative images per pair appended to the targets (when the data has them).
     #[arg(long, default_value_t = 1)]
@@ -152,12 +157,20 @@ struct TrainArgs {
     /// Peak learning rate (AdamW, linear warm-up then cosine).
     #[arg(long, default_value_t = 5e-4)]
     lr: f64,
-    /// Warm-up steps (learning rate and EGA's α).
-    #[arg(long, default_value_t = 60)]
+    /// Learning-rate warm-up steps.
+    #[arg(long, default_value_t = 50)]
     warmup: usize,
-    /// Do not ramp EGA's α over the warm-up.
+    /// Use EGA's full α from the first step (by default α is 0 for --alpha-start steps, then
+    /// ramps in over --alpha-ramp steps: from a fresh model un-rescaled EGA can collapse the
+    /// embeddings before anything is learnt).
     #[arg(long)]
     no_alpha_warmup: bool,
+    /// Steps of plain info-NCE before EGA's α starts to ramp (default: --warmup).
+    #[arg(long)]
+    alpha_start: Option<usize>,
+    /// Steps over which α ramps to its value (default: --warmup).
+    #[arg(long)]
+    alpha_ramp: Option<usize>,
     /// Per-tensor gradient-norm clip (0 disables).
     #[arg(long, default_value_t = 1.0)]
     grad_clip: f64,
@@ -176,18 +189,37 @@ struct TrainArgs {
     /// Continue the run in this folder from its latest checkpoint (its saved options win).
     #[arg(long, value_name = "DIR", conflicts_with = "out")]
     resume: Option<PathBuf>,
-    /// Evaluate on held-out pairs every this many steps (0: only at the end).
-    #[arg(long, default_value_t = 200)]
+    /// Evaluate on 200 held-out pairs every this many steps (0: only at the end).
+    #[arg(long, default_value_t = 250)]
     eval_every: usize,
-    /// Held-out pairs per evaluation.
+    /// Held-out pairs of the final evaluation (per split).
     #[arg(long, default_value_t = 500)]
     eval_count: usize,
-    /// Write a checkpoint every this many steps.
-    #[arg(long, default_value_t = 100)]
+    /// Write a checkpoint every this many steps (and at the end).
+    #[arg(long, default_value_t = 50)]
     checkpoint_every: usize,
     /// Stop after this many steps in total (the run stays resumable).
     #[arg(long, hide = true)]
     stop_after: Option<usize>,
+}
+
+#[derive(Args, Debug)]
+struct GenDataArgs {
+    /// The dataset to write (only the built-in `shapes` is generated).
+    #[arg(default_value = "shapes")]
+    dataset: String,
+    /// Number of pairs.
+    #[arg(long, default_value_t = 64)]
+    count: usize,
+    /// Split: train, test (held out) or unseen (attribute combinations never trained on).
+    #[arg(long, default_value = "train")]
+    split: String,
+    /// Image side in pixels.
+    #[arg(long, default_value_t = 64)]
+    size: u32,
+    /// Output folder (created; existing files with the same names are replaced).
+    #[arg(long)]
+    out: PathBuf,
 }
 
 #[derive(Args, Debug)]
@@ -249,6 +281,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Train(args) => train_command(args),
         Command::Eval(args) => eval_command(args),
+        Command::GenData(args) => gen_data(args),
         Command::Info(args) => info(args),
         Command::Example(args) => example(args),
         Command::Bench(BenchCommand::Kernels(args)) => bench_kernels(args),
@@ -260,6 +293,55 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn gen_data(args: GenDataArgs) -> Result<()> {
+    use ega_core::data::shapes::{ShapesConfig, ShapesDataset};
+    use ega_core::data::{Dataset, Split};
+    anyhow::ensure!(args.dataset == "shapes", "gen-data writes the built-in `shapes` data only (got {:?}); your own data is already on disk", args.dataset);
+    anyhow::ensure!((8..=1024).contains(&args.size), "--size must be between 8 and 1024 pixels, got {}", args.size);
+    let split = match args.split.as_str() {
+        "train" => Split::Train,
+        "test" => Split::Test,
+        "unseen" => Split::Unseen,
+        other => anyhow::bail!("--split must be train, test or unseen, got {other:?}"),
+    };
+    let data = ShapesDataset::new(ShapesConfig { image_size: args.size, ..ShapesConfig::default() });
+    let available = data.len(split).unwrap_or(usize::MAX);
+    anyhow::ensure!(args.count >= 1 && args.count <= available, "--count must be between 1 and {available} for the {split} split");
+    for folder in ["images", "negatives"] {
+        std::fs::create_dir_all(args.out.join(folder)).with_context(|| format!("creating {}", args.out.join(folder).display()))?;
+    }
+    let mut pairs = String::new();
+    let mut scenes = String::new();
+    for index in 0..args.count {
+        let sample = data.sample(split, index)?;
+        let image = format!("images/{}.png", sample.id);
+        sample.image.save(args.out.join(&image)).with_context(|| format!("writing {image}"))?;
+        let mut negative_images = Vec::new();
+        for (k, negative) in sample.negative_images.iter().enumerate() {
+            let path = format!("negatives/{}-{k}.png", sample.id);
+            negative.save(args.out.join(&path)).with_context(|| format!("writing {path}"))?;
+            negative_images.push(path);
+        }
+        let line = serde_json::json!({"id": sample.id, "image": image, "text": sample.caption,
+            "neg_text": sample.negative_captions, "neg_image": negative_images,
+            "split": if split == Split::Train { "train" } else { "test" }});
+        pairs.push_str(&format!("{line}\n"));
+        let (scene, negatives) = data.scene_with_negatives(split, index)?;
+        scenes.push_str(&format!("{}\n", serde_json::json!({"id": sample.id, "scene": scene, "negatives": negatives})));
+    }
+    ega_core::checkpoint::write_atomic(&args.out.join("data.jsonl"), pairs.as_bytes())?;
+    ega_core::checkpoint::write_atomic(&args.out.join("scenes.jsonl"), scenes.as_bytes())?;
+    println!(
+        "wrote {} {split} pairs ({}×{} px, {} hard negatives each) to {}: data.jsonl, scenes.jsonl, images/, negatives/",
+        args.count,
+        args.size,
+        args.size,
+        ShapesConfig::default().negatives,
+        args.out.display()
+    );
+    Ok(())
 }
 
 fn eval_command(args: EvalArgs) -> Result<()> {
@@ -280,6 +362,8 @@ fn train_command(args: TrainArgs) -> Result<()> {
         weight_decay: args.weight_decay,
         grad_clip: args.grad_clip,
         alpha_warmup: !args.no_alpha_warmup,
+        alpha_start: args.alpha_start.unwrap_or(args.warmup),
+        alpha_ramp: args.alpha_ramp.unwrap_or(args.warmup),
         seed: args.seed,
     };
     train.validate()?;

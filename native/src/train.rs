@@ -12,6 +12,7 @@ use ega_core::device::{self, DeviceChoice};
 use ega_core::eval::{evaluate, RetrievalMetrics};
 use ega_core::kernels;
 use ega_core::loss::LossConfig;
+use burn::module::Module;
 use ega_core::model::{Embedder, ModelConfig};
 use ega_core::tokenizer::Tokenizer;
 use ega_core::train::{batch_indices, make_batch, TrainConfig, Trainer};
@@ -82,6 +83,7 @@ fn truncate_log(path: &Path, from: usize) -> Result<()> {
 pub fn run(request: TrainRequest) -> Result<()> {
     let selected = device::select(request.device)?;
     let device = selected.device.clone().autodiff();
+    let inference = selected.device.clone();
     eprintln!("device: {}", selected.description);
     eprintln!("loss path: {}", kernels::ega_path(&device));
 
@@ -90,11 +92,11 @@ pub fn run(request: TrainRequest) -> Result<()> {
         eprintln!("resuming {} at step {}", checkpoint.folder.display(), checkpoint.state.step);
         (checkpoint.state, checkpoint.model, checkpoint.tokenizer, Some(checkpoint.optimizer))
     } else {
+        let mut model_config = ModelConfig::preset(&request.preset)?;
+        let dataset = data::open(&request.data, model_config.vision.image_size, request.skip_bad)?;
         if request.out.join("checkpoints").exists() {
             bail!("{} already holds a run; use --resume {0} to continue it, or choose another --out", request.out.display());
         }
-        let mut model_config = ModelConfig::preset(&request.preset)?;
-        let dataset = data::open(&request.data, model_config.vision.image_size, request.skip_bad)?;
         let started = Instant::now();
         let corpus = data::tokenizer_corpus(dataset.as_ref(), 2000)?;
         let tokenizer = Tokenizer::train(corpus.iter(), model_config.language.vocab_size)?;
@@ -161,14 +163,21 @@ pub fn run(request: TrainRequest) -> Result<()> {
         let done = (trainer.step - first_step) as f64;
         let samples_per_s = done * state.train.batch_size as f64 / started.elapsed().as_secs_f64();
         progress.set_position(trainer.step as u64);
-        progress.set_message(format!("loss {:.4} lr {:.2e} α {:.2} {:.0} samples/s", stats.loss, stats.lr, stats.alpha, samples_per_s));
+        let message = format!("loss {:.4} lr {:.2e} α {:.2} {:.1} samples/s", stats.loss, stats.lr, stats.alpha, samples_per_s);
+        if progress.is_hidden() && (trainer.step % 10 == 0 || trainer.step == last) {
+            // Not a terminal (a log file, CI): a plain line now and then instead of the bar.
+            let eta = (last - trainer.step) as f64 * state.train.batch_size as f64 / samples_per_s.max(1e-9);
+            eprintln!("step {}/{total} {message} ETA {eta:.0} s", trainer.step);
+        }
+        progress.set_message(message);
         log_line(
             &mut log,
             serde_json::json!({"step": stats.step, "loss": stats.loss, "lr": stats.lr, "alpha": stats.alpha,
                 "samples_per_s": samples_per_s, "elapsed_s": started.elapsed().as_secs_f64()}),
         )?;
         if request.eval_every > 0 && trainer.step % request.eval_every == 0 && trainer.step < total {
-            let metrics = evaluate(trainer.model(), &state.model, &tokenizer, dataset.as_ref(), Split::Test, request.eval_count, 64, &device)?;
+            // Evaluation runs without autodiff: no graph is kept for thousands of forward passes.
+            let metrics = evaluate(&trainer.model().valid(), &state.model, &tokenizer, dataset.as_ref(), Split::Test, request.eval_count.min(200), 64, &inference)?;
             progress.println(format!("step {}: test t2i R@1 {:.3}, i2t R@1 {:.3}", trainer.step, metrics.t2i_r1, metrics.i2t_r1));
             log_line(&mut log, serde_json::json!({"step": stats.step, "eval": {"test": metrics}}))?;
         }
@@ -181,12 +190,10 @@ pub fn run(request: TrainRequest) -> Result<()> {
         eprintln!("stopped after step {} of {total}; continue with --resume {}", trainer.step, request.out.display());
         return Ok(());
     }
+    let final_model = trainer.model().valid();
     let mut results = Vec::new();
-    for split in [Split::Test, Split::Unseen] {
-        if dataset.len(split).unwrap_or(1) == 0 {
-            continue;
-        }
-        let metrics = evaluate(trainer.model(), &state.model, &tokenizer, dataset.as_ref(), split, request.eval_count, 64, &device)?;
+    for split in report_splits(dataset.as_ref()) {
+        let metrics = evaluate(&final_model, &state.model, &tokenizer, dataset.as_ref(), split, request.eval_count, 64, &inference)?;
         results.push((split, metrics));
     }
     let json = serde_json::json!({
@@ -198,6 +205,17 @@ pub fn run(request: TrainRequest) -> Result<()> {
     println!("\n{}", metrics_table(&results));
     println!("run folder: {} (resume with --resume, evaluate with `native eval --model {0}`)", request.out.display());
     Ok(())
+}
+
+/// The splits to report: the held-out ones that have pairs; the training split (with a note) when
+/// the data holds none out.
+fn report_splits(dataset: &dyn ega_core::data::Dataset) -> Vec<Split> {
+    let held_out: Vec<Split> = [Split::Test, Split::Unseen].into_iter().filter(|&s| dataset.len(s).unwrap_or(1) > 0).collect();
+    if held_out.is_empty() {
+        eprintln!("note: {} holds no pairs out (mark lines \"split\": \"test\", or give 40 or more lines); reporting the training pairs", dataset.name());
+        return vec![Split::Train];
+    }
+    held_out
 }
 
 fn percent(value: Option<f64>) -> String {
@@ -237,10 +255,7 @@ pub fn eval(model: &Path, data: Option<&str>, count: usize, device: DeviceChoice
     let dataset = data::open(spec, checkpoint.state.model.vision.image_size, false)?;
     eprintln!("evaluating {} (step {}) on {} with {}", checkpoint.folder.display(), checkpoint.state.step, dataset.name(), selected.description);
     let mut results = Vec::new();
-    for split in [Split::Test, Split::Unseen] {
-        if dataset.len(split).unwrap_or(1) == 0 {
-            continue;
-        }
+    for split in report_splits(dataset.as_ref()) {
         results.push((split, evaluate(&checkpoint.model, &checkpoint.state.model, &checkpoint.tokenizer, dataset.as_ref(), split, count, 64, &device)?));
     }
     println!("{}", metrics_table(&results));

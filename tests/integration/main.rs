@@ -1,7 +1,9 @@
 //! The one integration-test binary of the workspace.
 
+mod data;
 mod kernels;
 mod learning;
 mod loss;
 mod model;
 mod prompt;
+mod train;

@@ -75,7 +75,7 @@ impl Embedder {
     /// A freshly initialised model; the same `seed` gives the same weights on every device.
     pub fn new(config: &ModelConfig, seed: u64, device: &Device) -> Result<Self> {
         config.validate()?;
-        let mut init = Init { rng: rand::rngs::StdRng::seed_from_u64(seed), device };
+        let mut init = Init { rng: rand::rngs::StdRng::seed_from_u64(seed), device, created: 0 };
         Ok(Self {
             vision: VisionEncoder::new(&mut init, &config.vision),
             projector: Projector::new(&mut init, config.vision.width, config.language.width, config.vision.grid()),

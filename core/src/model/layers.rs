@@ -3,7 +3,7 @@
 //! Weights are drawn on the host from a seeded `StdRng`, so a given seed gives bit-identical
 //! initial weights on every device (flex, wgpu, the browser) and in the PyTorch reference.
 
-use burn::module::{Module, Param};
+use burn::module::{Module, Param, ParamId};
 use burn::tensor::activation::softmax;
 use burn::tensor::{Device, Tensor};
 use rand::rngs::StdRng;
@@ -14,15 +14,31 @@ use crate::tensor_util::floats;
 /// Standard deviation of the initial weights (GPT-2's 0.02).
 pub const INIT_STD: f64 = 0.02;
 
+/// First parameter id of a model: ids are `FIRST_PARAM_ID + k` for the k-th parameter created.
+const FIRST_PARAM_ID: u64 = 0xE6A0_0000;
+
 /// Host-side parameter initialiser: a seeded RNG plus the device the parameters live on.
+///
+/// Parameter ids are deterministic too (the k-th parameter created gets the same id in every
+/// model of the same config): optimizer state is keyed by parameter id, so a model rebuilt from
+/// a checkpoint finds its saved AdamW moments again.
 pub struct Init<'a> {
     /// Seeded generator; the order of draws defines the weights.
     pub rng: StdRng,
     /// Where the parameters are created.
     pub device: &'a Device,
+    /// Parameters created so far.
+    pub created: u64,
 }
 
 impl Init<'_> {
+    /// A parameter holding `tensor`, with the next deterministic id.
+    fn param<const D: usize>(&mut self, tensor: Tensor<D>) -> Param<Tensor<D>> {
+        let (_, value, mapper) = Param::from_tensor(tensor).consume();
+        self.created += 1;
+        Param::from_mapped_value(ParamId::from(FIRST_PARAM_ID + self.created), value, mapper)
+    }
+
     /// Uniform values with mean 0 and standard deviation `std` (`U(−√3·std, √3·std)`).
     pub fn uniform<const D: usize>(&mut self, shape: [usize; D], std: f64) -> Param<Tensor<D>> {
         let bound = (3.0f64).sqrt() * std;
@@ -30,13 +46,15 @@ impl Init<'_> {
         let values = (0..count)
             .map(|_| self.rng.random_range(-bound..bound) as f32)
             .collect();
-        Param::from_tensor(floats(values, shape, self.device))
+        let tensor = floats(values, shape, self.device);
+        self.param(tensor)
     }
 
     /// A constant-filled parameter (norm gains, biases).
     pub fn constant<const D: usize>(&mut self, shape: [usize; D], value: f32) -> Param<Tensor<D>> {
         let count: usize = shape.iter().product();
-        Param::from_tensor(floats(vec![value; count], shape, self.device))
+        let tensor = floats(vec![value; count], shape, self.device);
+        self.param(tensor)
     }
 }
 

@@ -1,0 +1,108 @@
+//! The trainer: schedules, data order, exact resume from a checkpoint, and a non-finite loss
+//! stopping training with the step named.
+
+use burn::tensor::Device;
+use ega_core::checkpoint::{self, RunState};
+use ega_core::data::shapes::{ShapesConfig, ShapesDataset};
+use ega_core::data::{Dataset, Split};
+use ega_core::loss::LossConfig;
+use ega_core::model::{Embedder, ModelConfig};
+use ega_core::tokenizer::Tokenizer;
+use ega_core::train::{batch_indices, make_batch, TrainConfig, Trainer};
+use ega_core::EgaError;
+use ega_tests::assert_close;
+
+fn setup() -> (ModelConfig, ShapesDataset, Tokenizer, TrainConfig) {
+    let mut config = ModelConfig::tiny();
+    let data = ShapesDataset::new(ShapesConfig { image_size: 32, ..ShapesConfig::default() });
+    let corpus = ega_core::data::tokenizer_corpus(&data, 200).unwrap();
+    let tokenizer = Tokenizer::train(corpus.iter(), config.language.vocab_size).unwrap();
+    config.language.vocab_size = tokenizer.vocab_size();
+    let train = TrainConfig { steps: 8, batch_size: 6, warmup_steps: 2, alpha_start: 2, alpha_ramp: 2, seed: 5, ..TrainConfig::default() };
+    (config, data, tokenizer, train)
+}
+
+fn steps(trainer: &mut Trainer, data: &dyn Dataset, config: &ModelConfig, tokenizer: &Tokenizer, until: usize, device: &Device) -> Vec<f64> {
+    let len = data.len(Split::Train).unwrap();
+    let mut losses = Vec::new();
+    while trainer.step < until {
+        let indices = batch_indices(trainer.config.seed, trainer.step, trainer.config.batch_size, len).unwrap();
+        let batch = make_batch(data, Split::Train, &indices, trainer.config.hard_negatives, config, tokenizer, device).unwrap();
+        losses.push(trainer.step(&batch).unwrap().loss);
+    }
+    losses
+}
+
+/// Regression guard (issue 4): a run saved at step 4 and resumed gives the same losses and the
+/// same weights as the uninterrupted run (same data order, optimizer state, schedules).
+#[test]
+fn a_resumed_run_continues_exactly() {
+    let (config, data, tokenizer, train) = setup();
+    let device = Device::flex().autodiff();
+    let loss = LossConfig { rescale: ega_core::loss::Rescale::Sum, ..LossConfig::default() };
+
+    let mut straight = Trainer::new(Embedder::new(&config, train.seed, &device).unwrap(), train.clone(), loss.clone(), 0).unwrap();
+    let uninterrupted = steps(&mut straight, &data, &config, &tokenizer, 8, &device);
+
+    let mut first = Trainer::new(Embedder::new(&config, train.seed, &device).unwrap(), train.clone(), loss.clone(), 0).unwrap();
+    let mut resumed_losses = steps(&mut first, &data, &config, &tokenizer, 4, &device);
+    let run = std::env::temp_dir().join(format!("ega-test-resume-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&run);
+    let state = RunState {
+        format_version: checkpoint::FORMAT_VERSION,
+        ega_core_version: ega_core::VERSION.into(),
+        step: first.step,
+        model: config.clone(),
+        loss: loss.clone(),
+        train: train.clone(),
+        data: "shapes".into(),
+    };
+    checkpoint::save(&run, &state, first.model(), &first.optimizer_bytes().unwrap(), &tokenizer).unwrap();
+    drop(first);
+    let loaded = checkpoint::load_latest(&run, &device).unwrap();
+    assert_eq!(loaded.state, state);
+    let mut second = Trainer::new(loaded.model, loaded.state.train, loaded.state.loss, loaded.state.step).unwrap();
+    second.load_optimizer_bytes(loaded.optimizer).unwrap();
+    resumed_losses.extend(steps(&mut second, &data, &config, &loaded.tokenizer, 8, &device));
+
+    assert_close("loss curve, resumed vs uninterrupted", &resumed_losses, &uninterrupted, 1e-6, 1e-6);
+    assert!(uninterrupted[0] != uninterrupted[7], "training must move the loss");
+    let weights = |t: &Trainer| ega_core::tensor_util::to_f64_vec(t.model().language.token_embed.val()).unwrap();
+    assert_close("weights after 8 steps", &weights(&second), &weights(&straight), 1e-7, 1e-6);
+}
+
+#[test]
+fn a_non_finite_loss_stops_with_the_step_named() {
+    let (config, data, tokenizer, train) = setup();
+    let device = Device::flex().autodiff();
+    // τ = 1e-300 is a valid f64 but 1/τ overflows f32: the logits are ±∞ and the loss NaN.
+    let loss = LossConfig { tau: 1e-300, ..LossConfig::default() };
+    let mut trainer = Trainer::new(Embedder::new(&config, 1, &device).unwrap(), train.clone(), loss, 0).unwrap();
+    let indices = batch_indices(train.seed, 0, train.batch_size, 100).unwrap();
+    let batch = make_batch(&data, Split::Train, &indices, 1, &config, &tokenizer, &device).unwrap();
+    let err = trainer.step(&batch).unwrap_err();
+    assert!(matches!(err, EgaError::NonFinite { step: 0, .. }), "{err}");
+    assert!(err.to_string().contains("step 0"), "{err}");
+    assert_eq!(trainer.step, 0, "the failed step is not counted");
+}
+
+#[test]
+fn schedules_and_data_order() {
+    let train = TrainConfig { steps: 100, warmup_steps: 10, alpha_start: 10, alpha_ramp: 10, lr: 1e-3, min_lr_ratio: 0.1, ..TrainConfig::default() };
+    assert!((train.lr_at(0) - 1e-4).abs() < 1e-12 && (train.lr_at(9) - 1e-3).abs() < 1e-12);
+    assert!((train.lr_at(99) - 1e-4).abs() < 2e-6, "cosine ends at lr·min_lr_ratio: {}", train.lr_at(99));
+    assert!(train.lr_at(50) < train.lr_at(20));
+    let loss = LossConfig::default();
+    assert_eq!(train.loss_at(&loss, 5).alpha, 0.0);
+    assert!((train.loss_at(&loss, 14).alpha - 0.5).abs() < 1e-12);
+    assert_eq!(train.loss_at(&loss, 40).alpha, 1.0);
+    // Each epoch is a permutation: no duplicates within a batch or an epoch, all pairs seen.
+    let len = 50;
+    let mut seen: Vec<usize> = (0..10).flat_map(|step| batch_indices(3, step, 5, len).unwrap()).collect();
+    seen.sort();
+    assert_eq!(seen, (0..50).collect::<Vec<_>>());
+    assert_ne!(batch_indices(3, 10, 5, len).unwrap(), batch_indices(3, 0, 5, len).unwrap(), "a new epoch reshuffles");
+    assert_eq!(batch_indices(3, 7, 5, len).unwrap(), batch_indices(3, 7, 5, len).unwrap());
+    assert!(batch_indices(3, 0, 60, len).is_err());
+    assert!(TrainConfig { batch_size: 1, ..TrainConfig::default() }.validate().unwrap_err().to_string().contains("batch_size"));
+}
