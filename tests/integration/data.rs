@@ -102,6 +102,14 @@ fn jsonl_bad_input_is_a_clear_error() {
         let err = data.sample(Split::Train, 1).unwrap_err().to_string();
         assert!(err.contains(expected) && err.contains("images.jsonl:2") && err.contains(file), "{file}: {err}");
     }
+    // A caption that is not UTF-8 names its line (the other lines are fine).
+    let path = dir.join("latin1.jsonl");
+    let mut bytes = b"{\"image\": \"ok.png\", \"text\": \"fine\"}\n{\"image\": \"ok.png\", \"text\": \"caf".to_vec();
+    bytes.extend([0xE9, b'"', b'}', b'\n']);
+    std::fs::write(&path, bytes).unwrap();
+    let err = JsonlDataset::open(&path, false).unwrap_err().to_string();
+    assert!(err.contains("latin1.jsonl:2") && err.contains("UTF-8"), "{err}");
+    assert_eq!(JsonlDataset::open(&path, true).unwrap().len(Split::Train), Some(1));
     // skip_bad counts instead of failing.
     let path = dir.join("mixed.jsonl");
     std::fs::write(&path, "{\"image\": \"ok.png\", \"text\": \"fine\"}\nnot json\n{\"image\": \"gone.png\", \"text\": \"x\"}\n").unwrap();

@@ -106,3 +106,49 @@ fn schedules_and_data_order() {
     assert!(batch_indices(3, 0, 60, len).is_err());
     assert!(TrainConfig { batch_size: 1, ..TrainConfig::default() }.validate().unwrap_err().to_string().contains("batch_size"));
 }
+
+/// Regression guard (issue 4): a truncated, foreign or newer checkpoint is a clear error, never a
+/// panic, and names the file.
+#[test]
+fn damaged_checkpoints_are_clear_errors() {
+    let (config, _, tokenizer, train) = setup();
+    let device = Device::flex();
+    let run = std::env::temp_dir().join(format!("ega-test-damaged-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&run);
+    let state = RunState {
+        format_version: checkpoint::FORMAT_VERSION,
+        ega_core_version: ega_core::VERSION.into(),
+        step: 3,
+        model: config.clone(),
+        loss: LossConfig::default(),
+        train,
+        data: "shapes".into(),
+    };
+    let model = Embedder::new(&config, 0, &device).unwrap();
+    let folder = checkpoint::save(&run, &state, &model, b"optimizer", &tokenizer).unwrap();
+    assert!(checkpoint::load_latest(&run, &device).is_ok());
+
+    let weights = folder.join("model.safetensors");
+    let good = std::fs::read(&weights).unwrap();
+    std::fs::write(&weights, &good[..good.len() / 2]).unwrap();
+    let err = checkpoint::load_latest(&run, &device).err().expect("a truncated file must fail").to_string();
+    assert!(err.contains("model.safetensors"), "{err}");
+    std::fs::write(&weights, b"not safetensors at all").unwrap();
+    assert!(checkpoint::load_latest(&run, &device).err().unwrap().to_string().contains("model.safetensors"));
+    // Weights of another model (the small preset) do not fit the tiny config.
+    let other = Embedder::new(&ModelConfig::small(), 0, &device).unwrap();
+    std::fs::write(&weights, checkpoint::model_to_bytes(&other).unwrap()).unwrap();
+    let err = checkpoint::load_latest(&run, &device).err().unwrap().to_string();
+    assert!(err.contains("model.safetensors"), "{err}");
+    std::fs::write(&weights, &good).unwrap();
+
+    let run_json = folder.join("run.json");
+    let text = std::fs::read_to_string(&run_json).unwrap();
+    std::fs::write(&run_json, text.replace("\"format_version\": 1", "\"format_version\": 99")).unwrap();
+    let err = checkpoint::load_latest(&run, &device).err().unwrap().to_string();
+    assert!(err.contains("format version 99"), "{err}");
+    std::fs::write(&run_json, "{ truncated").unwrap();
+    assert!(checkpoint::load_latest(&run, &device).err().unwrap().to_string().contains("run.json"));
+    std::fs::remove_file(run.join("checkpoints/latest")).unwrap();
+    assert!(checkpoint::load_latest(&run, &device).err().unwrap().to_string().contains("no checkpoint"));
+}

@@ -132,17 +132,22 @@ impl JsonlDataset {
     /// lines are skipped and listed in [`Self::skipped`] instead of failing.
     pub fn open(path: impl AsRef<Path>, skip_bad: bool) -> Result<Self> {
         let path = path.as_ref();
-        let content = std::fs::read_to_string(path).map_err(|err| EgaError::io(path, err))?;
+        let content = std::fs::read(path).map_err(|err| EgaError::io(path, err))?;
         let file = path.display().to_string();
         let folder = path.parent().map(Path::to_path_buf).unwrap_or_default();
         let mut entries = Vec::new();
         let mut skipped = Vec::new();
-        for (number, text) in content.lines().enumerate() {
-            if text.trim().is_empty() {
-                continue;
-            }
-            match parse_line(text, number + 1, &file, &folder) {
-                Ok(entry) => entries.push(entry),
+        for (number, bytes) in content.split(|&b| b == b'\n').enumerate() {
+            // Each line is checked on its own, so a stray non-UTF-8 caption names its line.
+            let parsed = std::str::from_utf8(bytes)
+                .map_err(|err| EgaError::Data(format!("{file}:{}: not valid UTF-8 (byte {} of the line)", number + 1, err.valid_up_to())))
+                .and_then(|text| {
+                    let text = text.trim_end_matches('\r');
+                    if text.trim().is_empty() { Ok(None) } else { parse_line(text, number + 1, &file, &folder).map(Some) }
+                });
+            match parsed {
+                Ok(None) => {}
+                Ok(Some(entry)) => entries.push(entry),
                 Err(err) if skip_bad => skipped.push(err.to_string()),
                 Err(err) => return Err(err),
             }
