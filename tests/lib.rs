@@ -91,7 +91,8 @@ pub fn draw_shape(size: usize, rgb: [f32; 3], disc: bool, cx: f32, cy: f32, radi
         for x in 0..size {
             let dx = (x as f32 + 0.5) / size as f32 - cx;
             let dy = (y as f32 + 0.5) / size as f32 - cy;
-            let inside = if disc { dx * dx + dy * dy <= radius * radius } else { dx.abs() <= radius && dy.abs() <= radius };
+            let inside =
+                if disc { dx * dx + dy * dy <= radius * radius } else { dx.abs() <= radius && dy.abs() <= radius };
             if inside {
                 for c in 0..3 {
                     pixels[c * size * size + y * size + x] = rgb[c];

@@ -75,7 +75,13 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 
 /// Writes a checkpoint of `state.step` under `run/checkpoints/`, points `latest` at it and removes
 /// older checkpoints. Returns the checkpoint folder.
-pub fn save(run: &Path, state: &RunState, model: &Embedder, optimizer: &[u8], tokenizer: &Tokenizer) -> Result<PathBuf> {
+pub fn save(
+    run: &Path,
+    state: &RunState,
+    model: &Embedder,
+    optimizer: &[u8],
+    tokenizer: &Tokenizer,
+) -> Result<PathBuf> {
     let folder = run.join("checkpoints");
     std::fs::create_dir_all(&folder).map_err(|err| EgaError::io(&folder, err))?;
     let name = format!("step-{:06}", state.step);
@@ -127,7 +133,10 @@ pub fn load_latest(run: &Path, device: &Device) -> Result<Checkpoint> {
     let folder = run.join("checkpoints");
     let latest = folder.join("latest");
     let name = std::fs::read_to_string(&latest).map_err(|err| {
-        EgaError::Data(format!("{}: no checkpoint to resume from ({err}); is this a run folder written by `native train`?", run.display()))
+        EgaError::Data(format!(
+            "{}: no checkpoint to resume from ({err}); is this a run folder written by `native train`?",
+            run.display()
+        ))
     })?;
     load(&folder.join(name.trim()), device)
 }
@@ -145,8 +154,14 @@ pub fn load(folder: &Path, device: &Device) -> Result<Checkpoint> {
             state.ega_core_version
         )));
     }
-    let tokenizer_json = String::from_utf8(read("tokenizer.json")?).map_err(|_| EgaError::Data(format!("{}: tokenizer.json is not UTF-8", folder.display())))?;
+    let tokenizer_json = String::from_utf8(read("tokenizer.json")?)
+        .map_err(|_| EgaError::Data(format!("{}: tokenizer.json is not UTF-8", folder.display())))?;
     let tokenizer = Tokenizer::from_json(&tokenizer_json)?;
-    let model = model_from_bytes(&state.model, read("model.safetensors")?, device, &folder.join("model.safetensors").display().to_string())?;
+    let model = model_from_bytes(
+        &state.model,
+        read("model.safetensors")?,
+        device,
+        &folder.join("model.safetensors").display().to_string(),
+    )?;
     Ok(Checkpoint { folder: folder.to_path_buf(), optimizer: read("optimizer.bin")?, state, model, tokenizer })
 }

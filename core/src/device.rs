@@ -90,11 +90,7 @@ pub fn wgpu_adapter() -> Result<&'static WgpuAdapter, &'static str> {
 
 /// The `flex` CPU device.
 pub fn cpu() -> SelectedDevice {
-    SelectedDevice {
-        device: Device::flex(),
-        description: "cpu (burn flex backend)".to_string(),
-        is_wgpu: false,
-    }
+    SelectedDevice { device: Device::flex(), description: "cpu (burn flex backend)".to_string(), is_wgpu: false }
 }
 
 /// Resolves a [`DeviceChoice`] to a device (native only; the browser initialises asynchronously).

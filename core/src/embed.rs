@@ -15,13 +15,24 @@ use crate::{EgaError, Result};
 
 /// Model inputs for captions as queries. Captions too long for the model are cut (keeping
 /// `<bos>`, the instruction and `<eos>`), so that any text can be embedded.
-pub fn query_input(config: &ModelConfig, tokenizer: &Tokenizer, captions: &[&str], device: &Device) -> Result<EmbedderInput> {
+pub fn query_input(
+    config: &ModelConfig,
+    tokenizer: &Tokenizer,
+    captions: &[&str],
+    device: &Device,
+) -> Result<EmbedderInput> {
     let template = &config.prompts.query;
     // Room the template itself takes, so the caption can be cut to fit.
-    let fixed = crate::prompt::encode_prompt(template, "", false, &config.special, &mut |s| tokenizer.encode(s).unwrap_or_default())?.len();
+    let fixed = crate::prompt::encode_prompt(template, "", false, &config.special, &mut |s| {
+        tokenizer.encode(s).unwrap_or_default()
+    })?
+    .len();
     let budget = config.language.max_seq_len.saturating_sub(fixed);
     if budget == 0 {
-        return Err(EgaError::Prompt(format!("the query template {template:?} alone fills the model's {} tokens", config.language.max_seq_len)));
+        return Err(EgaError::Prompt(format!(
+            "the query template {template:?} alone fills the model's {} tokens",
+            config.language.max_seq_len
+        )));
     }
     let mut failure = None;
     let mut encode = |s: &str| match tokenizer.encode(s) {
@@ -39,7 +50,8 @@ pub fn query_input(config: &ModelConfig, tokenizer: &Tokenizer, captions: &[&str
     if let Some(err) = failure {
         return Err(err);
     }
-    let batch = AssembledBatch::new(&prompts, config.vision.image_tokens(), 0, &config.special, config.language.max_seq_len)?;
+    let batch =
+        AssembledBatch::new(&prompts, config.vision.image_tokens(), 0, &config.special, config.language.max_seq_len)?;
     EmbedderInput::new(&batch, None, device)
 }
 
@@ -51,7 +63,12 @@ pub fn image_tensor(config: &ModelConfig, images: &[&RgbImage], device: &Device)
 }
 
 /// Model inputs for images as targets.
-pub fn target_input(config: &ModelConfig, tokenizer: &Tokenizer, images: &[&RgbImage], device: &Device) -> Result<EmbedderInput> {
+pub fn target_input(
+    config: &ModelConfig,
+    tokenizer: &Tokenizer,
+    images: &[&RgbImage],
+    device: &Device,
+) -> Result<EmbedderInput> {
     if images.is_empty() {
         return Err(EgaError::Prompt("no images to embed".into()));
     }
@@ -67,12 +84,25 @@ pub fn target_input(config: &ModelConfig, tokenizer: &Tokenizer, images: &[&RgbI
     if let Some(err) = failure {
         return Err(err);
     }
-    let batch = AssembledBatch::new(&prompts, config.vision.image_tokens(), images.len(), &config.special, config.language.max_seq_len)?;
+    let batch = AssembledBatch::new(
+        &prompts,
+        config.vision.image_tokens(),
+        images.len(),
+        &config.special,
+        config.language.max_seq_len,
+    )?;
     EmbedderInput::new(&batch, Some(image_tensor(config, images, device)), device)
 }
 
 /// Unit-norm embeddings `[B, d]` of captions, in batches of `batch_size` (no autodiff needed).
-pub fn embed_captions(model: &Embedder, config: &ModelConfig, tokenizer: &Tokenizer, captions: &[&str], batch_size: usize, device: &Device) -> Result<Tensor<2>> {
+pub fn embed_captions(
+    model: &Embedder,
+    config: &ModelConfig,
+    tokenizer: &Tokenizer,
+    captions: &[&str],
+    batch_size: usize,
+    device: &Device,
+) -> Result<Tensor<2>> {
     let mut parts = Vec::new();
     for chunk in captions.chunks(batch_size.max(1)) {
         parts.push(model.embed(&query_input(config, tokenizer, chunk, device)?));
@@ -84,7 +114,14 @@ pub fn embed_captions(model: &Embedder, config: &ModelConfig, tokenizer: &Tokeni
 }
 
 /// Unit-norm embeddings `[B, d]` of images, in batches of `batch_size`.
-pub fn embed_images(model: &Embedder, config: &ModelConfig, tokenizer: &Tokenizer, images: &[&RgbImage], batch_size: usize, device: &Device) -> Result<Tensor<2>> {
+pub fn embed_images(
+    model: &Embedder,
+    config: &ModelConfig,
+    tokenizer: &Tokenizer,
+    images: &[&RgbImage],
+    batch_size: usize,
+    device: &Device,
+) -> Result<Tensor<2>> {
     let mut parts = Vec::new();
     for chunk in images.chunks(batch_size.max(1)) {
         parts.push(model.embed(&target_input(config, tokenizer, chunk, device)?));

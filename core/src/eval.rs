@@ -79,7 +79,9 @@ pub fn evaluate(
     let dot = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>();
     let row = |v: &[f32], i: usize| v[i * d..(i + 1) * d].to_vec();
     // S[i][j] = caption i · image j
-    let s: Vec<Vec<f32>> = (0..count).map(|i| (0..count).map(|j| dot(&text[i * d..(i + 1) * d], &image[j * d..(j + 1) * d])).collect()).collect();
+    let s: Vec<Vec<f32>> = (0..count)
+        .map(|i| (0..count).map(|j| dot(&text[i * d..(i + 1) * d], &image[j * d..(j + 1) * d])).collect())
+        .collect();
     let t2i: Vec<usize> = (0..count).map(|i| rank_of(&s[i], i)).collect();
     let i2t: Vec<usize> = (0..count).map(|j| rank_of(&(0..count).map(|i| s[i][j]).collect::<Vec<_>>(), j)).collect();
     let (t2i_r1, t2i_r5, t2i_r10, t2i_mrr) = summarise(&t2i);
@@ -101,7 +103,8 @@ pub fn evaluate(
         }
         Some(wins as f64 / total as f64)
     };
-    let negative_captions: Vec<&str> = samples.iter().flat_map(|s| s.negative_captions.iter().map(String::as_str)).collect();
+    let negative_captions: Vec<&str> =
+        samples.iter().flat_map(|s| s.negative_captions.iter().map(String::as_str)).collect();
     let hard_negative_caption_acc = if negative_captions.is_empty() {
         None
     } else {

@@ -162,7 +162,9 @@ impl AssembledBatch {
                 (0, None) => {}
                 (1, Some(image)) if image < num_images => {}
                 (1, Some(image)) => {
-                    return Err(EgaError::Prompt(format!("row {row} refers to image {image} but the batch has {num_images}")))
+                    return Err(EgaError::Prompt(format!(
+                        "row {row} refers to image {image} but the batch has {num_images}"
+                    )))
                 }
                 (count, image) => {
                     return Err(EgaError::Prompt(format!(

@@ -14,17 +14,13 @@ pub fn ints<const D: usize>(values: Vec<i64>, shape: [usize; D], device: &Device
 
 /// Reads a float tensor back as `f32` values (blocking: native only, never on wasm).
 pub fn to_f32_vec<const D: usize>(tensor: Tensor<D>) -> crate::Result<Vec<f32>> {
-    let data = tensor
-        .try_into_data()
-        .map_err(|err| crate::EgaError::Readback(format!("{err:?}")))?;
+    let data = tensor.try_into_data().map_err(|err| crate::EgaError::Readback(format!("{err:?}")))?;
     Ok(data.iter::<f32>().collect())
 }
 
 /// Reads a float tensor back as `f64` values (blocking: native only, never on wasm).
 pub fn to_f64_vec<const D: usize>(tensor: Tensor<D>) -> crate::Result<Vec<f64>> {
-    let data = tensor
-        .try_into_data()
-        .map_err(|err| crate::EgaError::Readback(format!("{err:?}")))?;
+    let data = tensor.try_into_data().map_err(|err| crate::EgaError::Readback(format!("{err:?}")))?;
     Ok(data.iter::<f64>().collect())
 }
 

@@ -9,9 +9,9 @@
 use std::str::FromStr;
 
 use tokenizers::models::bpe::{BpeTrainerBuilder, BPE};
+use tokenizers::models::TrainerWrapper;
 use tokenizers::normalizers::{Lowercase, Sequence, NFKC};
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
-use tokenizers::models::TrainerWrapper;
 use tokenizers::AddedToken;
 
 use crate::prompt::SpecialTokens;
@@ -42,7 +42,11 @@ impl Tokenizer {
     pub fn train<S: AsRef<str> + Send>(texts: impl Iterator<Item = S> + Send, vocab_size: usize) -> Result<Self> {
         let minimum = SPECIAL_TOKENS.len() + 256;
         if vocab_size < minimum {
-            return Err(EgaError::config("language.vocab_size", vocab_size, format!("a byte-level BPE needs at least {minimum} tokens")));
+            return Err(EgaError::config(
+                "language.vocab_size",
+                vocab_size,
+                format!("a byte-level BPE needs at least {minimum} tokens"),
+            ));
         }
         let mut inner = tokenizers::Tokenizer::new(BPE::default());
         inner.with_normalizer(Some(Sequence::new(vec![NFKC.into(), Lowercase.into()])));
@@ -80,7 +84,9 @@ impl Tokenizer {
             match self.inner.token_to_id(token) {
                 Some(found) if found as usize == id => {}
                 found => {
-                    return Err(EgaError::Tokenizer(format!("special token {token} must have id {id}, found {found:?}")));
+                    return Err(EgaError::Tokenizer(format!(
+                        "special token {token} must have id {id}, found {found:?}"
+                    )));
                 }
             }
         }

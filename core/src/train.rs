@@ -5,8 +5,8 @@
 //! Everything a step depends on is a function of `(seed, step)` or of the saved model and
 //! optimizer state, so a run resumed from a checkpoint continues exactly as it would have.
 
-use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
 use burn::optim::grad_clipping::GradientClippingConfig;
+use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
 use burn::tensor::Device;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -82,7 +82,11 @@ impl TrainConfig {
             return Err(EgaError::config("steps", self.steps, "must be at least 1"));
         }
         if self.batch_size < 2 {
-            return Err(EgaError::config("batch_size", self.batch_size, "must be at least 2 (a contrastive batch needs negatives)"));
+            return Err(EgaError::config(
+                "batch_size",
+                self.batch_size,
+                "must be at least 2 (a contrastive batch needs negatives)",
+            ));
         }
         if !(self.lr.is_finite() && self.lr > 0.0) {
             return Err(EgaError::config("lr", self.lr, "must be a finite number > 0"));
@@ -94,7 +98,11 @@ impl TrainConfig {
             return Err(EgaError::config("weight_decay", self.weight_decay, "must be a finite number >= 0"));
         }
         if !(self.grad_clip.is_finite() && self.grad_clip >= 0.0) {
-            return Err(EgaError::config("grad_clip", self.grad_clip, "must be a finite number >= 0 (0 disables clipping)"));
+            return Err(EgaError::config(
+                "grad_clip",
+                self.grad_clip,
+                "must be a finite number >= 0 (0 disables clipping)",
+            ));
         }
         Ok(())
     }
@@ -225,7 +233,10 @@ impl Trainer {
 
     /// The optimizer state as bytes (for checkpoints).
     pub fn optimizer_bytes(&self) -> Result<Vec<u8>> {
-        self.optimizer.into_bytes().map(|b| b.to_vec()).map_err(|err| EgaError::Data(format!("saving the optimizer state: {err:?}")))
+        self.optimizer
+            .into_bytes()
+            .map(|b| b.to_vec())
+            .map_err(|err| EgaError::Data(format!("saving the optimizer state: {err:?}")))
     }
 
     /// Restores the optimizer state saved by [`Self::optimizer_bytes`].

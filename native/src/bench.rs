@@ -68,7 +68,11 @@ struct Report {
 fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(|a, b| a.total_cmp(b));
     let mid = values.len() / 2;
-    if values.len() % 2 == 1 { values[mid] } else { (values[mid - 1] + values[mid]) / 2.0 }
+    if values.len() % 2 == 1 {
+        values[mid]
+    } else {
+        (values[mid - 1] + values[mid]) / 2.0
+    }
 }
 
 /// Median wall time in ms of `run` (which must finish its device work before returning).
@@ -105,7 +109,8 @@ fn unit_rows(rows: usize, dim: usize, seed: u64, device: &Device) -> Tensor<2> {
 /// One forward + backward of the loss on `s`, finished on the device.
 fn loss_step(s: &Tensor<2>, config: &LossConfig, fused: bool, device: &Device) -> Result<()> {
     let leaf = s.clone().require_grad();
-    let loss = if fused { contrastive_loss(leaf.clone(), config)? } else { contrastive_loss_reference(leaf.clone(), config)? };
+    let loss =
+        if fused { contrastive_loss(leaf.clone(), config)? } else { contrastive_loss_reference(leaf.clone(), config)? };
     let grads = loss.backward();
     let grad = leaf.grad(&grads).context("no gradient reached S")?;
     drop(grad);
@@ -198,7 +203,13 @@ pub fn run(options: &KernelBenchOptions, json: Option<&std::path::Path>) -> Resu
     for r in &loss_rows {
         println!(
             "| {} | {:.2} | {:.2} | {:.1}× | {:.2} | {:.2} | {:.0}% |",
-            r.n, r.fused_ms, r.composed_ms, r.speedup, r.fused_gb_per_s, r.copy_gb_per_s, 100.0 * r.fraction_of_copy_bandwidth
+            r.n,
+            r.fused_ms,
+            r.composed_ms,
+            r.speedup,
+            r.fused_gb_per_s,
+            r.copy_gb_per_s,
+            100.0 * r.fraction_of_copy_bandwidth
         );
     }
     println!("\nTop-{} cosine search, fused WGSL vs matmul + sort in burn ops:\n", options.k);
@@ -212,7 +223,13 @@ pub fn run(options: &KernelBenchOptions, json: Option<&std::path::Path>) -> Resu
     }
     println!("\nmedians of {} runs after {} warm-up runs", options.repeats, options.warmup);
     if let Some(path) = json {
-        let report = Report { device: selected.description.clone(), repeats: options.repeats, warmup: options.warmup, loss: loss_rows, topk: topk_rows };
+        let report = Report {
+            device: selected.description.clone(),
+            repeats: options.repeats,
+            warmup: options.warmup,
+            loss: loss_rows,
+            topk: topk_rows,
+        };
         let text = serde_json::to_string_pretty(&report)?;
         let tmp = path.with_extension("json.tmp");
         std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;

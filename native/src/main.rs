@@ -298,7 +298,11 @@ fn main() -> ExitCode {
 fn gen_data(args: GenDataArgs) -> Result<()> {
     use ega_core::data::shapes::{ShapesConfig, ShapesDataset};
     use ega_core::data::{Dataset, Split};
-    anyhow::ensure!(args.dataset == "shapes", "gen-data writes the built-in `shapes` data only (got {:?}); your own data is already on disk", args.dataset);
+    anyhow::ensure!(
+        args.dataset == "shapes",
+        "gen-data writes the built-in `shapes` data only (got {:?}); your own data is already on disk",
+        args.dataset
+    );
     anyhow::ensure!((8..=1024).contains(&args.size), "--size must be between 8 and 1024 pixels, got {}", args.size);
     let split = match args.split.as_str() {
         "train" => Split::Train,
@@ -308,9 +312,13 @@ fn gen_data(args: GenDataArgs) -> Result<()> {
     };
     let data = ShapesDataset::new(ShapesConfig { image_size: args.size, ..ShapesConfig::default() });
     let available = data.len(split).unwrap_or(usize::MAX);
-    anyhow::ensure!(args.count >= 1 && args.count <= available, "--count must be between 1 and {available} for the {split} split");
+    anyhow::ensure!(
+        args.count >= 1 && args.count <= available,
+        "--count must be between 1 and {available} for the {split} split"
+    );
     for folder in ["images", "negatives"] {
-        std::fs::create_dir_all(args.out.join(folder)).with_context(|| format!("creating {}", args.out.join(folder).display()))?;
+        std::fs::create_dir_all(args.out.join(folder))
+            .with_context(|| format!("creating {}", args.out.join(folder).display()))?;
     }
     let mut pairs = String::new();
     let mut scenes = String::new();
@@ -418,7 +426,12 @@ fn info(args: InfoArgs) -> Result<()> {
     for name in PRESETS {
         let config = ModelConfig::preset(name)?;
         let model = Embedder::new(&config, 0, &cpu)?;
-        presets.push((config.clone(), model.vision.num_params(), model.projector.num_params(), model.language.num_params()));
+        presets.push((
+            config.clone(),
+            model.vision.num_params(),
+            model.projector.num_params(),
+            model.language.num_params(),
+        ));
     }
     let selected = device::select(args.device);
     let wgpu = device::wgpu_adapter();
@@ -528,7 +541,13 @@ fn example(args: ExampleArgs) -> Result<()> {
     };
     config.validate()?;
     let one = oracle::ega_one_direction(&s, n, m, &config);
-    println!("S = {n}×{m}, τ = {}, τ_h = {}, α = {}, rescale = {:?}\n", config.tau, config.tau_h(), config.alpha, config.rescale);
+    println!(
+        "S = {n}×{m}, τ = {}, τ_h = {}, α = {}, rescale = {:?}\n",
+        config.tau,
+        config.tau_h(),
+        config.alpha,
+        config.rescale
+    );
     print_matrix("P = softmax(S/τ)", &one.probs, m);
     print_matrix("h (hardness, 0 on the diagonal)", &one.hardness, m);
     print_matrix("P̄ (amplified)", &one.amplified_probs, m);

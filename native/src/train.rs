@@ -6,13 +6,13 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
+use burn::module::Module;
 use ega_core::checkpoint::{self, RunState};
 use ega_core::data::{self, Split};
 use ega_core::device::{self, DeviceChoice};
 use ega_core::eval::{evaluate, RetrievalMetrics};
 use ega_core::kernels;
 use ega_core::loss::LossConfig;
-use burn::module::Module;
 use ega_core::model::{Embedder, ModelConfig};
 use ega_core::tokenizer::Tokenizer;
 use ega_core::train::{batch_indices, make_batch, TrainConfig, Trainer};
@@ -95,14 +95,22 @@ pub fn run(request: TrainRequest) -> Result<()> {
         let mut model_config = ModelConfig::preset(&request.preset)?;
         let dataset = data::open(&request.data, model_config.vision.image_size, request.skip_bad)?;
         if request.out.join("checkpoints").exists() {
-            bail!("{} already holds a run; use --resume {0} to continue it, or choose another --out", request.out.display());
+            bail!(
+                "{} already holds a run; use --resume {0} to continue it, or choose another --out",
+                request.out.display()
+            );
         }
         let started = Instant::now();
         let corpus = data::tokenizer_corpus(dataset.as_ref(), 2000)?;
         let tokenizer = Tokenizer::train(corpus.iter(), model_config.language.vocab_size)?;
         // The model's table matches the trained vocabulary (never larger than the preset's).
         model_config.language.vocab_size = tokenizer.vocab_size();
-        eprintln!("tokenizer: {} tokens, trained on {} texts in {:.1} s", tokenizer.vocab_size(), corpus.len(), started.elapsed().as_secs_f64());
+        eprintln!(
+            "tokenizer: {} tokens, trained on {} texts in {:.1} s",
+            tokenizer.vocab_size(),
+            corpus.len(),
+            started.elapsed().as_secs_f64()
+        );
         let model = Embedder::new(&model_config, request.train.seed, &device)?;
         let state = RunState {
             format_version: checkpoint::FORMAT_VERSION,
@@ -124,7 +132,11 @@ pub fn run(request: TrainRequest) -> Result<()> {
     }
     let log_path = request.out.join("metrics.jsonl");
     truncate_log(&log_path, trainer.step)?;
-    let mut log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path).with_context(|| format!("opening {}", log_path.display()))?;
+    let mut log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .with_context(|| format!("opening {}", log_path.display()))?;
 
     let total = state.train.steps;
     let last = request.stop_after.map(|s| s.min(total)).unwrap_or(total);
@@ -151,7 +163,15 @@ pub fn run(request: TrainRequest) -> Result<()> {
     while trainer.step < last {
         let step = trainer.step;
         let indices = batch_indices(state.train.seed, step, state.train.batch_size, train_len)?;
-        let batch = make_batch(dataset.as_ref(), Split::Train, &indices, state.train.hard_negatives, &state.model, &tokenizer, &device)?;
+        let batch = make_batch(
+            dataset.as_ref(),
+            Split::Train,
+            &indices,
+            state.train.hard_negatives,
+            &state.model,
+            &tokenizer,
+            &device,
+        )?;
         let stats = match trainer.step(&batch) {
             Ok(stats) => stats,
             Err(err @ EgaError::NonFinite { .. }) => {
@@ -163,7 +183,8 @@ pub fn run(request: TrainRequest) -> Result<()> {
         let done = (trainer.step - first_step) as f64;
         let samples_per_s = done * state.train.batch_size as f64 / started.elapsed().as_secs_f64();
         progress.set_position(trainer.step as u64);
-        let message = format!("loss {:.4} lr {:.2e} α {:.2} {:.1} samples/s", stats.loss, stats.lr, stats.alpha, samples_per_s);
+        let message =
+            format!("loss {:.4} lr {:.2e} α {:.2} {:.1} samples/s", stats.loss, stats.lr, stats.alpha, samples_per_s);
         if progress.is_hidden() && (trainer.step % 10 == 0 || trainer.step == last) {
             // Not a terminal (a log file, CI): a plain line now and then instead of the bar.
             let eta = (last - trainer.step) as f64 * state.train.batch_size as f64 / samples_per_s.max(1e-9);
@@ -177,8 +198,20 @@ pub fn run(request: TrainRequest) -> Result<()> {
         )?;
         if request.eval_every > 0 && trainer.step % request.eval_every == 0 && trainer.step < total {
             // Evaluation runs without autodiff: no graph is kept for thousands of forward passes.
-            let metrics = evaluate(&trainer.model().valid(), &state.model, &tokenizer, dataset.as_ref(), Split::Test, request.eval_count.min(200), 64, &inference)?;
-            progress.println(format!("step {}: test t2i R@1 {:.3}, i2t R@1 {:.3}", trainer.step, metrics.t2i_r1, metrics.i2t_r1));
+            let metrics = evaluate(
+                &trainer.model().valid(),
+                &state.model,
+                &tokenizer,
+                dataset.as_ref(),
+                Split::Test,
+                request.eval_count.min(200),
+                64,
+                &inference,
+            )?;
+            progress.println(format!(
+                "step {}: test t2i R@1 {:.3}, i2t R@1 {:.3}",
+                trainer.step, metrics.t2i_r1, metrics.i2t_r1
+            ));
             log_line(&mut log, serde_json::json!({"step": stats.step, "eval": {"test": metrics}}))?;
         }
         if trainer.step % request.checkpoint_every.max(1) == 0 || trainer.step == last {
@@ -193,7 +226,16 @@ pub fn run(request: TrainRequest) -> Result<()> {
     let final_model = trainer.model().valid();
     let mut results = Vec::new();
     for split in report_splits(dataset.as_ref()) {
-        let metrics = evaluate(&final_model, &state.model, &tokenizer, dataset.as_ref(), split, request.eval_count, 64, &inference)?;
+        let metrics = evaluate(
+            &final_model,
+            &state.model,
+            &tokenizer,
+            dataset.as_ref(),
+            split,
+            request.eval_count,
+            64,
+            &inference,
+        )?;
         results.push((split, metrics));
     }
     let json = serde_json::json!({
@@ -210,7 +252,8 @@ pub fn run(request: TrainRequest) -> Result<()> {
 /// The splits to report: the held-out ones that have pairs; the training split (with a note) when
 /// the data holds none out.
 fn report_splits(dataset: &dyn ega_core::data::Dataset) -> Vec<Split> {
-    let held_out: Vec<Split> = [Split::Test, Split::Unseen].into_iter().filter(|&s| dataset.len(s).unwrap_or(1) > 0).collect();
+    let held_out: Vec<Split> =
+        [Split::Test, Split::Unseen].into_iter().filter(|&s| dataset.len(s).unwrap_or(1) > 0).collect();
     if held_out.is_empty() {
         eprintln!("note: {} holds no pairs out (mark lines \"split\": \"test\", or give 40 or more lines); reporting the training pairs", dataset.name());
         return vec![Split::Train];
@@ -250,17 +293,40 @@ pub fn metrics_table(results: &[(Split, RetrievalMetrics)]) -> String {
 pub fn eval(model: &Path, data: Option<&str>, count: usize, device: DeviceChoice, json: Option<&Path>) -> Result<()> {
     let selected = device::select(device)?;
     let device = selected.device.clone();
-    let checkpoint = if model.join("run.json").exists() { checkpoint::load(model, &device)? } else { checkpoint::load_latest(model, &device)? };
+    let checkpoint = if model.join("run.json").exists() {
+        checkpoint::load(model, &device)?
+    } else {
+        checkpoint::load_latest(model, &device)?
+    };
     let spec = data.unwrap_or(&checkpoint.state.data);
     let dataset = data::open(spec, checkpoint.state.model.vision.image_size, false)?;
-    eprintln!("evaluating {} (step {}) on {} with {}", checkpoint.folder.display(), checkpoint.state.step, dataset.name(), selected.description);
+    eprintln!(
+        "evaluating {} (step {}) on {} with {}",
+        checkpoint.folder.display(),
+        checkpoint.state.step,
+        dataset.name(),
+        selected.description
+    );
     let mut results = Vec::new();
     for split in report_splits(dataset.as_ref()) {
-        results.push((split, evaluate(&checkpoint.model, &checkpoint.state.model, &checkpoint.tokenizer, dataset.as_ref(), split, count, 64, &device)?));
+        results.push((
+            split,
+            evaluate(
+                &checkpoint.model,
+                &checkpoint.state.model,
+                &checkpoint.tokenizer,
+                dataset.as_ref(),
+                split,
+                count,
+                64,
+                &device,
+            )?,
+        ));
     }
     println!("{}", metrics_table(&results));
     if let Some(path) = json {
-        let value: serde_json::Map<_, _> = results.iter().map(|(s, m)| (s.to_string(), serde_json::to_value(m).unwrap_or_default())).collect();
+        let value: serde_json::Map<_, _> =
+            results.iter().map(|(s, m)| (s.to_string(), serde_json::to_value(m).unwrap_or_default())).collect();
         checkpoint::write_atomic(path, serde_json::to_string_pretty(&value)?.as_bytes())?;
     }
     Ok(())

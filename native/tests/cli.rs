@@ -70,8 +70,25 @@ fn latest_step(run: &Path) -> Option<usize> {
 #[test]
 fn a_run_killed_with_sigkill_resumes_exactly() {
     let common = [
-        "train", "--preset", "tiny", "--steps", "40", "--batch-size", "6", "--warmup", "2", "--checkpoint-every", "3",
-        "--eval-every", "0", "--eval-count", "20", "--device", "cpu", "--seed", "7",
+        "train",
+        "--preset",
+        "tiny",
+        "--steps",
+        "40",
+        "--batch-size",
+        "6",
+        "--warmup",
+        "2",
+        "--checkpoint-every",
+        "3",
+        "--eval-every",
+        "0",
+        "--eval-count",
+        "20",
+        "--device",
+        "cpu",
+        "--seed",
+        "7",
     ];
     let whole = temp("whole");
     let output = run(&[&common[..], &["--out", whole.to_str().unwrap()]].concat());
@@ -90,12 +107,26 @@ fn a_run_killed_with_sigkill_resumes_exactly() {
     child.wait().unwrap();
     let stopped_at = latest_step(&killed).unwrap();
     assert!(stopped_at < 40, "killed before the end (at checkpoint {stopped_at})");
-    let output = run(&["train", "--resume", killed.to_str().unwrap(), "--device", "cpu", "--eval-every", "0", "--eval-count", "20"]);
+    let output = run(&[
+        "train",
+        "--resume",
+        killed.to_str().unwrap(),
+        "--device",
+        "cpu",
+        "--eval-every",
+        "0",
+        "--eval-count",
+        "20",
+    ]);
     assert!(output.status.success(), "{}", text(&output));
     assert!(text(&output).contains(&format!("at step {stopped_at}")), "{}", text(&output));
 
     let (expected, resumed) = (losses(&whole), losses(&killed));
-    assert_eq!(resumed.iter().map(|l| l.0).collect::<Vec<_>>(), (0..40).collect::<Vec<_>>(), "one log line per step, none twice");
+    assert_eq!(
+        resumed.iter().map(|l| l.0).collect::<Vec<_>>(),
+        (0..40).collect::<Vec<_>>(),
+        "one log line per step, none twice"
+    );
     for ((step, a), (_, b)) in resumed.iter().zip(&expected) {
         assert!((a - b).abs() <= 1e-5 * b.abs().max(1.0), "step {step}: resumed loss {a} vs uninterrupted {b}");
     }
@@ -118,12 +149,36 @@ fn gen_data_writes_pairs_that_train_reads_back() {
     let run_dir = temp("gen-run");
     let data = format!("jsonl:{}", out.join("data.jsonl").display());
     let output = run(&[
-        "train", "--preset", "tiny", "--data", &data, "--steps", "2", "--batch-size", "4", "--eval-every", "0", "--device", "cpu",
-        "--out", run_dir.to_str().unwrap(),
+        "train",
+        "--preset",
+        "tiny",
+        "--data",
+        &data,
+        "--steps",
+        "2",
+        "--batch-size",
+        "4",
+        "--eval-every",
+        "0",
+        "--device",
+        "cpu",
+        "--out",
+        run_dir.to_str().unwrap(),
     ]);
     assert!(output.status.success(), "{}", text(&output));
-    let eval = run(&["eval", "--model", run_dir.to_str().unwrap(), "--data", &data, "--device", "cpu", "--json", run_dir.join("eval.json").to_str().unwrap()]);
+    let eval = run(&[
+        "eval",
+        "--model",
+        run_dir.to_str().unwrap(),
+        "--data",
+        &data,
+        "--device",
+        "cpu",
+        "--json",
+        run_dir.join("eval.json").to_str().unwrap(),
+    ]);
     assert!(eval.status.success(), "{}", text(&eval));
-    let metrics: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run_dir.join("eval.json")).unwrap()).unwrap();
+    let metrics: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run_dir.join("eval.json")).unwrap()).unwrap();
     assert!(!metrics.as_object().unwrap().is_empty(), "{metrics}");
 }

@@ -95,9 +95,15 @@ fn jsonl_bad_input_is_a_clear_error() {
         }
     }
     // Images that exist but cannot be used fail when the sample is read, naming file, line and image.
-    for (file, expected) in [("empty.png", "empty"), ("zero.png", "dimensions"), ("huge.png", "50000×50000"), ("text.png", "not an image")] {
+    for (file, expected) in
+        [("empty.png", "empty"), ("zero.png", "dimensions"), ("huge.png", "50000×50000"), ("text.png", "not an image")]
+    {
         let path = dir.join("images.jsonl");
-        std::fs::write(&path, format!("{{\"image\": \"ok.png\", \"text\": \"fine\"}}\n{{\"image\": \"{file}\", \"text\": \"x\"}}\n")).unwrap();
+        std::fs::write(
+            &path,
+            format!("{{\"image\": \"ok.png\", \"text\": \"fine\"}}\n{{\"image\": \"{file}\", \"text\": \"x\"}}\n"),
+        )
+        .unwrap();
         let data = JsonlDataset::open(&path, false).unwrap();
         let err = data.sample(Split::Train, 1).unwrap_err().to_string();
         assert!(err.contains(expected) && err.contains("images.jsonl:2") && err.contains(file), "{file}: {err}");
@@ -112,7 +118,11 @@ fn jsonl_bad_input_is_a_clear_error() {
     assert_eq!(JsonlDataset::open(&path, true).unwrap().len(Split::Train), Some(1));
     // skip_bad counts instead of failing.
     let path = dir.join("mixed.jsonl");
-    std::fs::write(&path, "{\"image\": \"ok.png\", \"text\": \"fine\"}\nnot json\n{\"image\": \"gone.png\", \"text\": \"x\"}\n").unwrap();
+    std::fs::write(
+        &path,
+        "{\"image\": \"ok.png\", \"text\": \"fine\"}\nnot json\n{\"image\": \"gone.png\", \"text\": \"x\"}\n",
+    )
+    .unwrap();
     assert!(JsonlDataset::open(&path, false).is_err());
     let data = JsonlDataset::open(&path, true).unwrap();
     assert_eq!((data.len(Split::Train), data.skipped.len()), (Some(1), 2));

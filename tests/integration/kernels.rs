@@ -24,13 +24,18 @@ fn every_wgsl_shader_validates_with_naga() {
     assert_eq!(SHADERS.len(), wgsl_files, "every .wgsl file in shaders/ is listed in kernels::SHADERS");
     for (file, source) in SHADERS {
         for workgroup in [64, 128, 256] {
-            let filled = source.replace("{{ workgroup_size }}", &workgroup.to_string()).replace("{{ rows_per_thread }}", "32");
+            let filled =
+                source.replace("{{ workgroup_size }}", &workgroup.to_string()).replace("{{ rows_per_thread }}", "32");
             assert!(!filled.contains("{{"), "{file}: a template placeholder is not filled");
-            let module = naga::front::wgsl::parse_str(&filled).unwrap_or_else(|err| panic!("{file} (workgroup {workgroup}): {}", err.emit_to_string(&filled)));
+            let module = naga::front::wgsl::parse_str(&filled)
+                .unwrap_or_else(|err| panic!("{file} (workgroup {workgroup}): {}", err.emit_to_string(&filled)));
             naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::empty())
                 .validate(&module)
                 .unwrap_or_else(|err| panic!("{file} (workgroup {workgroup}): {err:?}"));
-            assert!(module.entry_points.iter().any(|e| e.name == "main"), "{file}: burn launches the entry point `main`");
+            assert!(
+                module.entry_points.iter().any(|e| e.name == "main"),
+                "{file}: burn launches the entry point `main`"
+            );
         }
     }
 }
@@ -88,7 +93,9 @@ fn fused_ega_without_autodiff_gives_the_loss() {
     let Some(device) = gpu("fused_ega_without_autodiff_gives_the_loss") else { return };
     let (n, m) = (9, 20);
     let s = uniform(n * m, -1.0, 1.0, 77);
-    for config in [LossConfig::default(), LossConfig { symmetric: true, ..LossConfig::default() }, LossConfig::infonce(0.1)] {
+    for config in
+        [LossConfig::default(), LossConfig { symmetric: true, ..LossConfig::default() }, LossConfig::infonce(0.1)]
+    {
         let sims = floats(s.iter().map(|&v| v as f32).collect(), [n, m], &device);
         let value = to_f64_vec(contrastive_loss(sims, &config).unwrap()).unwrap()[0];
         let (want, _, _) = oracle::ega_loss_and_grads(&s, n, m, &config);
@@ -142,7 +149,10 @@ fn fused_and_reference_give_the_same_gradients_through_a_training_step() {
     ] {
         let mut results = Vec::new();
         for fused in [true, false] {
-            let loss_of = |s: Tensor<2>| if fused { contrastive_loss(s, &loss_config) } else { contrastive_loss_reference(s, &loss_config) }.unwrap();
+            let loss_of = |s: Tensor<2>| {
+                if fused { contrastive_loss(s, &loss_config) } else { contrastive_loss_reference(s, &loss_config) }
+                    .unwrap()
+            };
             // Gradients at Q and T: the embeddings as leaves.
             let q = model.embed(&queries).detach().require_grad();
             let t = model.embed(&targets).detach().require_grad();
@@ -175,9 +185,8 @@ fn host_topk(queries: &[f32], index: &[f32], d: usize, k: usize) -> Vec<Vec<(usi
     queries
         .chunks(d)
         .map(|query| {
-            let mut scored: Vec<(usize, f64)> = (0..n)
-                .map(|r| (r, (0..d).map(|c| query[c] as f64 * index[r * d + c] as f64).sum()))
-                .collect();
+            let mut scored: Vec<(usize, f64)> =
+                (0..n).map(|r| (r, (0..d).map(|c| query[c] as f64 * index[r * d + c] as f64).sum())).collect();
             scored.sort_by(|a, b| b.1.partial_cmp(&a.1).unwrap().then(a.0.cmp(&b.0)));
             scored.truncate(k);
             scored
@@ -199,7 +208,15 @@ fn unit_rows(rows: usize, d: usize, seed: u64) -> Vec<f32> {
 /// Checks a device top-k against the host reference: same length, descending scores, scores
 /// equal the host scores of the returned rows, exact ties by lower index, and every row that
 /// clearly beats the k-th score is present (near-ties within f32 rounding may swap).
-fn check_topk(what: &str, indices: &[i64], scores: &[f64], expected: &[Vec<(usize, f64)>], index: &[f32], queries: &[f32], d: usize) {
+fn check_topk(
+    what: &str,
+    indices: &[i64],
+    scores: &[f64],
+    expected: &[Vec<(usize, f64)>],
+    index: &[f32],
+    queries: &[f32],
+    d: usize,
+) {
     let kept = expected[0].len();
     assert_eq!(indices.len(), expected.len() * kept, "{what}: result size");
     for (a, want) in expected.iter().enumerate() {
@@ -208,7 +225,11 @@ fn check_topk(what: &str, indices: &[i64], scores: &[f64], expected: &[Vec<(usiz
         for t in 0..kept {
             let row = got_idx[t] as usize;
             let host: f64 = (0..d).map(|c| queries[a * d + c] as f64 * index[row * d + c] as f64).sum();
-            assert!((got_score[t] - host).abs() <= 1e-5, "{what}: query {a} slot {t}: score {} but row {row} scores {host}", got_score[t]);
+            assert!(
+                (got_score[t] - host).abs() <= 1e-5,
+                "{what}: query {a} slot {t}: score {} but row {row} scores {host}",
+                got_score[t]
+            );
             if t > 0 {
                 assert!(got_score[t] <= got_score[t - 1], "{what}: query {a}: scores not descending at {t}");
                 if got_score[t] == got_score[t - 1] {
@@ -219,10 +240,17 @@ fn check_topk(what: &str, indices: &[i64], scores: &[f64], expected: &[Vec<(usiz
         let kth = want[kept - 1].1;
         for &(row, score) in want {
             if score > kth + 1e-5 {
-                assert!(got_idx.contains(&(row as i64)), "{what}: query {a}: row {row} (score {score}) missing; got {got_idx:?}, want {want:?}");
+                assert!(
+                    got_idx.contains(&(row as i64)),
+                    "{what}: query {a}: row {row} (score {score}) missing; got {got_idx:?}, want {want:?}"
+                );
             }
         }
-        assert_eq!(got_idx.iter().collect::<std::collections::HashSet<_>>().len(), kept, "{what}: query {a}: duplicate rows");
+        assert_eq!(
+            got_idx.iter().collect::<std::collections::HashSet<_>>().len(),
+            kept,
+            "{what}: query {a}: duplicate rows"
+        );
     }
 }
 
@@ -232,21 +260,55 @@ fn check_topk(what: &str, indices: &[i64], scores: &[f64], expected: &[Vec<(usiz
 fn topk_kernel_matches_a_sort_reference() {
     let Some(device) = gpu("topk_kernel_matches_a_sort_reference") else { return };
     let d = 24;
-    for (q, n, k) in [(1, 1, 1), (3, 5, 10), (7, 1000, 1), (7, 1023, 10), (4, 1025, 10), (5, 3000, 7), (2, 2500, 300), (6, 257, 257), (3, 20000, 12), (2, 9000, 40)] {
+    for (q, n, k) in [
+        (1, 1, 1),
+        (3, 5, 10),
+        (7, 1000, 1),
+        (7, 1023, 10),
+        (4, 1025, 10),
+        (5, 3000, 7),
+        (2, 2500, 300),
+        (6, 257, 257),
+        (3, 20000, 12),
+        (2, 9000, 40),
+    ] {
         let queries = unit_rows(q, d, 5 + n as u64);
         let index = unit_rows(n, d, 9 + n as u64 * 3);
-        let result = topk_cosine(floats(queries.clone(), [q, d], &device), floats(index.clone(), [n, d], &device), k).unwrap();
+        let result =
+            topk_cosine(floats(queries.clone(), [q, d], &device), floats(index.clone(), [n, d], &device), k).unwrap();
         let indices: Vec<i64> = result.indices.into_data().iter::<i64>().collect();
         let scores = to_f64_vec(result.scores).unwrap();
-        check_topk(&format!("wgpu q={q} n={n} k={k}"), &indices, &scores, &host_topk(&queries, &index, d, k), &index, &queries, d);
+        check_topk(
+            &format!("wgpu q={q} n={n} k={k}"),
+            &indices,
+            &scores,
+            &host_topk(&queries, &index, d, k),
+            &index,
+            &queries,
+            d,
+        );
     }
     // Queries in several score blocks (here 2 queries per block) give the same answer.
     let (q, n, k) = (5, 3000, 6);
     let queries = unit_rows(q, d, 55);
     let index = unit_rows(n, d, 66);
-    let result = kernels::topk::topk_cosine_blocked(floats(queries.clone(), [q, d], &device), floats(index.clone(), [n, d], &device), k, 2 * n + 1).unwrap();
+    let result = kernels::topk::topk_cosine_blocked(
+        floats(queries.clone(), [q, d], &device),
+        floats(index.clone(), [n, d], &device),
+        k,
+        2 * n + 1,
+    )
+    .unwrap();
     let indices: Vec<i64> = result.indices.into_data().iter::<i64>().collect();
-    check_topk("blocked", &indices, &to_f64_vec(result.scores).unwrap(), &host_topk(&queries, &index, d, k), &index, &queries, d);
+    check_topk(
+        "blocked",
+        &indices,
+        &to_f64_vec(result.scores).unwrap(),
+        &host_topk(&queries, &index, d, k),
+        &index,
+        &queries,
+        d,
+    );
     // Exact ties: the index is 4 copies of 4500 rows, so every score appears 4 times, bit-identical,
     // in different chunks and different threads; the order must be by row index.
     let base = unit_rows(4500, d, 123);
@@ -254,7 +316,8 @@ fn topk_kernel_matches_a_sort_reference() {
     let n = 18000;
     let queries = unit_rows(3, d, 321);
     for k in [1, 4, 9, 40] {
-        let result = topk_cosine(floats(queries.clone(), [3, d], &device), floats(index.clone(), [n, d], &device), k).unwrap();
+        let result =
+            topk_cosine(floats(queries.clone(), [3, d], &device), floats(index.clone(), [n, d], &device), k).unwrap();
         let indices: Vec<i64> = result.indices.into_data().iter::<i64>().collect();
         for (a, want) in host_topk(&queries, &index, d, k).iter().enumerate() {
             let want: Vec<i64> = want.iter().map(|&(r, _)| r as i64).collect();
@@ -272,10 +335,20 @@ fn topk_reference_and_bad_arguments() {
     let (q, n, k) = (3, 50, 5);
     let queries = unit_rows(q, d, 1);
     let index = unit_rows(n, d, 2);
-    let result = topk_reference(floats(queries.clone(), [q, d], &device), floats(index.clone(), [n, d], &device), k).unwrap();
+    let result =
+        topk_reference(floats(queries.clone(), [q, d], &device), floats(index.clone(), [n, d], &device), k).unwrap();
     let indices: Vec<i64> = result.indices.into_data().iter::<i64>().collect();
-    check_topk("flex reference", &indices, &to_f64_vec(result.scores).unwrap(), &host_topk(&queries, &index, d, k), &index, &queries, d);
-    let auto = topk_cosine(floats(queries.clone(), [q, d], &device), floats(index.clone(), [n, d], &device), 100).unwrap();
+    check_topk(
+        "flex reference",
+        &indices,
+        &to_f64_vec(result.scores).unwrap(),
+        &host_topk(&queries, &index, d, k),
+        &index,
+        &queries,
+        d,
+    );
+    let auto =
+        topk_cosine(floats(queries.clone(), [q, d], &device), floats(index.clone(), [n, d], &device), 100).unwrap();
     assert_eq!(auto.indices.dims(), [q, n], "k > n returns all n rows");
     let wrong_dim = topk_cosine(floats(queries.clone(), [q, d], &device), floats(vec![0.0; 7 * 3], [7, 3], &device), 2);
     assert!(wrong_dim.unwrap_err().to_string().contains("dimension"));

@@ -9,16 +9,13 @@ use ega_core::prompt::{tokenize_prompts, AssembledBatch};
 use ega_core::tensor_util::{floats, to_f64_vec};
 use ega_tests::{devices, draw_shape, WordTokenizer};
 
-const COLOURS: [(&str, [f32; 3]); 4] = [
-    ("red", [0.9, 0.1, 0.1]),
-    ("green", [0.1, 0.8, 0.2]),
-    ("blue", [0.1, 0.2, 0.9]),
-    ("yellow", [0.9, 0.9, 0.1]),
-];
+const COLOURS: [(&str, [f32; 3]); 4] =
+    [("red", [0.9, 0.1, 0.1]), ("green", [0.1, 0.8, 0.2]), ("blue", [0.1, 0.2, 0.9]), ("yellow", [0.9, 0.9, 0.1])];
 
 /// Fraction of rows whose largest entry is on the diagonal (R@1), for `S` and for `Sᵀ`.
 fn recall_at_1(s: &[f64], n: usize) -> (f64, f64) {
-    let argmax = |values: Vec<f64>| values.iter().enumerate().fold(0, |best, (k, &v)| if v > values[best] { k } else { best });
+    let argmax =
+        |values: Vec<f64>| values.iter().enumerate().fold(0, |best, (k, &v)| if v > values[best] { k } else { best });
     let text_to_image = (0..n).filter(|&i| argmax((0..n).map(|j| s[i * n + j]).collect()) == i).count();
     let image_to_text = (0..n).filter(|&j| argmax((0..n).map(|i| s[i * n + j]).collect()) == j).count();
     (text_to_image as f64 / n as f64, image_to_text as f64 / n as f64)

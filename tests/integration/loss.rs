@@ -1,7 +1,9 @@
 //! The loss references against EGA.md's oracles 1, 2, 3 and 5, on flex and on wgpu.
 
 use burn::tensor::{Device, Tensor};
-use ega_core::loss::{self, contrastive_loss, contrastive_loss_reference, ega_matrices, oracle, LossConfig, LossKind, Rescale};
+use ega_core::loss::{
+    self, contrastive_loss, contrastive_loss_reference, ega_matrices, oracle, LossConfig, LossKind, Rescale,
+};
 use ega_core::tensor_util::{floats, to_f64_vec};
 use ega_tests::{assert_close, devices, uniform};
 
@@ -17,11 +19,19 @@ fn value_and_grad(s: &[f64], n: usize, m: usize, config: &LossConfig, device: &D
 }
 
 /// The same through `contrastive_loss` (`fused`: the WGSL kernels on wgpu) or the reference.
-pub fn value_and_grad_on_path(s: &[f64], n: usize, m: usize, config: &LossConfig, device: &Device, fused: bool) -> (f64, Vec<f64>) {
+pub fn value_and_grad_on_path(
+    s: &[f64],
+    n: usize,
+    m: usize,
+    config: &LossConfig,
+    device: &Device,
+    fused: bool,
+) -> (f64, Vec<f64>) {
     let device = device.clone().autodiff();
     let sims: Tensor<2> = floats(s.iter().map(|&v| v as f32).collect(), [n, m], &device).require_grad();
-    let value = if fused { contrastive_loss(sims.clone(), config) } else { contrastive_loss_reference(sims.clone(), config) }
-        .expect("valid loss config");
+    let value =
+        if fused { contrastive_loss(sims.clone(), config) } else { contrastive_loss_reference(sims.clone(), config) }
+            .expect("valid loss config");
     let grads = value.backward();
     let grad = to_f64_vec(sims.grad(&grads).expect("S has a gradient")).unwrap();
     (to_f64_vec(value).unwrap()[0], grad)
@@ -150,7 +160,9 @@ fn ega_reference_matches_f64_oracle_for_every_option() {
     let shapes = [(1, 1), (1, 5), (2, 3), (7, 7), (7, 20), (64, 64), (31, 44)];
     for (name, device) in devices("ega_reference_matches_f64_oracle_for_every_option") {
         for (case, &(n, m)) in shapes.iter().enumerate() {
-            for (tau, tau_h, alpha) in [(0.05, None, 1.0), (0.1, Some(0.2), 2.5), (1.0, Some(0.05), 0.5), (0.01, None, 1.0)] {
+            for (tau, tau_h, alpha) in
+                [(0.05, None, 1.0), (0.1, Some(0.2), 2.5), (1.0, Some(0.05), 0.5), (0.01, None, 1.0)]
+            {
                 for rescale in [Rescale::None, Rescale::Sum] {
                     for symmetric in [false, true] {
                         let config = LossConfig { tau, tau_h, alpha, rescale, symmetric, ..LossConfig::default() };
@@ -177,9 +189,8 @@ fn llave_and_hcl_reduce_to_infonce_and_match_host_formulas() {
     let tau = 0.1;
     let s = random_similarities(n, m, 42);
     let host_llave = |beta: f64| -> f64 {
-        let shifted: Vec<f64> = (0..n * m)
-            .map(|k| s[k] + if k / m != k % m { beta * s[k] * tau } else { 0.0 })
-            .collect();
+        let shifted: Vec<f64> =
+            (0..n * m).map(|k| s[k] + if k / m != k % m { beta * s[k] * tau } else { 0.0 }).collect();
         oracle::infonce_loss(&shifted, n, m, tau)
     };
     let host_hcl = |beta: f64, tau_plus: f64| -> f64 {
@@ -198,7 +209,13 @@ fn llave_and_hcl_reduce_to_infonce_and_match_host_formulas() {
     for (name, device) in devices("llave_and_hcl_reduce_to_infonce_and_match_host_formulas") {
         let (info_value, info_grad) = value_and_grad(&s, n, m, &LossConfig::infonce(tau), &device);
         let llave = |beta| LossConfig { kind: LossKind::Llave, tau, llave_beta: beta, ..LossConfig::default() };
-        let hcl = |beta, tau_plus| LossConfig { kind: LossKind::Hcl, tau, hcl_beta: beta, hcl_tau_plus: tau_plus, ..LossConfig::default() };
+        let hcl = |beta, tau_plus| LossConfig {
+            kind: LossKind::Hcl,
+            tau,
+            hcl_beta: beta,
+            hcl_tau_plus: tau_plus,
+            ..LossConfig::default()
+        };
 
         let (value, grad) = value_and_grad(&s, n, m, &llave(0.0), &device);
         assert_close(&format!("{name} LLaVE β=0 value"), &[value], &[info_value], 1e-5, 1e-5);
@@ -213,7 +230,13 @@ fn llave_and_hcl_reduce_to_infonce_and_match_host_formulas() {
         }
         for (beta, tau_plus) in [(1.0, 0.0), (0.5, 0.1), (2.0, 0.05)] {
             let (value, grad) = value_and_grad(&s, n, m, &hcl(beta, tau_plus), &device);
-            assert_close(&format!("{name} HCL β={beta} τ⁺={tau_plus}"), &[value], &[host_hcl(beta, tau_plus)], 1e-5, 1e-4);
+            assert_close(
+                &format!("{name} HCL β={beta} τ⁺={tau_plus}"),
+                &[value],
+                &[host_hcl(beta, tau_plus)],
+                1e-5,
+                1e-4,
+            );
             assert!(grad.iter().all(|g| g.is_finite()), "{name} HCL gradient not finite");
             assert!(grad.iter().any(|g| g.abs() > 1e-6), "{name} HCL gradient is all zero");
         }
@@ -232,9 +255,24 @@ fn no_nan_or_inf_on_extreme_inputs() {
     ];
     // Similarities near ±1: positives at -1, negatives at +1 (the worst case for the logits).
     let (n, m) = (8, 13);
-    inputs.push(("positives -1, negatives +1", n, m, (0..n * m).map(|k| if k / m == k % m { -1.0 } else { 1.0 }).collect()));
-    inputs.push(("positives +1, negatives -1", n, m, (0..n * m).map(|k| if k / m == k % m { 1.0 } else { -1.0 }).collect()));
-    inputs.push(("near ±1", n, m, uniform(n * m, -1.0, 1.0, 5).iter().map(|v| v.signum() * (1.0 - v.abs() * 1e-3)).collect()));
+    inputs.push((
+        "positives -1, negatives +1",
+        n,
+        m,
+        (0..n * m).map(|k| if k / m == k % m { -1.0 } else { 1.0 }).collect(),
+    ));
+    inputs.push((
+        "positives +1, negatives -1",
+        n,
+        m,
+        (0..n * m).map(|k| if k / m == k % m { 1.0 } else { -1.0 }).collect(),
+    ));
+    inputs.push((
+        "near ±1",
+        n,
+        m,
+        uniform(n * m, -1.0, 1.0, 5).iter().map(|v| v.signum() * (1.0 - v.abs() * 1e-3)).collect(),
+    ));
     for (name, device) in devices("no_nan_or_inf_on_extreme_inputs") {
         for (what, n, m, s) in &inputs {
             for kind in [LossKind::InfoNce, LossKind::Ega, LossKind::Llave, LossKind::Hcl] {
@@ -244,7 +282,15 @@ fn no_nan_or_inf_on_extreme_inputs() {
                 for tau in [0.01, 0.05] {
                     for rescale in [Rescale::None, Rescale::Sum] {
                         for (symmetric, tau_plus) in [(false, 0.0), (true, 0.1)] {
-                            let config = LossConfig { kind, tau, rescale, symmetric, hcl_tau_plus: tau_plus, llave_beta: 9.0, ..LossConfig::default() };
+                            let config = LossConfig {
+                                kind,
+                                tau,
+                                rescale,
+                                symmetric,
+                                hcl_tau_plus: tau_plus,
+                                llave_beta: 9.0,
+                                ..LossConfig::default()
+                            };
                             for fused in [false, true] {
                                 let (value, grad) = value_and_grad_on_path(s, *n, *m, &config, &device, fused);
                                 assert!(value.is_finite(), "{name} fused={fused} {what} {config:?}: loss {value}");

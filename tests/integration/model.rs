@@ -12,10 +12,21 @@ fn tiny() -> ModelConfig {
     ModelConfig::tiny()
 }
 
-fn input(config: &ModelConfig, prompts: &[TokenizedPrompt], images: Option<Tensor<4>>, device: &Device) -> EmbedderInput {
+fn input(
+    config: &ModelConfig,
+    prompts: &[TokenizedPrompt],
+    images: Option<Tensor<4>>,
+    device: &Device,
+) -> EmbedderInput {
     let num_images = images.as_ref().map(|i| i.dims()[0]).unwrap_or(0);
-    let batch = AssembledBatch::new(prompts, config.vision.image_tokens(), num_images, &config.special, config.language.max_seq_len)
-        .expect("valid batch");
+    let batch = AssembledBatch::new(
+        prompts,
+        config.vision.image_tokens(),
+        num_images,
+        &config.special,
+        config.language.max_seq_len,
+    )
+    .expect("valid batch");
     EmbedderInput::new(&batch, images, device).expect("valid input")
 }
 
@@ -52,7 +63,11 @@ fn embeddings_have_the_right_shape_and_unit_norm() {
             assert!((norm - 1.0).abs() < 1e-5, "{name} row {row} norm {norm}");
         }
         // Targets: image tokens spliced in; K = 4 for the tiny preset.
-        let targets = tokenize_prompts(&config.prompts.target, &config.special, &[("", Some(0)), ("", Some(1))], &mut |s| tokenizer.encode(s)).unwrap();
+        let targets =
+            tokenize_prompts(&config.prompts.target, &config.special, &[("", Some(0)), ("", Some(1))], &mut |s| {
+                tokenizer.encode(s)
+            })
+            .unwrap();
         let target_input = input(&config, &targets, Some(two_images(&device)), &device);
         assert_eq!(target_input.seq_len, targets[0].ids.len() - 1 + 4, "{name}: <image> becomes K = 4 tokens");
         assert_eq!(model.embed(&target_input).dims(), [2, 64]);
@@ -74,7 +89,13 @@ fn padding_does_not_change_the_embedding() {
         let batch_input = input(&config, &queries(&config, &long_texts, &mut tokenizer), None, &device);
         assert!(batch_input.seq_len > 12, "the batch must actually pad the short prompt");
         let padded = model.embed(&batch_input).slice([0..1, 0..64]);
-        assert_close(&format!("{name} padded vs alone"), &to_f64_vec(padded.clone()).unwrap(), &to_f64_vec(alone).unwrap(), 1e-5, 0.0);
+        assert_close(
+            &format!("{name} padded vs alone"),
+            &to_f64_vec(padded.clone()).unwrap(),
+            &to_f64_vec(alone).unwrap(),
+            1e-5,
+            0.0,
+        );
 
         // Changing the token ids at the padding positions changes nothing either.
         let mut changed = batch_input.clone();
@@ -93,7 +114,13 @@ fn padding_does_not_change_the_embedding() {
         changed.text_ids = ints(mixed, [b, lt], &device);
         changed.source = ints(remapped, [b * l], &device);
         let still = model.embed(&changed).slice([0..1, 0..64]);
-        assert_close(&format!("{name} other tokens in the padding"), &to_f64_vec(still).unwrap(), &to_f64_vec(padded).unwrap(), 1e-5, 0.0);
+        assert_close(
+            &format!("{name} other tokens in the padding"),
+            &to_f64_vec(still).unwrap(),
+            &to_f64_vec(padded).unwrap(),
+            1e-5,
+            0.0,
+        );
     }
 }
 
@@ -111,7 +138,13 @@ fn attention_is_causal() {
         let after = model.hidden_states(&input(&config, &changed, None, &device));
         let [_, l, d] = before.dims();
         let early = |t: Tensor<3>| to_f64_vec(t.slice([0..1, 0..position, 0..d])).unwrap();
-        assert_close(&format!("{name} positions before the change"), &early(after.clone()), &early(before.clone()), 1e-5, 0.0);
+        assert_close(
+            &format!("{name} positions before the change"),
+            &early(after.clone()),
+            &early(before.clone()),
+            1e-5,
+            0.0,
+        );
         let late = |t: Tensor<3>| to_f64_vec(t.slice([0..1, position..l, 0..d])).unwrap();
         let moved = late(after).iter().zip(late(before)).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
         assert!(moved > 1e-4, "{name}: the changed token and later positions must change (moved {moved})");
@@ -124,9 +157,14 @@ fn the_image_changes_the_embedding() {
     for (name, device) in devices("the_image_changes_the_embedding") {
         let model = Embedder::new(&config, 4, &device).unwrap();
         let mut tokenizer = WordTokenizer::default();
-        let targets = tokenize_prompts(&config.prompts.target, &config.special, &[("", Some(0)), ("", Some(1))], &mut |s| tokenizer.encode(s)).unwrap();
+        let targets =
+            tokenize_prompts(&config.prompts.target, &config.special, &[("", Some(0)), ("", Some(1))], &mut |s| {
+                tokenizer.encode(s)
+            })
+            .unwrap();
         assert_eq!(targets[0].ids, targets[1].ids, "same text, different images");
-        let embeddings = rows(to_f64_vec(model.embed(&input(&config, &targets, Some(two_images(&device)), &device))).unwrap(), 64);
+        let embeddings =
+            rows(to_f64_vec(model.embed(&input(&config, &targets, Some(two_images(&device)), &device))).unwrap(), 64);
         let difference = embeddings[0].iter().zip(&embeddings[1]).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
         assert!(difference > 1e-3, "{name}: two images gave embeddings within {difference}");
     }
@@ -143,11 +181,19 @@ fn same_seed_same_model_on_every_device() {
     for (name, device) in devices("same_seed_same_model_on_every_device") {
         let model = Embedder::new(&config, 9, &device).unwrap();
         let prompts = queries(&config, &texts, &mut tokenizer);
-        let mut targets = tokenize_prompts(&config.prompts.target, &config.special, &[("", Some(0)), ("", Some(1))], &mut |s| tokenizer.encode(s)).unwrap();
+        let mut targets =
+            tokenize_prompts(&config.prompts.target, &config.special, &[("", Some(0)), ("", Some(1))], &mut |s| {
+                tokenizer.encode(s)
+            })
+            .unwrap();
         targets.extend(prompts);
-        let embeddings = to_f64_vec(model.embed(&input(&config, &targets, Some(two_images(&device)), &device))).unwrap();
+        let embeddings =
+            to_f64_vec(model.embed(&input(&config, &targets, Some(two_images(&device)), &device))).unwrap();
         let other = Embedder::new(&config, 10, &device).unwrap();
-        assert_ne!(to_f64_vec(other.language.token_embed.val()).unwrap(), to_f64_vec(model.language.token_embed.val()).unwrap());
+        assert_ne!(
+            to_f64_vec(other.language.token_embed.val()).unwrap(),
+            to_f64_vec(model.language.token_embed.val()).unwrap()
+        );
         results.push((name, embeddings));
     }
     let (_, reference) = &results[0];
@@ -159,7 +205,9 @@ fn same_seed_same_model_on_every_device() {
 #[test]
 fn presets_have_the_documented_sizes_and_configs_round_trip() {
     let cpu = Device::flex();
-    for (preset, low, high) in [("tiny", 100_000, 400_000), ("small", 4_000_000, 6_000_000), ("base", 35_000_000, 45_000_000)] {
+    for (preset, low, high) in
+        [("tiny", 100_000, 400_000), ("small", 4_000_000, 6_000_000), ("base", 35_000_000, 45_000_000)]
+    {
         let config = ModelConfig::preset(preset).unwrap();
         let params = Embedder::new(&config, 0, &cpu).unwrap().num_params();
         assert!((low..high).contains(&params), "{preset}: {params} parameters");

@@ -7,7 +7,10 @@ use ega_tests::WordTokenizer;
 fn templates_put_bos_image_text_eos_in_order() {
     let special = SpecialTokens::default();
     let mut tokenizer = WordTokenizer::default();
-    let ids = encode_prompt("Describe <image> then {text} please", "red square", true, &special, &mut |s| tokenizer.encode(s)).unwrap();
+    let ids = encode_prompt("Describe <image> then {text} please", "red square", true, &special, &mut |s| {
+        tokenizer.encode(s)
+    })
+    .unwrap();
     let words = |s: &str, t: &mut WordTokenizer| t.encode(s);
     let mut expected = vec![special.bos];
     expected.extend(words("describe", &mut tokenizer));

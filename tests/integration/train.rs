@@ -18,16 +18,32 @@ fn setup() -> (ModelConfig, ShapesDataset, Tokenizer, TrainConfig) {
     let corpus = ega_core::data::tokenizer_corpus(&data, 200).unwrap();
     let tokenizer = Tokenizer::train(corpus.iter(), config.language.vocab_size).unwrap();
     config.language.vocab_size = tokenizer.vocab_size();
-    let train = TrainConfig { steps: 8, batch_size: 6, warmup_steps: 2, alpha_start: 2, alpha_ramp: 2, seed: 5, ..TrainConfig::default() };
+    let train = TrainConfig {
+        steps: 8,
+        batch_size: 6,
+        warmup_steps: 2,
+        alpha_start: 2,
+        alpha_ramp: 2,
+        seed: 5,
+        ..TrainConfig::default()
+    };
     (config, data, tokenizer, train)
 }
 
-fn steps(trainer: &mut Trainer, data: &dyn Dataset, config: &ModelConfig, tokenizer: &Tokenizer, until: usize, device: &Device) -> Vec<f64> {
+fn steps(
+    trainer: &mut Trainer,
+    data: &dyn Dataset,
+    config: &ModelConfig,
+    tokenizer: &Tokenizer,
+    until: usize,
+    device: &Device,
+) -> Vec<f64> {
     let len = data.len(Split::Train).unwrap();
     let mut losses = Vec::new();
     while trainer.step < until {
         let indices = batch_indices(trainer.config.seed, trainer.step, trainer.config.batch_size, len).unwrap();
-        let batch = make_batch(data, Split::Train, &indices, trainer.config.hard_negatives, config, tokenizer, device).unwrap();
+        let batch =
+            make_batch(data, Split::Train, &indices, trainer.config.hard_negatives, config, tokenizer, device).unwrap();
         losses.push(trainer.step(&batch).unwrap().loss);
     }
     losses
@@ -41,10 +57,12 @@ fn a_resumed_run_continues_exactly() {
     let device = Device::flex().autodiff();
     let loss = LossConfig { rescale: ega_core::loss::Rescale::Sum, ..LossConfig::default() };
 
-    let mut straight = Trainer::new(Embedder::new(&config, train.seed, &device).unwrap(), train.clone(), loss.clone(), 0).unwrap();
+    let mut straight =
+        Trainer::new(Embedder::new(&config, train.seed, &device).unwrap(), train.clone(), loss.clone(), 0).unwrap();
     let uninterrupted = steps(&mut straight, &data, &config, &tokenizer, 8, &device);
 
-    let mut first = Trainer::new(Embedder::new(&config, train.seed, &device).unwrap(), train.clone(), loss.clone(), 0).unwrap();
+    let mut first =
+        Trainer::new(Embedder::new(&config, train.seed, &device).unwrap(), train.clone(), loss.clone(), 0).unwrap();
     let mut resumed_losses = steps(&mut first, &data, &config, &tokenizer, 4, &device);
     let run = std::env::temp_dir().join(format!("ega-test-resume-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&run);
@@ -88,7 +106,15 @@ fn a_non_finite_loss_stops_with_the_step_named() {
 
 #[test]
 fn schedules_and_data_order() {
-    let train = TrainConfig { steps: 100, warmup_steps: 10, alpha_start: 10, alpha_ramp: 10, lr: 1e-3, min_lr_ratio: 0.1, ..TrainConfig::default() };
+    let train = TrainConfig {
+        steps: 100,
+        warmup_steps: 10,
+        alpha_start: 10,
+        alpha_ramp: 10,
+        lr: 1e-3,
+        min_lr_ratio: 0.1,
+        ..TrainConfig::default()
+    };
     assert!((train.lr_at(0) - 1e-4).abs() < 1e-12 && (train.lr_at(9) - 1e-3).abs() < 1e-12);
     assert!((train.lr_at(99) - 1e-4).abs() < 2e-6, "cosine ends at lr·min_lr_ratio: {}", train.lr_at(99));
     assert!(train.lr_at(50) < train.lr_at(20));
@@ -104,7 +130,11 @@ fn schedules_and_data_order() {
     assert_ne!(batch_indices(3, 10, 5, len).unwrap(), batch_indices(3, 0, 5, len).unwrap(), "a new epoch reshuffles");
     assert_eq!(batch_indices(3, 7, 5, len).unwrap(), batch_indices(3, 7, 5, len).unwrap());
     assert!(batch_indices(3, 0, 60, len).is_err());
-    assert!(TrainConfig { batch_size: 1, ..TrainConfig::default() }.validate().unwrap_err().to_string().contains("batch_size"));
+    assert!(TrainConfig { batch_size: 1, ..TrainConfig::default() }
+        .validate()
+        .unwrap_err()
+        .to_string()
+        .contains("batch_size"));
 }
 
 /// Regression guard (issue 4): a truncated, foreign or newer checkpoint is a clear error, never a

@@ -9,9 +9,20 @@ use wasm_bindgen::prelude::*;
 /// EGA's `P`, `h`, `P̄`, loss and gradients of a row-major `[n, m]` similarity matrix, as JSON.
 /// Errors (bad shape, bad options) come back as a readable message, never a panic.
 #[wasm_bindgen]
-pub fn ega_example(similarities: Vec<f64>, n: usize, m: usize, tau: f64, alpha: f64, tau_h: f64, rescale_sum: bool) -> Result<String, JsError> {
+pub fn ega_example(
+    similarities: Vec<f64>,
+    n: usize,
+    m: usize,
+    tau: f64,
+    alpha: f64,
+    tau_h: f64,
+    rescale_sum: bool,
+) -> Result<String, JsError> {
     if n == 0 || m < n || similarities.len() != n * m {
-        return Err(JsError::new(&format!("need an [n, m] matrix with 1 <= n <= m; got n = {n}, m = {m}, {} values", similarities.len())));
+        return Err(JsError::new(&format!(
+            "need an [n, m] matrix with 1 <= n <= m; got n = {n}, m = {m}, {} values",
+            similarities.len()
+        )));
     }
     let config = LossConfig {
         tau,

@@ -23,7 +23,17 @@ use super::{decode_image, Dataset, Sample, Split};
 use crate::{EgaError, Result};
 
 const KNOWN_KEYS: [&str; 11] = [
-    "image", "text", "neg_text", "neg_image", "qry", "qry_image_path", "pos_text", "pos_image_path", "neg_image_path", "id", "split",
+    "image",
+    "text",
+    "neg_text",
+    "neg_image",
+    "qry",
+    "qry_image_path",
+    "pos_text",
+    "pos_image_path",
+    "neg_image_path",
+    "id",
+    "split",
 ];
 
 /// One checked line.
@@ -59,16 +69,26 @@ fn strings(value: &Value, key: &str, line: usize, file: &str) -> Result<Vec<Stri
                 other => Err(EgaError::Data(format!("{file}:{line}: \"{key}\" must hold strings, found {other}"))),
             })
             .collect(),
-        other => Err(EgaError::Data(format!("{file}:{line}: \"{key}\" must be a string or a list of strings, found {other}"))),
+        other => Err(EgaError::Data(format!(
+            "{file}:{line}: \"{key}\" must be a string or a list of strings, found {other}"
+        ))),
     }
 }
 
-fn first_non_empty(object: &serde_json::Map<String, Value>, keys: &[&str], line: usize, file: &str) -> Result<Option<String>> {
+fn first_non_empty(
+    object: &serde_json::Map<String, Value>,
+    keys: &[&str],
+    line: usize,
+    file: &str,
+) -> Result<Option<String>> {
     for key in keys {
         if let Some(value) = object.get(*key) {
             let found = strings(value, key, line, file)?;
             if found.len() > 1 {
-                return Err(EgaError::Data(format!("{file}:{line}: \"{key}\" must be one string, found a list of {}", found.len())));
+                return Err(EgaError::Data(format!(
+                    "{file}:{line}: \"{key}\" must be one string, found a list of {}",
+                    found.len()
+                )));
             }
             if let Some(text) = found.into_iter().next().filter(|s| !s.trim().is_empty()) {
                 return Ok(Some(text));
@@ -79,12 +99,18 @@ fn first_non_empty(object: &serde_json::Map<String, Value>, keys: &[&str], line:
 }
 
 fn parse_line(text: &str, line: usize, file: &str, folder: &Path) -> Result<Entry> {
-    let value: Value = serde_json::from_str(text).map_err(|err| EgaError::Data(format!("{file}:{line}: not valid JSON: {err}")))?;
+    let value: Value =
+        serde_json::from_str(text).map_err(|err| EgaError::Data(format!("{file}:{line}: not valid JSON: {err}")))?;
     let Value::Object(object) = value else {
-        return Err(EgaError::Data(format!("{file}:{line}: expected a JSON object like {{\"image\": \"a.png\", \"text\": \"a caption\"}}")));
+        return Err(EgaError::Data(format!(
+            "{file}:{line}: expected a JSON object like {{\"image\": \"a.png\", \"text\": \"a caption\"}}"
+        )));
     };
     if let Some(key) = object.keys().find(|k| !KNOWN_KEYS.contains(&k.as_str())) {
-        return Err(EgaError::Data(format!("{file}:{line}: unknown field \"{key}\" (accepted: {})", KNOWN_KEYS.join(", "))));
+        return Err(EgaError::Data(format!(
+            "{file}:{line}: unknown field \"{key}\" (accepted: {})",
+            KNOWN_KEYS.join(", ")
+        )));
     }
     let image = first_non_empty(&object, &["image", "qry_image_path", "pos_image_path"], line, file)?
         .ok_or_else(|| EgaError::Data(format!("{file}:{line}: no image (give \"image\": \"path\")")))?;
@@ -95,7 +121,10 @@ fn parse_line(text: &str, line: usize, file: &str, folder: &Path) -> Result<Entr
     let resolve = |p: &str| -> Result<PathBuf> {
         let path = folder.join(p);
         if !path.is_file() {
-            return Err(EgaError::Data(format!("{file}:{line}: image {} does not exist or is not a file", path.display())));
+            return Err(EgaError::Data(format!(
+                "{file}:{line}: image {} does not exist or is not a file",
+                path.display()
+            )));
         }
         Ok(path)
     };
@@ -115,13 +144,19 @@ fn parse_line(text: &str, line: usize, file: &str, folder: &Path) -> Result<Entr
         None | Some(Value::Null) => None,
         Some(Value::String(s)) if s == "train" => Some(Split::Train),
         Some(Value::String(s)) if s == "test" => Some(Split::Test),
-        Some(other) => return Err(EgaError::Data(format!("{file}:{line}: \"split\" must be \"train\" or \"test\", found {other}"))),
+        Some(other) => {
+            return Err(EgaError::Data(format!(
+                "{file}:{line}: \"split\" must be \"train\" or \"test\", found {other}"
+            )))
+        }
     };
     let id = match object.get("id") {
         None | Some(Value::Null) => format!("line-{line}"),
         Some(Value::String(s)) => s.clone(),
         Some(Value::Number(n)) => n.to_string(),
-        Some(other) => return Err(EgaError::Data(format!("{file}:{line}: \"id\" must be a string or a number, found {other}"))),
+        Some(other) => {
+            return Err(EgaError::Data(format!("{file}:{line}: \"id\" must be a string or a number, found {other}")))
+        }
     };
     Ok(Entry { line, id, image: resolve(&image)?, text, negative_texts, negative_images, split })
 }
@@ -140,10 +175,20 @@ impl JsonlDataset {
         for (number, bytes) in content.split(|&b| b == b'\n').enumerate() {
             // Each line is checked on its own, so a stray non-UTF-8 caption names its line.
             let parsed = std::str::from_utf8(bytes)
-                .map_err(|err| EgaError::Data(format!("{file}:{}: not valid UTF-8 (byte {} of the line)", number + 1, err.valid_up_to())))
+                .map_err(|err| {
+                    EgaError::Data(format!(
+                        "{file}:{}: not valid UTF-8 (byte {} of the line)",
+                        number + 1,
+                        err.valid_up_to()
+                    ))
+                })
                 .and_then(|text| {
                     let text = text.trim_end_matches('\r');
-                    if text.trim().is_empty() { Ok(None) } else { parse_line(text, number + 1, &file, &folder).map(Some) }
+                    if text.trim().is_empty() {
+                        Ok(None)
+                    } else {
+                        parse_line(text, number + 1, &file, &folder).map(Some)
+                    }
                 });
             match parsed {
                 Ok(None) => {}
@@ -155,7 +200,11 @@ impl JsonlDataset {
         if entries.is_empty() {
             return Err(EgaError::Data(format!(
                 "{file}: no usable image–text pairs{}",
-                if skipped.is_empty() { String::new() } else { format!(" ({} bad lines skipped; first: {})", skipped.len(), skipped[0]) }
+                if skipped.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({} bad lines skipped; first: {})", skipped.len(), skipped[0])
+                }
             )));
         }
         let hold_out = entries.len() >= 40;
@@ -181,12 +230,16 @@ impl JsonlDataset {
 
     /// All texts of a split (for training the tokenizer).
     pub fn texts(&self, split: Split) -> Vec<String> {
-        self.entries(split).iter().flat_map(|e| std::iter::once(e.text.clone()).chain(e.negative_texts.iter().cloned())).collect()
+        self.entries(split)
+            .iter()
+            .flat_map(|e| std::iter::once(e.text.clone()).chain(e.negative_texts.iter().cloned()))
+            .collect()
     }
 }
 
 fn read_image(path: &Path, context: &str) -> Result<super::RgbImage> {
-    let bytes = std::fs::read(path).map_err(|err| EgaError::Data(format!("{context}: image {}: {err}", path.display())))?;
+    let bytes =
+        std::fs::read(path).map_err(|err| EgaError::Data(format!("{context}: image {}: {err}", path.display())))?;
     decode_image(&bytes, &format!("{context}: image {}", path.display()))
 }
 
@@ -202,7 +255,11 @@ impl Dataset for JsonlDataset {
     fn sample(&self, split: Split, index: usize) -> Result<Sample> {
         let entries = self.entries(split);
         let entry = entries.get(index).ok_or_else(|| {
-            EgaError::Data(format!("{}: the {split} split has {} pairs, asked for number {index}", self.path.display(), entries.len()))
+            EgaError::Data(format!(
+                "{}: the {split} split has {} pairs, asked for number {index}",
+                self.path.display(),
+                entries.len()
+            ))
         })?;
         let context = format!("{}:{}", self.path.display(), entry.line);
         Ok(Sample {

@@ -130,11 +130,12 @@ pub fn decode_image(bytes: &[u8], name: &str) -> Result<RgbImage> {
         .with_guessed_format()
         .map_err(|err| EgaError::Data(format!("{name}: cannot read: {err}")))?;
     if reader.format().is_none() {
-        return Err(EgaError::Data(format!("{name}: not an image in a format this build reads (PNG, JPEG, WebP, BMP, GIF)")));
+        return Err(EgaError::Data(format!(
+            "{name}: not an image in a format this build reads (PNG, JPEG, WebP, BMP, GIF)"
+        )));
     }
-    let (width, height) = reader
-        .into_dimensions()
-        .map_err(|err| EgaError::Data(format!("{name}: unreadable image header: {err}")))?;
+    let (width, height) =
+        reader.into_dimensions().map_err(|err| EgaError::Data(format!("{name}: unreadable image header: {err}")))?;
     if width == 0 || height == 0 {
         return Err(EgaError::Data(format!("{name}: the image is {width}×{height} pixels")));
     }

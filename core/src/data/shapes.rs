@@ -109,7 +109,8 @@ pub enum Shape {
 
 impl Shape {
     /// Every shape.
-    pub const ALL: [Shape; 6] = [Shape::Circle, Shape::Square, Shape::Triangle, Shape::Diamond, Shape::Star, Shape::Cross];
+    pub const ALL: [Shape; 6] =
+        [Shape::Circle, Shape::Square, Shape::Triangle, Shape::Diamond, Shape::Star, Shape::Cross];
 
     /// The word in captions.
     pub fn name(self) -> &'static str {
@@ -197,8 +198,16 @@ pub enum Colour {
 
 impl Colour {
     /// Every colour.
-    pub const ALL: [Colour; 8] =
-        [Colour::Red, Colour::Green, Colour::Blue, Colour::Yellow, Colour::Purple, Colour::Orange, Colour::White, Colour::Black];
+    pub const ALL: [Colour; 8] = [
+        Colour::Red,
+        Colour::Green,
+        Colour::Blue,
+        Colour::Yellow,
+        Colour::Purple,
+        Colour::Orange,
+        Colour::White,
+        Colour::Black,
+    ];
 
     /// The word in captions.
     pub fn name(self) -> &'static str {
@@ -207,8 +216,16 @@ impl Colour {
 
     /// The drawn RGB value.
     pub fn rgb(self) -> [u8; 3] {
-        const RGB: [[u8; 3]; 8] =
-            [[215, 35, 35], [40, 170, 60], [35, 80, 220], [240, 215, 40], [145, 55, 185], [245, 135, 25], [250, 250, 250], [15, 15, 15]];
+        const RGB: [[u8; 3]; 8] = [
+            [215, 35, 35],
+            [40, 170, 60],
+            [35, 80, 220],
+            [240, 215, 40],
+            [145, 55, 185],
+            [245, 135, 25],
+            [250, 250, 250],
+            [15, 15, 15],
+        ];
         RGB[self as usize]
     }
 }
@@ -410,8 +427,13 @@ impl Scene {
                 }
             }
             (Layout::Count, _) => {
-                let group = format!("{} {} {}", number_word(self.objects.len()), first.colour.name(), first.shape.plural());
-                if self.phrasing.is_multiple_of(2) { group } else { format!("there are {group}") }
+                let group =
+                    format!("{} {} {}", number_word(self.objects.len()), first.colour.name(), first.shape.plural());
+                if self.phrasing.is_multiple_of(2) {
+                    group
+                } else {
+                    format!("there are {group}")
+                }
             }
             (_, Some(relation)) => {
                 let subject = self.objects.get(relation.subject).map(SceneObject::noun_phrase).unwrap_or_default();
@@ -469,9 +491,9 @@ impl Background {
         let along = if self.vertical { y } else { x };
         let t = along as f32 / size.saturating_sub(1).max(1) as f32;
         let base: [u8; 3] = match self.style {
-            BackgroundStyle::Gradient => {
-                std::array::from_fn(|c| (self.from[c] as f32 + (self.to[c] as f32 - self.from[c] as f32) * t).round() as u8)
-            }
+            BackgroundStyle::Gradient => std::array::from_fn(|c| {
+                (self.from[c] as f32 + (self.to[c] as f32 - self.from[c] as f32) * t).round() as u8
+            }),
             BackgroundStyle::Solid | BackgroundStyle::Noise => self.from,
         };
         if self.style != BackgroundStyle::Noise {
@@ -595,7 +617,9 @@ impl ShapesDataset {
     fn check_index(&self, split: Split, index: usize) -> Result<()> {
         let len = self.split_len(split);
         if index >= len {
-            return Err(EgaError::Data(format!("shapes: index {index} is out of range: split {split} has {len} samples")));
+            return Err(EgaError::Data(format!(
+                "shapes: index {index} is out of range: split {split} has {len} samples"
+            )));
         }
         Ok(())
     }
@@ -647,13 +671,20 @@ fn uniform(rng: &mut StdRng, low: f32, high: f32) -> f32 {
 }
 
 fn random_size(rng: &mut StdRng) -> Size {
-    if rng.random::<bool>() { Size::Large } else { Size::Small }
+    if rng.random::<bool>() {
+        Size::Large
+    } else {
+        Size::Small
+    }
 }
 
 /// A random colour–shape pair among those `accept` lets through (none: red circle).
 fn random_pair(rng: &mut StdRng, accept: impl Fn((Colour, Shape)) -> bool) -> (Colour, Shape) {
-    let pairs: Vec<(Colour, Shape)> =
-        Colour::ALL.iter().flat_map(|&c| Shape::ALL.iter().map(move |&s| (c, s))).filter(|&pair| accept(pair)).collect();
+    let pairs: Vec<(Colour, Shape)> = Colour::ALL
+        .iter()
+        .flat_map(|&c| Shape::ALL.iter().map(move |&s| (c, s)))
+        .filter(|&pair| accept(pair))
+        .collect();
     match pairs.len() {
         0 => (Colour::Red, Shape::Circle),
         n => pairs[rng.random_range(0..n)],
@@ -692,7 +723,8 @@ fn single_scene(rng: &mut StdRng, unseen: bool, background: Background) -> Scene
     let (colour, shape) = split_pair(rng, unseen);
     // Room for a large object anywhere, so that a size negative still fits.
     let (low, high) = (LARGE_RADIUS + MARGIN, 1.0 - LARGE_RADIUS - MARGIN);
-    let object = SceneObject { shape, colour, size: random_size(rng), x: uniform(rng, low, high), y: uniform(rng, low, high) };
+    let object =
+        SceneObject { shape, colour, size: random_size(rng), x: uniform(rng, low, high), y: uniform(rng, low, high) };
     let phrasing = rng.random_range(0..3);
     Scene::assemble(Layout::Single, phrasing, vec![object], background)
 }
@@ -708,7 +740,13 @@ fn pair_scene(rng: &mut StdRng, unseen: bool, background: Background) -> Scene {
     let reach = sizes.iter().map(|s| s.diameter() / 2.0).fold(0.0, f32::max);
     let positions = pair_positions(rng, reach, layout == Layout::VerticalPair);
     let objects = (0..2)
-        .map(|i| SceneObject { colour: pairs[i].0, shape: pairs[i].1, size: sizes[i], x: positions[i].0, y: positions[i].1 })
+        .map(|i| SceneObject {
+            colour: pairs[i].0,
+            shape: pairs[i].1,
+            size: sizes[i],
+            x: positions[i].0,
+            y: positions[i].1,
+        })
         .collect();
     Scene::assemble(layout, rng.random_range(0..4), objects, background)
 }
@@ -763,8 +801,11 @@ fn candidate_negatives(scene: &Scene, rng: &mut StdRng) -> Vec<Negative> {
     let mut push = |change, objects| out.push(Negative { change, scene: scene.with_objects(objects) });
     let objects = &scene.objects;
     // In a count scene the group's attribute changes (every object), otherwise one object's.
-    let targets: Vec<Vec<usize>> =
-        if scene.layout == Layout::Count { vec![(0..objects.len()).collect()] } else { (0..objects.len()).map(|i| vec![i]).collect() };
+    let targets: Vec<Vec<usize>> = if scene.layout == Layout::Count {
+        vec![(0..objects.len()).collect()]
+    } else {
+        (0..objects.len()).map(|i| vec![i]).collect()
+    };
     for target in &targets {
         let Some(&lead) = target.first().and_then(|&i| objects.get(i)) else { continue };
         for shape in Shape::ALL.into_iter().filter(|&s| s != lead.shape) {
@@ -784,13 +825,21 @@ fn candidate_negatives(scene: &Scene, rng: &mut StdRng) -> Vec<Negative> {
             push(Change::Size, vec![SceneObject { size, ..*only }]);
         }
         (Layout::HorizontalPair | Layout::VerticalPair, [a, b]) => {
-            push(Change::SwapColours, vec![SceneObject { colour: b.colour, ..*a }, SceneObject { colour: a.colour, ..*b }]);
-            push(Change::FlipRelation, vec![SceneObject { x: b.x, y: b.y, ..*a }, SceneObject { x: a.x, y: a.y, ..*b }]);
+            push(
+                Change::SwapColours,
+                vec![SceneObject { colour: b.colour, ..*a }, SceneObject { colour: a.colour, ..*b }],
+            );
+            push(
+                Change::FlipRelation,
+                vec![SceneObject { x: b.x, y: b.y, ..*a }, SceneObject { x: a.x, y: a.y, ..*b }],
+            );
         }
         (Layout::Count, [rest @ .., _]) if objects.len() >= 3 => push(Change::Count, rest.to_vec()),
         (Layout::Count, [.., last]) => {
-            let mut free: Vec<(u8, u8)> =
-                [(0, 0), (1, 0), (0, 1), (1, 1)].into_iter().filter(|cell| objects.iter().all(|o| quadrant(o) != *cell)).collect();
+            let mut free: Vec<(u8, u8)> = [(0, 0), (1, 0), (0, 1), (1, 1)]
+                .into_iter()
+                .filter(|cell| objects.iter().all(|o| quadrant(o) != *cell))
+                .collect();
             free.shuffle(rng);
             if let Some(&cell) = free.first() {
                 let (x, y) = position_in_cell(rng, cell, last.radius());
@@ -856,7 +905,12 @@ mod tests {
     const SPLITS: [Split; 3] = [Split::Train, Split::Test, Split::Unseen];
 
     fn dataset() -> ShapesDataset {
-        ShapesDataset::new(ShapesConfig { train_size: 1000, test_size: 1000, unseen_size: 1000, ..ShapesConfig::default() })
+        ShapesDataset::new(ShapesConfig {
+            train_size: 1000,
+            test_size: 1000,
+            unseen_size: 1000,
+            ..ShapesConfig::default()
+        })
     }
 
     /// The scenes of the first `count` indices of `split`, each with its negatives.
@@ -866,7 +920,10 @@ mod tests {
 
     /// Every scene of the first `count` indices of `split`, negatives included.
     fn all_scenes(data: &ShapesDataset, split: Split, count: usize) -> Vec<Scene> {
-        scenes(data, split, count).into_iter().flat_map(|(scene, negatives)| std::iter::once(scene).chain(negatives.into_iter().map(|n| n.scene))).collect()
+        scenes(data, split, count)
+            .into_iter()
+            .flat_map(|(scene, negatives)| std::iter::once(scene).chain(negatives.into_iter().map(|n| n.scene)))
+            .collect()
     }
 
     /// Held-out check through the public word pairs (independent of `has_held_out_pair`).
@@ -906,14 +963,21 @@ mod tests {
 
     #[test]
     fn indices_beyond_a_split_and_bad_configs_are_errors() {
-        let data = ShapesDataset::new(ShapesConfig { train_size: 3, test_size: 5, unseen_size: 0, ..ShapesConfig::default() });
-        assert_eq!((data.len(Split::Train), data.len(Split::Test), data.len(Split::Unseen)), (Some(3), Some(5), Some(0)));
+        let data =
+            ShapesDataset::new(ShapesConfig { train_size: 3, test_size: 5, unseen_size: 0, ..ShapesConfig::default() });
+        assert_eq!(
+            (data.len(Split::Train), data.len(Split::Test), data.len(Split::Unseen)),
+            (Some(3), Some(5), Some(0))
+        );
         let message = data.sample(Split::Test, 5).unwrap_err().to_string();
         assert!(message.contains("test") && message.contains("5 samples"), "{message}");
         assert!(data.sample(Split::Unseen, 0).is_err());
         assert!(data.scene(Split::Train, usize::MAX).is_err());
         assert!(data.sample(Split::Train, 2).is_ok());
-        for config in [ShapesConfig { image_size: 0, ..ShapesConfig::default() }, ShapesConfig { negatives: 1000, ..ShapesConfig::default() }] {
+        for config in [
+            ShapesConfig { image_size: 0, ..ShapesConfig::default() },
+            ShapesConfig { negatives: 1000, ..ShapesConfig::default() },
+        ] {
             assert!(ShapesDataset::new(config).sample(Split::Train, 0).is_err());
         }
     }
@@ -947,7 +1011,8 @@ mod tests {
     /// Whether `after` is `before` with exactly the attribute `change` changed.
     fn changes_exactly(change: Change, before: &Scene, after: &Scene) -> bool {
         let (a, b) = (&before.objects, &after.objects);
-        let same_setting = (before.layout, before.phrasing, &before.background) == (after.layout, after.phrasing, &after.background);
+        let same_setting =
+            (before.layout, before.phrasing, &before.background) == (after.layout, after.phrasing, &after.background);
         // Objects that differ only in the field `restore` copies back, for one object or a whole count group.
         let one_field = |restore: fn(SceneObject, &SceneObject) -> SceneObject| {
             let changed: Vec<usize> = (0..a.len()).filter(|&i| a[i] != b[i]).collect();
@@ -961,7 +1026,9 @@ mod tests {
                 Change::Count => {
                     a.len().abs_diff(b.len()) == 1
                         && a.iter().zip(b).all(|(x, y)| x == y)
-                        && b.iter().chain(a).all(|o| (o.shape, o.colour, o.size) == (a[0].shape, a[0].colour, a[0].size))
+                        && b.iter()
+                            .chain(a)
+                            .all(|o| (o.shape, o.colour, o.size) == (a[0].shape, a[0].colour, a[0].size))
                 }
                 _ if a.len() != b.len() => false,
                 Change::SwapColours => {
@@ -1020,11 +1087,19 @@ mod tests {
         let data = dataset();
         for split in SPLITS {
             for scene in all_scenes(&data, split, 300) {
-                let boxes: Vec<[f32; 4]> = scene.objects.iter().map(|o| [o.x - o.radius(), o.y - o.radius(), o.x + o.radius(), o.y + o.radius()]).collect();
+                let boxes: Vec<[f32; 4]> = scene
+                    .objects
+                    .iter()
+                    .map(|o| [o.x - o.radius(), o.y - o.radius(), o.x + o.radius(), o.y + o.radius()])
+                    .collect();
                 for (i, b) in boxes.iter().enumerate() {
                     assert!(b[0] >= 0.0 && b[1] >= 0.0 && b[2] <= 1.0 && b[3] <= 1.0, "{}: {b:?}", scene.describe());
                     for c in &boxes[i + 1..] {
-                        assert!(b[2] <= c[0] || c[2] <= b[0] || b[3] <= c[1] || c[3] <= b[1], "{}: {b:?} {c:?}", scene.describe());
+                        assert!(
+                            b[2] <= c[0] || c[2] <= b[0] || b[3] <= c[1] || c[3] <= b[1],
+                            "{}: {b:?} {c:?}",
+                            scene.describe()
+                        );
                     }
                 }
             }
@@ -1056,7 +1131,8 @@ mod tests {
             }
             for (px, py, pixel) in image.enumerate_pixels().filter(|(x, y, _)| !covered[(y * side + x) as usize]) {
                 for colour in Colour::ALL {
-                    let distance = (0..3).map(|c| (pixel[c] as f32 - colour.rgb()[c] as f32).powi(2)).sum::<f32>().sqrt();
+                    let distance =
+                        (0..3).map(|c| (pixel[c] as f32 - colour.rgb()[c] as f32).powi(2)).sum::<f32>().sqrt();
                     assert!(distance >= 50.0, "background {pixel:?} at ({px}, {py}) looks {}", colour.name());
                 }
             }
@@ -1068,10 +1144,15 @@ mod tests {
         let data = dataset();
         for scene in all_scenes(&data, Split::Train, 300).into_iter().chain(all_scenes(&data, Split::Unseen, 100)) {
             let caption = scene.describe();
-            let Some(keyword) = ["left of", "right of", "above", "below"].into_iter().find(|k| caption.contains(k)) else { continue };
+            let Some(keyword) = ["left of", "right of", "above", "below"].into_iter().find(|k| caption.contains(k))
+            else {
+                continue;
+            };
             let (before, after) = caption.split_once(keyword).unwrap();
             let before = before.trim_end().trim_end_matches(" to the").trim_end_matches(" is");
-            let find = |phrase: &str| scene.objects.iter().find(|o| phrase.ends_with(&format!("{} {}", o.colour.name(), o.shape.name())));
+            let find = |phrase: &str| {
+                scene.objects.iter().find(|o| phrase.ends_with(&format!("{} {}", o.colour.name(), o.shape.name())))
+            };
             let (Some(s), Some(o)) = (find(before), find(after.trim())) else { panic!("{caption}: objects not found") };
             assert_ne!(s, o, "{caption}");
             // Along the axis: the boxes are apart by GAP; across it: the centres differ by little.
@@ -1081,7 +1162,10 @@ mod tests {
                 "above" => (o.y - s.y, o.x - s.x, o.radius() + s.radius()),
                 _ => (s.y - o.y, o.x - s.x, o.radius() + s.radius()),
             };
-            assert!(along >= reaches + GAP - 1e-4 && across.abs() <= MAX_ACROSS_OFFSET + 1e-4, "{caption}: {along} {across}");
+            assert!(
+                along >= reaches + GAP - 1e-4 && across.abs() <= MAX_ACROSS_OFFSET + 1e-4,
+                "{caption}: {along} {across}"
+            );
         }
     }
 
@@ -1095,7 +1179,10 @@ mod tests {
             if scene.layout == Layout::Count {
                 assert_eq!(number, Some(scene.objects.len()), "{caption}");
                 assert!(words.contains(&first.shape.plural()) && words.contains(&first.colour.name()), "{caption}");
-                assert!(scene.objects.iter().all(|o| (o.shape, o.colour, o.size) == (first.shape, first.colour, first.size)));
+                assert!(scene
+                    .objects
+                    .iter()
+                    .all(|o| (o.shape, o.colour, o.size) == (first.shape, first.colour, first.size)));
             } else {
                 assert!(number.is_none() || number == Some(1) && scene.objects.len() == 1, "{caption}");
             }
@@ -1109,7 +1196,18 @@ mod tests {
         for caption in &captions {
             assert!(caption.split(' ').all(|w| vocabulary.contains(w)), "{caption}");
         }
-        for phrase in ["a small", "there is a", "one large", " left of", "to the left of", "right of", "is above", "below", "there are", "an orange"] {
+        for phrase in [
+            "a small",
+            "there is a",
+            "one large",
+            " left of",
+            "to the left of",
+            "right of",
+            "is above",
+            "below",
+            "there are",
+            "an orange",
+        ] {
             assert!(captions.iter().any(|c| c.contains(phrase)), "no caption has {phrase:?}");
         }
         assert!(captions.iter().any(|c| c.starts_with("two ")) && captions.iter().any(|c| c.starts_with("three ")));

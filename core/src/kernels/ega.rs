@@ -26,7 +26,11 @@ use crate::loss::{LossConfig, Rescale};
 /// workgroup reduction costs as much as the row (measured with `bench kernels` on lavapipe:
 /// N = M = 1024 took 19.5 ms with 256 threads, 8.1 ms with 64).
 fn workgroup_for(m: usize) -> u32 {
-    if m <= 4096 { 64 } else { 256 }
+    if m <= 4096 {
+        64
+    } else {
+        256
+    }
 }
 
 /// The scalar options the kernels read (EGA.md's options, in f32).
@@ -78,7 +82,8 @@ struct EgaBackwardKernel {
 
 impl KernelSource for EgaForwardKernel {
     fn source(&self) -> SourceTemplate {
-        SourceTemplate::new(include_str!("../../../shaders/ega_loss.wgsl")).register("workgroup_size", self.workgroup.to_string())
+        SourceTemplate::new(include_str!("../../../shaders/ega_loss.wgsl"))
+            .register("workgroup_size", self.workgroup.to_string())
     }
     fn id(&self) -> KernelId {
         KernelId::new::<Self>().info(self.workgroup)
@@ -158,7 +163,10 @@ impl Backward<Cube, 1> for EgaRowsBackward {
     }
 }
 
-fn rows_autodiff<C: CheckpointStrategy>(s: FloatTensor<Autodiff<Cube, C>>, params: EgaKernelParams) -> FloatTensor<Autodiff<Cube, C>> {
+fn rows_autodiff<C: CheckpointStrategy>(
+    s: FloatTensor<Autodiff<Cube, C>>,
+    params: EgaKernelParams,
+) -> FloatTensor<Autodiff<Cube, C>> {
     let (s, guard) = s.into_parts();
     let s = into_contiguous(s);
     let (loss, stats) = forward(&s, &params);
@@ -180,7 +188,9 @@ pub fn ega_rows_fused(similarities: Tensor<2>, params: EgaKernelParams) -> Resul
     }
     if device.is_autodiff() {
         match similarities.clone().try_into_primitive::<Autodiff<Cube, NoCheckpointing>>() {
-            Ok(s) => Ok(Tensor::from_primitive::<Autodiff<Cube, NoCheckpointing>>(rows_autodiff::<NoCheckpointing>(s, params))),
+            Ok(s) => Ok(Tensor::from_primitive::<Autodiff<Cube, NoCheckpointing>>(rows_autodiff::<NoCheckpointing>(
+                s, params,
+            ))),
             Err(_) => Err(similarities),
         }
     } else {
@@ -199,7 +209,8 @@ pub fn ega_rows_fused(similarities: Tensor<2>, params: EgaKernelParams) -> Resul
 pub fn ega_loss_fused(similarities: Tensor<2>, config: &LossConfig) -> Result<Tensor<1>, Tensor<2>> {
     let params = EgaKernelParams::from_config(config);
     let [n, m] = similarities.dims();
-    let square = config.symmetric.then(|| if m == n { similarities.clone() } else { similarities.clone().slice([0..n, 0..n]) });
+    let square =
+        config.symmetric.then(|| if m == n { similarities.clone() } else { similarities.clone().slice([0..n, 0..n]) });
     let forward = ega_rows_fused(similarities, params)?.mean();
     let Some(square) = square else {
         return Ok(forward);

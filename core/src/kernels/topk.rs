@@ -54,7 +54,8 @@ impl KernelSource for TopkChunkKernel {
 
 impl KernelSource for TopkMergeKernel {
     fn source(&self) -> SourceTemplate {
-        SourceTemplate::new(include_str!("../../../shaders/topk_cosine_merge.wgsl")).register("workgroup_size", WORKGROUP.to_string())
+        SourceTemplate::new(include_str!("../../../shaders/topk_cosine_merge.wgsl"))
+            .register("workgroup_size", WORKGROUP.to_string())
     }
     fn id(&self) -> KernelId {
         KernelId::new::<Self>().info(WORKGROUP)
@@ -68,13 +69,19 @@ fn check(queries: &Tensor<2>, index: &Tensor<2>, k: usize) -> Result<(usize, usi
     let [q, d] = queries.dims();
     let [n, d_index] = index.dims();
     if d != d_index {
-        return Err(EgaError::Shape { context: "top-k search", message: format!("queries have dimension {d}, the index {d_index}") });
+        return Err(EgaError::Shape {
+            context: "top-k search",
+            message: format!("queries have dimension {d}, the index {d_index}"),
+        });
     }
     if k == 0 {
         return Err(EgaError::config("k", k, "must be at least 1"));
     }
     if q == 0 || n == 0 {
-        return Err(EgaError::Shape { context: "top-k search", message: format!("{q} queries against {n} index rows: both must be non-empty") });
+        return Err(EgaError::Shape {
+            context: "top-k search",
+            message: format!("{q} queries against {n} index rows: both must be non-empty"),
+        });
     }
     Ok((q, n, d))
 }

@@ -51,11 +51,8 @@ pub fn ega_matrices(similarities: Tensor<2>, config: &LossConfig) -> EgaMatrices
 
     let probs = softmax(s.clone().div_scalar(config.tau), 1); // [N, M]
     let positive = s.clone().gather(1, diagonal_index(n, &device)); // [N, 1]
-    let hardness = sigmoid(
-        (s - positive)
-            .div_scalar(config.tau_h())
-            .clamp(-HARDNESS_CLAMP, HARDNESS_CLAMP),
-    ) * off_diagonal.clone(); // [N, M]
+    let hardness = sigmoid((s - positive).div_scalar(config.tau_h()).clamp(-HARDNESS_CLAMP, HARDNESS_CLAMP))
+        * off_diagonal.clone(); // [N, M]
 
     let amplified = probs.clone() * hardness.clone().mul_scalar(config.alpha).add_scalar(1.0);
     let amplified_probs = match config.rescale {

@@ -31,10 +31,9 @@ pub fn hcl(similarities: Tensor<2>, tau: f64, beta: f64, tau_plus: f64) -> Tenso
     let diagonal = eye(n, m, &device).equal_elem(1.0);
     // Row-wise log-sum-exp over the negatives only (the positive masked out after scaling).
     let negatives_lse = |x: Tensor<2>| logsumexp_rows(x.mask_fill(diagonal.clone(), MASKED)); // [N, 1]
-    // log Σ_j w_j e^{Z_j} = lse((1+β)Z) − (lse(βZ) − log n)
-    let log_weighted = negatives_lse(logits.clone().mul_scalar(1.0 + beta))
-        - negatives_lse(logits.mul_scalar(beta))
-        + negatives.ln(); // [N, 1]
+                                                                                              // log Σ_j w_j e^{Z_j} = lse((1+β)Z) − (lse(βZ) − log n)
+    let log_weighted =
+        negatives_lse(logits.clone().mul_scalar(1.0 + beta)) - negatives_lse(logits.mul_scalar(beta)) + negatives.ln(); // [N, 1]
     let log_ng = if tau_plus == 0.0 {
         log_weighted
     } else {

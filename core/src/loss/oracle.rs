@@ -83,9 +83,7 @@ pub fn ega_one_direction(s: &[f64], n: usize, m: usize, config: &LossConfig) -> 
     }
     let scale = 1.0 / (n as f64 * tau);
     let minus_identity = |v: &[f64]| -> Vec<f64> {
-        (0..n * m)
-            .map(|k| (v[k] - if k / m == k % m { 1.0 } else { 0.0 }) * scale)
-            .collect()
+        (0..n * m).map(|k| (v[k] - if k / m == k % m { 1.0 } else { 0.0 }) * scale).collect()
     };
     EgaOracle {
         n,

@@ -43,9 +43,7 @@ impl Init<'_> {
     pub fn uniform<const D: usize>(&mut self, shape: [usize; D], std: f64) -> Param<Tensor<D>> {
         let bound = (3.0f64).sqrt() * std;
         let count: usize = shape.iter().product();
-        let values = (0..count)
-            .map(|_| self.rng.random_range(-bound..bound) as f32)
-            .collect();
+        let values = (0..count).map(|_| self.rng.random_range(-bound..bound) as f32).collect();
         let tensor = floats(values, shape, self.device);
         self.param(tensor)
     }
@@ -188,7 +186,12 @@ impl Attention {
     ///
     /// # Shapes
     /// - x: `[B, L, D]` → `[B, L, D]`
-    pub fn forward(&self, x: Tensor<3>, rope: Option<(&Tensor<4>, &Tensor<4>)>, mask_bias: Option<&Tensor<4>>) -> Tensor<3> {
+    pub fn forward(
+        &self,
+        x: Tensor<3>,
+        rope: Option<(&Tensor<4>, &Tensor<4>)>,
+        mask_bias: Option<&Tensor<4>>,
+    ) -> Tensor<3> {
         let [b, l, d] = x.dims();
         let head_dim = d / self.heads;
         let qkv = self.qkv.forward(x).reshape([b, l, 3, self.heads, head_dim]); // [B, L, 3, H, hd]

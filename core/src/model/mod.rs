@@ -103,7 +103,15 @@ impl ModelConfig {
     pub fn tiny() -> Self {
         Self {
             preset: "tiny".into(),
-            vision: VisionConfig { image_size: 32, patch_size: 8, channels: 3, width: 64, layers: 2, heads: 4, mlp_ratio: 4 },
+            vision: VisionConfig {
+                image_size: 32,
+                patch_size: 8,
+                channels: 3,
+                width: 64,
+                layers: 2,
+                heads: 4,
+                mlp_ratio: 4,
+            },
             language: LanguageConfig {
                 vocab_size: 512,
                 width: 64,
@@ -123,7 +131,15 @@ impl ModelConfig {
     pub fn small() -> Self {
         Self {
             preset: "small".into(),
-            vision: VisionConfig { image_size: 64, patch_size: 8, channels: 3, width: 128, layers: 4, heads: 4, mlp_ratio: 4 },
+            vision: VisionConfig {
+                image_size: 64,
+                patch_size: 8,
+                channels: 3,
+                width: 128,
+                layers: 4,
+                heads: 4,
+                mlp_ratio: 4,
+            },
             language: LanguageConfig {
                 vocab_size: 2048,
                 width: 256,
@@ -142,7 +158,15 @@ impl ModelConfig {
     pub fn base() -> Self {
         Self {
             preset: "base".into(),
-            vision: VisionConfig { image_size: 128, patch_size: 16, channels: 3, width: 384, layers: 6, heads: 6, mlp_ratio: 4 },
+            vision: VisionConfig {
+                image_size: 128,
+                patch_size: 16,
+                channels: 3,
+                width: 384,
+                layers: 6,
+                heads: 6,
+                mlp_ratio: 4,
+            },
             language: LanguageConfig {
                 vocab_size: 8192,
                 width: 512,
