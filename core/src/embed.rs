@@ -8,10 +8,38 @@ use burn::tensor::{Device, Tensor};
 
 use crate::data::{image_tensor_data, RgbImage};
 use crate::model::{Embedder, EmbedderInput, ModelConfig};
-use crate::prompt::{tokenize_prompts, AssembledBatch};
+use crate::prompt::{encode_prompt, tokenize_prompts, AssembledBatch};
 use crate::tensor_util::floats;
 use crate::tokenizer::Tokenizer;
 use crate::{EgaError, Result};
+
+/// Tokenizes one prompt per item with `template` and lays the batch out for the model; ids of
+/// each text are cut to `text_budget` tokens.
+fn assemble(
+    config: &ModelConfig,
+    tokenizer: &Tokenizer,
+    template: &str,
+    items: &[(&str, Option<usize>)],
+    images: Option<Tensor<4>>,
+    text_budget: usize,
+    device: &Device,
+) -> Result<EmbedderInput> {
+    let mut encode = |s: &str| {
+        let mut ids = tokenizer.encode(s)?;
+        ids.truncate(text_budget);
+        Ok(ids)
+    };
+    let prompts = tokenize_prompts(template, &config.special, items, &mut encode)?;
+    let num_images = images.as_ref().map_or(0, |i| i.dims()[0]);
+    let batch = AssembledBatch::new(
+        &prompts,
+        config.vision.image_tokens(),
+        num_images,
+        &config.special,
+        config.language.max_seq_len,
+    )?;
+    EmbedderInput::new(&batch, images, device)
+}
 
 /// Model inputs for captions as queries. Captions too long for the model are cut (keeping
 /// `<bos>`, the instruction and `<eos>`), so that any text can be embedded.
@@ -23,10 +51,7 @@ pub fn query_input(
 ) -> Result<EmbedderInput> {
     let template = &config.prompts.query;
     // Room the template itself takes, so the caption can be cut to fit.
-    let fixed = crate::prompt::encode_prompt(template, "", false, &config.special, &mut |s| {
-        tokenizer.encode(s).unwrap_or_default()
-    })?
-    .len();
+    let fixed = encode_prompt(template, "", false, &config.special, &mut |s| tokenizer.encode(s))?.len();
     let budget = config.language.max_seq_len.saturating_sub(fixed);
     if budget == 0 {
         return Err(EgaError::Prompt(format!(
@@ -34,25 +59,8 @@ pub fn query_input(
             config.language.max_seq_len
         )));
     }
-    let mut failure = None;
-    let mut encode = |s: &str| match tokenizer.encode(s) {
-        Ok(mut ids) => {
-            ids.truncate(budget);
-            ids
-        }
-        Err(err) => {
-            failure.get_or_insert(err);
-            Vec::new()
-        }
-    };
     let items: Vec<(&str, Option<usize>)> = captions.iter().map(|c| (*c, None)).collect();
-    let prompts = tokenize_prompts(template, &config.special, &items, &mut encode)?;
-    if let Some(err) = failure {
-        return Err(err);
-    }
-    let batch =
-        AssembledBatch::new(&prompts, config.vision.image_tokens(), 0, &config.special, config.language.max_seq_len)?;
-    EmbedderInput::new(&batch, None, device)
+    assemble(config, tokenizer, template, &items, None, budget, device)
 }
 
 /// `[B, 3, S, S]` pixels in `[0, 1]` of images resized to the model's input size `S`.
@@ -72,26 +80,24 @@ pub fn target_input(
     if images.is_empty() {
         return Err(EgaError::Prompt("no images to embed".into()));
     }
-    let mut failure = None;
-    let mut encode = |s: &str| {
-        tokenizer.encode(s).unwrap_or_else(|err| {
-            failure.get_or_insert(err);
-            Vec::new()
-        })
-    };
     let items: Vec<(&str, Option<usize>)> = (0..images.len()).map(|i| ("", Some(i))).collect();
-    let prompts = tokenize_prompts(&config.prompts.target, &config.special, &items, &mut encode)?;
-    if let Some(err) = failure {
-        return Err(err);
+    let pixels = image_tensor(config, images, device);
+    assemble(config, tokenizer, &config.prompts.target, &items, Some(pixels), usize::MAX, device)
+}
+
+/// Embeds `items` `batch_size` at a time with `input` making each batch's model inputs.
+fn embed_in_batches<T>(
+    model: &Embedder,
+    items: &[T],
+    batch_size: usize,
+    what: &str,
+    mut input: impl FnMut(&[T]) -> Result<EmbedderInput>,
+) -> Result<Tensor<2>> {
+    if items.is_empty() {
+        return Err(EgaError::Prompt(format!("no {what} to embed")));
     }
-    let batch = AssembledBatch::new(
-        &prompts,
-        config.vision.image_tokens(),
-        images.len(),
-        &config.special,
-        config.language.max_seq_len,
-    )?;
-    EmbedderInput::new(&batch, Some(image_tensor(config, images, device)), device)
+    let parts = items.chunks(batch_size.max(1)).map(|chunk| Ok(model.embed(&input(chunk)?))).collect::<Result<_>>()?;
+    Ok(Tensor::cat(parts, 0))
 }
 
 /// Unit-norm embeddings `[B, d]` of captions, in batches of `batch_size` (no autodiff needed).
@@ -103,14 +109,7 @@ pub fn embed_captions(
     batch_size: usize,
     device: &Device,
 ) -> Result<Tensor<2>> {
-    let mut parts = Vec::new();
-    for chunk in captions.chunks(batch_size.max(1)) {
-        parts.push(model.embed(&query_input(config, tokenizer, chunk, device)?));
-    }
-    if parts.is_empty() {
-        return Err(EgaError::Prompt("no captions to embed".into()));
-    }
-    Ok(Tensor::cat(parts, 0))
+    embed_in_batches(model, captions, batch_size, "captions", |chunk| query_input(config, tokenizer, chunk, device))
 }
 
 /// Unit-norm embeddings `[B, d]` of images, in batches of `batch_size`.
@@ -122,12 +121,5 @@ pub fn embed_images(
     batch_size: usize,
     device: &Device,
 ) -> Result<Tensor<2>> {
-    let mut parts = Vec::new();
-    for chunk in images.chunks(batch_size.max(1)) {
-        parts.push(model.embed(&target_input(config, tokenizer, chunk, device)?));
-    }
-    if parts.is_empty() {
-        return Err(EgaError::Prompt("no images to embed".into()));
-    }
-    Ok(Tensor::cat(parts, 0))
+    embed_in_batches(model, images, batch_size, "images", |chunk| target_input(config, tokenizer, chunk, device))
 }

@@ -54,6 +54,26 @@ fn summarise(ranks: &[usize]) -> (f64, f64, f64, f64) {
     (recall(1), recall(5), recall(10), mrr)
 }
 
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+/// Row `i` of a row-major `[_, d]` matrix.
+fn row(matrix: &[f32], d: usize, i: usize) -> &[f32] {
+    &matrix[i * d..(i + 1) * d]
+}
+
+/// Fraction of negatives `k` whose pair's positive score beats `anchor[owner[k]] · negative[k]`
+/// (the anchor is the other side of the pair: its caption for a negative image, and vice versa).
+fn positive_wins(positives: &[f32], anchors: &[f32], negatives: &[f32], owners: &[usize], d: usize) -> f64 {
+    let wins = owners
+        .iter()
+        .enumerate()
+        .filter(|&(k, &i)| positives[i] > dot(row(anchors, d, i), row(negatives, d, k)))
+        .count();
+    wins as f64 / owners.len() as f64
+}
+
 /// Evaluates the first `count` pairs of `split` (all of them if the split is shorter).
 pub fn evaluate(
     model: &Embedder,
@@ -76,48 +96,31 @@ pub fn evaluate(
     let d = config.embed_dim();
     let text = to_f32_vec(embed_captions(model, config, tokenizer, &captions, batch_size, device)?)?;
     let image = to_f32_vec(embed_images(model, config, tokenizer, &images, batch_size, device)?)?;
-    let dot = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>();
-    let row = |v: &[f32], i: usize| v[i * d..(i + 1) * d].to_vec();
     // S[i][j] = caption i · image j
-    let s: Vec<Vec<f32>> = (0..count)
-        .map(|i| (0..count).map(|j| dot(&text[i * d..(i + 1) * d], &image[j * d..(j + 1) * d])).collect())
-        .collect();
+    let s: Vec<Vec<f32>> =
+        (0..count).map(|i| (0..count).map(|j| dot(row(&text, d, i), row(&image, d, j))).collect()).collect();
     let t2i: Vec<usize> = (0..count).map(|i| rank_of(&s[i], i)).collect();
     let i2t: Vec<usize> = (0..count).map(|j| rank_of(&(0..count).map(|i| s[i][j]).collect::<Vec<_>>(), j)).collect();
     let (t2i_r1, t2i_r5, t2i_r10, t2i_mrr) = summarise(&t2i);
     let (i2t_r1, i2t_r5, i2t_r10, i2t_mrr) = summarise(&i2t);
+    let positives: Vec<f32> = (0..count).map(|i| s[i][i]).collect();
 
-    // Hard negatives: the positive pair's score against each negative's.
-    let negative_images: Vec<_> = samples.iter().flat_map(|s| s.negative_images.iter()).collect();
+    // Hard negatives: each negative image against its caption, each negative caption against its image.
+    let (negative_images, image_owners): (Vec<_>, Vec<usize>) =
+        samples.iter().enumerate().flat_map(|(i, s)| s.negative_images.iter().map(move |n| (n, i))).unzip();
     let hard_negative_image_acc = if negative_images.is_empty() {
         None
     } else {
         let embedded = to_f32_vec(embed_images(model, config, tokenizer, &negative_images, batch_size, device)?)?;
-        let (mut wins, mut total, mut k) = (0usize, 0usize, 0usize);
-        for (i, sample) in samples.iter().enumerate() {
-            for _ in &sample.negative_images {
-                wins += (s[i][i] > dot(&row(&text, i), &embedded[k * d..(k + 1) * d])) as usize;
-                total += 1;
-                k += 1;
-            }
-        }
-        Some(wins as f64 / total as f64)
+        Some(positive_wins(&positives, &text, &embedded, &image_owners, d))
     };
-    let negative_captions: Vec<&str> =
-        samples.iter().flat_map(|s| s.negative_captions.iter().map(String::as_str)).collect();
+    let (negative_captions, caption_owners): (Vec<&str>, Vec<usize>) =
+        samples.iter().enumerate().flat_map(|(i, s)| s.negative_captions.iter().map(move |n| (n.as_str(), i))).unzip();
     let hard_negative_caption_acc = if negative_captions.is_empty() {
         None
     } else {
         let embedded = to_f32_vec(embed_captions(model, config, tokenizer, &negative_captions, batch_size, device)?)?;
-        let (mut wins, mut total, mut k) = (0usize, 0usize, 0usize);
-        for (i, sample) in samples.iter().enumerate() {
-            for _ in &sample.negative_captions {
-                wins += (s[i][i] > dot(&embedded[k * d..(k + 1) * d], &row(&image, i))) as usize;
-                total += 1;
-                k += 1;
-            }
-        }
-        Some(wins as f64 / total as f64)
+        Some(positive_wins(&positives, &image, &embedded, &caption_owners, d))
     };
     Ok(RetrievalMetrics {
         count,

@@ -67,7 +67,8 @@ impl PromptConfig {
 }
 
 /// Tokenizes `template` with `text` in its `{text}` slot: `<bos> … <eos>`, with the `<image>`
-/// id where the template says. `encode` turns plain text into ids (the tokenizer).
+/// id where the template says. `encode` turns plain text into ids (the tokenizer); its errors
+/// are passed on.
 ///
 /// `has_image` must agree with the template: an image without an `<image>` slot, or a slot
 /// without an image, is an error.
@@ -76,7 +77,7 @@ pub fn encode_prompt(
     text: &str,
     has_image: bool,
     special: &SpecialTokens,
-    encode: &mut dyn FnMut(&str) -> Vec<u32>,
+    encode: &mut dyn FnMut(&str) -> Result<Vec<u32>>,
 ) -> Result<Vec<u32>> {
     let template_has_image = template.contains(IMAGE_SLOT);
     if template_has_image != has_image {
@@ -87,21 +88,15 @@ pub fn encode_prompt(
         }));
     }
     let mut ids = vec![special.bos];
-    let mut encode_text = |piece: &str, ids: &mut Vec<u32>| {
-        let piece = piece.trim();
-        if !piece.is_empty() {
-            ids.extend(encode(piece));
-        }
-    };
     for (index, image_piece) in template.split(IMAGE_SLOT).enumerate() {
         if index > 0 {
             ids.push(special.image);
         }
         for (slot, text_piece) in image_piece.split(TEXT_SLOT).enumerate() {
-            if slot > 0 {
-                encode_text(text, &mut ids);
+            let pieces = if slot > 0 { [text, text_piece] } else { ["", text_piece] };
+            for piece in pieces.map(str::trim).into_iter().filter(|p| !p.is_empty()) {
+                ids.extend(encode(piece)?);
             }
-            encode_text(text_piece, &mut ids);
         }
     }
     ids.push(special.eos);
@@ -233,7 +228,7 @@ pub fn tokenize_prompts(
     template: &str,
     special: &SpecialTokens,
     items: &[(&str, Option<usize>)],
-    encode: &mut dyn FnMut(&str) -> Vec<u32>,
+    encode: &mut dyn FnMut(&str) -> Result<Vec<u32>>,
 ) -> Result<Vec<TokenizedPrompt>> {
     items
         .iter()

@@ -254,27 +254,17 @@ impl Trainer {
         let step = self.step;
         let loss_config = self.config.loss_at(&self.loss, step);
         let lr = self.config.lr_at(step);
-        let model = self.model.take().expect("the model is only taken out during a step");
-        let similarities = similarity_matrix(model.embed(&batch.queries), model.embed(&batch.targets));
-        let loss = match contrastive_loss(similarities, &loss_config) {
-            Ok(loss) => loss,
-            Err(err) => {
-                self.model = Some(model);
-                return Err(err);
-            }
-        };
-        let value = match scalar(loss.clone()) {
-            Ok(value) => value,
-            Err(err) => {
-                self.model = Some(model);
-                return Err(err);
-            }
-        };
+        let model = self.model();
+        let loss = contrastive_loss(
+            similarity_matrix(model.embed(&batch.queries), model.embed(&batch.targets)),
+            &loss_config,
+        )?;
+        let value = scalar(loss.clone())?;
         if !value.is_finite() {
-            self.model = Some(model);
             return Err(EgaError::NonFinite { step, value });
         }
-        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        let grads = GradientsParams::from_grads(loss.backward(), model);
+        let model = self.model.take().expect("the model is only taken out during a step");
         self.model = Some(self.optimizer.step(lr, model, grads));
         self.step += 1;
         Ok(StepStats { step, loss: value, lr, alpha: loss_config.alpha })

@@ -87,10 +87,12 @@ pub fn run(request: TrainRequest) -> Result<()> {
     eprintln!("device: {}", selected.description);
     eprintln!("loss path: {}", kernels::ega_path(&device));
 
-    let (state, model, tokenizer, optimizer) = if request.resume {
+    let (state, model, tokenizer, optimizer, dataset) = if request.resume {
         let checkpoint = checkpoint::load_latest(&request.out, &device)?;
         eprintln!("resuming {} at step {}", checkpoint.folder.display(), checkpoint.state.step);
-        (checkpoint.state, checkpoint.model, checkpoint.tokenizer, Some(checkpoint.optimizer))
+        let state = checkpoint.state;
+        let dataset = data::open(&state.data, state.model.vision.image_size, request.skip_bad)?;
+        (state, checkpoint.model, checkpoint.tokenizer, Some(checkpoint.optimizer), dataset)
     } else {
         let mut model_config = ModelConfig::preset(&request.preset)?;
         let dataset = data::open(&request.data, model_config.vision.image_size, request.skip_bad)?;
@@ -121,9 +123,8 @@ pub fn run(request: TrainRequest) -> Result<()> {
             train: request.train.clone(),
             data: request.data.clone(),
         };
-        (state, model, tokenizer, None)
+        (state, model, tokenizer, None, dataset)
     };
-    let dataset = data::open(&state.data, state.model.vision.image_size, request.skip_bad)?;
     let train_len = dataset.len(Split::Train).context("the training split has no length")?;
     std::fs::create_dir_all(&request.out).with_context(|| format!("creating {}", request.out.display()))?;
     let mut trainer = Trainer::new(model, state.train.clone(), state.loss.clone(), state.step)?;

@@ -121,7 +121,7 @@ fn tiny_batch(config: &ModelConfig, device: &Device) -> (EmbedderInput, Embedder
     let n = captions.len();
     let texts: Vec<_> = captions.iter().map(|c| (*c, None)).collect();
     let images: Vec<_> = (0..n).map(|i| ("", Some(i))).collect();
-    let mut encode = |s: &str| tokenizer.encode(s);
+    let mut encode = |s: &str| Ok(tokenizer.encode(s));
     let k = config.vision.image_tokens();
     let max_len = config.language.max_seq_len;
     let queries = tokenize_prompts(&config.prompts.query, &config.special, &texts, &mut encode).unwrap();

@@ -37,7 +37,7 @@ fn train_one_batch(name: &str, device: &Device) {
     let n = captions.len();
     let texts: Vec<(&str, Option<usize>)> = captions.iter().map(|c| (c.as_str(), None)).collect();
     let images: Vec<(&str, Option<usize>)> = (0..n).map(|i| ("", Some(i))).collect();
-    let mut encode = |s: &str| tokenizer.encode(s);
+    let mut encode = |s: &str| Ok(tokenizer.encode(s));
     let query_prompts = tokenize_prompts(&config.prompts.query, &config.special, &texts, &mut encode).unwrap();
     let target_prompts = tokenize_prompts(&config.prompts.target, &config.special, &images, &mut encode).unwrap();
     let k = config.vision.image_tokens();

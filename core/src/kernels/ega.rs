@@ -11,20 +11,20 @@ use burn::backend::autodiff::checkpoint::strategy::{CheckpointStrategy, NoCheckp
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::tensor::FloatTensor;
-use burn::backend::wgpu::{into_contiguous, CubeTensor, KernelSource, SourceKernel, SourceTemplate};
+use burn::backend::wgpu::{into_contiguous, CubeTensor};
 use burn::backend::{Autodiff, Cube, DType, Shape};
-use burn::cubecl::prelude::KernelId;
-use burn::cubecl::server::{KernelArguments, MetadataBindingInfo};
-use burn::cubecl::CubeDim;
 use burn::tensor::Tensor;
 
-use super::launch::{empty_like_device, grid, words};
+use super::launch::{empty_like_device, launch, WgslKernel};
 use crate::loss::{LossConfig, Rescale};
 
 /// Threads per workgroup (one workgroup per row): 64 up to 4096 columns, 256 beyond (WebGPU's
 /// default limit). Each thread should have a few columns to itself: with 4 per thread the
 /// workgroup reduction costs as much as the row (measured with `bench kernels` on lavapipe:
 /// N = M = 1024 took 19.5 ms with 256 threads, 8.1 ms with 64).
+const FORWARD: &str = include_str!("../../../shaders/ega_loss.wgsl");
+const BACKWARD: &str = include_str!("../../../shaders/ega_loss_backward.wgsl");
+
 fn workgroup_for(m: usize) -> u32 {
     if m <= 4096 {
         64
@@ -59,8 +59,8 @@ impl EgaKernelParams {
     }
 
     /// The uniform `EgaParams` of both shaders: n, m, tau, tau_h, alpha, reserved, grad_scale, rescale.
-    fn words(&self, n: usize, m: usize) -> Vec<u64> {
-        words([
+    fn fields(&self, n: usize, m: usize) -> [u32; 8] {
+        [
             n as u32,
             m as u32,
             self.tau.to_bits(),
@@ -69,40 +69,7 @@ impl EgaKernelParams {
             0,
             1.0f32.to_bits(),
             self.rescale_sum as u32,
-        ])
-    }
-}
-
-struct EgaForwardKernel {
-    workgroup: u32,
-}
-struct EgaBackwardKernel {
-    workgroup: u32,
-}
-
-impl KernelSource for EgaForwardKernel {
-    fn source(&self) -> SourceTemplate {
-        SourceTemplate::new(include_str!("../../../shaders/ega_loss.wgsl"))
-            .register("workgroup_size", self.workgroup.to_string())
-    }
-    fn id(&self) -> KernelId {
-        KernelId::new::<Self>().info(self.workgroup)
-    }
-    fn lang(&self) -> &'static str {
-        "wgsl"
-    }
-}
-
-impl KernelSource for EgaBackwardKernel {
-    fn source(&self) -> SourceTemplate {
-        SourceTemplate::new(include_str!("../../../shaders/ega_loss_backward.wgsl"))
-            .register("workgroup_size", self.workgroup.to_string())
-    }
-    fn id(&self) -> KernelId {
-        KernelId::new::<Self>().info(self.workgroup)
-    }
-    fn lang(&self) -> &'static str {
-        "wgsl"
+        ]
     }
 }
 
@@ -116,14 +83,8 @@ fn forward(s: &CubeTensor, params: &EgaKernelParams) -> (CubeTensor, CubeTensor)
     let (n, m) = dims2(s);
     let loss = empty_like_device(s, Shape::new([n]), DType::F32);
     let stats = empty_like_device(s, Shape::new([n, 2]), DType::F32);
-    let arguments = KernelArguments::new()
-        .with_buffer(s.handle.clone().binding())
-        .with_buffer(loss.handle.clone().binding())
-        .with_buffer(stats.handle.clone().binding())
-        .with_info(MetadataBindingInfo::custom(params.words(n, m)));
-    let workgroup = workgroup_for(m);
-    let kernel = SourceKernel::new(EgaForwardKernel { workgroup }, CubeDim::new_1d(workgroup));
-    s.client.launch(Box::new(kernel), grid(n), arguments);
+    let kernel = WgslKernel { file: "ega_loss.wgsl", source: FORWARD, workgroup: workgroup_for(m), values: vec![] };
+    launch(kernel, &[s, &loss, &stats], params.fields(n, m), n);
     (loss, stats)
 }
 
@@ -133,15 +94,9 @@ fn backward(s: &CubeTensor, stats: &CubeTensor, grad_rows: CubeTensor, params: &
     // The mean's backward hands over an expanded (stride-0) tensor: make it a real [N] buffer.
     let grad_rows = into_contiguous(grad_rows);
     let grad_s = empty_like_device(s, Shape::new([n, m]), DType::F32);
-    let arguments = KernelArguments::new()
-        .with_buffer(s.handle.clone().binding())
-        .with_buffer(stats.handle.clone().binding())
-        .with_buffer(grad_rows.handle.clone().binding())
-        .with_buffer(grad_s.handle.clone().binding())
-        .with_info(MetadataBindingInfo::custom(params.words(n, m)));
-    let workgroup = workgroup_for(m);
-    let kernel = SourceKernel::new(EgaBackwardKernel { workgroup }, CubeDim::new_1d(workgroup));
-    s.client.launch(Box::new(kernel), grid(n), arguments);
+    let kernel =
+        WgslKernel { file: "ega_loss_backward.wgsl", source: BACKWARD, workgroup: workgroup_for(m), values: vec![] };
+    launch(kernel, &[s, &stats, &grad_rows, &grad_s], params.fields(n, m), n);
     grad_s
 }
 

@@ -1,8 +1,10 @@
 //! Launch helpers shared by the kernels: template sources, parameter words, dispatch grids.
 
-use burn::backend::wgpu::CubeTensor;
+use burn::backend::wgpu::{CubeTensor, KernelSource, SourceKernel, SourceTemplate};
 use burn::backend::{DType, Shape};
-use burn::cubecl::CubeCount;
+use burn::cubecl::prelude::KernelId;
+use burn::cubecl::server::{KernelArguments, MetadataBindingInfo};
+use burn::cubecl::{CubeCount, CubeDim};
 
 /// WebGPU's default limit on workgroups per dispatch dimension; grids beyond it use `y`.
 const MAX_GROUPS_PER_DIM: usize = 65_535;
@@ -16,7 +18,7 @@ pub fn grid(groups: usize) -> CubeCount {
 
 /// Eight 32-bit parameter fields as the four little-endian u64 words burn uploads as the
 /// uniform buffer (field 0 is the low half of word 0).
-pub fn words(fields: [u32; 8]) -> Vec<u64> {
+fn words(fields: [u32; 8]) -> Vec<u64> {
     fields.chunks(2).map(|pair| pair[0] as u64 | (pair[1] as u64) << 32).collect()
 }
 
@@ -25,4 +27,43 @@ pub fn empty_like_device(like: &CubeTensor, shape: Shape, dtype: DType) -> CubeT
     let bytes = shape.num_elements() * dtype.size();
     let handle = like.client.empty(bytes.max(4));
     CubeTensor::new_contiguous(like.client.clone(), like.device.clone(), shape, handle, dtype)
+}
+
+/// A raw WGSL kernel from `shaders/`: its text and the `{{ name }}` template values it is compiled
+/// with (`workgroup_size` among them). The pipeline cache key covers the file and every value.
+#[derive(Debug, Clone)]
+pub struct WgslKernel {
+    /// File name in `shaders/` (part of the cache key).
+    pub file: &'static str,
+    /// The WGSL text.
+    pub source: &'static str,
+    /// Threads per workgroup (the `workgroup_size` template value).
+    pub workgroup: u32,
+    /// Further template values.
+    pub values: Vec<(&'static str, u32)>,
+}
+
+impl KernelSource for WgslKernel {
+    fn source(&self) -> SourceTemplate {
+        let template = SourceTemplate::new(self.source).register("workgroup_size", self.workgroup.to_string());
+        self.values.iter().fold(template, |template, (name, value)| template.register(*name, value.to_string()))
+    }
+    fn id(&self) -> KernelId {
+        KernelId::new::<Self>().info((self.file, self.workgroup, self.values.clone()))
+    }
+    fn lang(&self) -> &'static str {
+        "wgsl"
+    }
+}
+
+/// Launches `kernel` on `groups` workgroups with `buffers` as `@binding(0..)` and the eight
+/// parameter fields as the last binding (the binding contract of `kernels/mod.rs`).
+pub fn launch(kernel: WgslKernel, buffers: &[&CubeTensor], params: [u32; 8], groups: usize) {
+    let Some(first) = buffers.first() else { return };
+    let arguments = buffers
+        .iter()
+        .fold(KernelArguments::new(), |arguments, buffer| arguments.with_buffer(buffer.handle.clone().binding()))
+        .with_info(MetadataBindingInfo::custom(words(params)));
+    let cube_dim = CubeDim::new_1d(kernel.workgroup);
+    first.client.launch(Box::new(SourceKernel::new(kernel, cube_dim)), grid(groups), arguments);
 }

@@ -7,14 +7,11 @@
 //! [`topk_reference`] is the same search composed from burn ops (matmul + sort), which runs on
 //! every device; [`topk_cosine`] picks the kernels on wgpu and the reference elsewhere.
 
-use burn::backend::wgpu::{into_contiguous, CubeTensor, KernelSource, SourceKernel, SourceTemplate};
+use burn::backend::wgpu::{into_contiguous, CubeTensor};
 use burn::backend::{Cube, DType, Shape};
-use burn::cubecl::prelude::KernelId;
-use burn::cubecl::server::{KernelArguments, MetadataBindingInfo};
-use burn::cubecl::CubeDim;
 use burn::tensor::{Int, Tensor};
 
-use super::launch::{empty_like_device, grid, words};
+use super::launch::{empty_like_device, launch, WgslKernel};
 use crate::{EgaError, Result};
 
 /// Threads per workgroup of both passes.
@@ -33,36 +30,6 @@ pub struct TopK {
     pub indices: Tensor<2, Int>,
     /// `[q, min(k, n)]` cosine scores, descending.
     pub scores: Tensor<2>,
-}
-
-struct TopkChunkKernel;
-struct TopkMergeKernel;
-
-impl KernelSource for TopkChunkKernel {
-    fn source(&self) -> SourceTemplate {
-        SourceTemplate::new(include_str!("../../../shaders/topk_cosine.wgsl"))
-            .register("workgroup_size", WORKGROUP.to_string())
-            .register("rows_per_thread", ROWS_PER_THREAD.to_string())
-    }
-    fn id(&self) -> KernelId {
-        KernelId::new::<Self>().info((WORKGROUP, ROWS_PER_THREAD))
-    }
-    fn lang(&self) -> &'static str {
-        "wgsl"
-    }
-}
-
-impl KernelSource for TopkMergeKernel {
-    fn source(&self) -> SourceTemplate {
-        SourceTemplate::new(include_str!("../../../shaders/topk_cosine_merge.wgsl"))
-            .register("workgroup_size", WORKGROUP.to_string())
-    }
-    fn id(&self) -> KernelId {
-        KernelId::new::<Self>().info(WORKGROUP)
-    }
-    fn lang(&self) -> &'static str {
-        "wgsl"
-    }
 }
 
 fn check(queries: &Tensor<2>, index: &Tensor<2>, k: usize) -> Result<(usize, usize, usize)> {
@@ -88,34 +55,32 @@ fn check(queries: &Tensor<2>, index: &Tensor<2>, k: usize) -> Result<(usize, usi
 
 /// Both passes on a contiguous f32 score block `[q, n]`: `(indices u32 [q, k], scores f32 [q, k])`,
 /// padded with index `u32::MAX` past `n`.
-fn launch(scores: &CubeTensor, q: usize, n: usize, d: usize, k: usize) -> (CubeTensor, CubeTensor) {
-    let queries = scores;
+fn select(scores: &CubeTensor, q: usize, n: usize, d: usize, k: usize) -> (CubeTensor, CubeTensor) {
     let chunk = (WORKGROUP * ROWS_PER_THREAD) as usize;
     let num_chunks = n.div_ceil(chunk).max(1);
-    let params = words([q as u32, n as u32, d as u32, k as u32, num_chunks as u32, 0, 0, 0]);
+    let params = [q as u32, n as u32, d as u32, k as u32, num_chunks as u32, 0, 0, 0];
     let candidates = Shape::new([q, num_chunks * k]);
-    let cand_idx = empty_like_device(queries, candidates.clone(), DType::U32);
-    let cand_score = empty_like_device(queries, candidates, DType::F32);
-    let arguments = KernelArguments::new()
-        .with_buffer(scores.handle.clone().binding())
-        .with_buffer(cand_idx.handle.clone().binding())
-        .with_buffer(cand_score.handle.clone().binding())
-        .with_info(MetadataBindingInfo::custom(params.clone()));
-    let kernel = SourceKernel::new(TopkChunkKernel, CubeDim::new_1d(WORKGROUP));
-    queries.client.launch(Box::new(kernel), grid(q * num_chunks), arguments);
+    let cand_idx = empty_like_device(scores, candidates.clone(), DType::U32);
+    let cand_score = empty_like_device(scores, candidates, DType::F32);
+    let chunk_kernel = WgslKernel {
+        file: "topk_cosine.wgsl",
+        source: include_str!("../../../shaders/topk_cosine.wgsl"),
+        workgroup: WORKGROUP,
+        values: vec![("rows_per_thread", ROWS_PER_THREAD)],
+    };
+    launch(chunk_kernel, &[scores, &cand_idx, &cand_score], params, q * num_chunks);
     if num_chunks == 1 {
         return (cand_idx, cand_score);
     }
-    let out_idx = empty_like_device(queries, Shape::new([q, k]), DType::U32);
-    let out_score = empty_like_device(queries, Shape::new([q, k]), DType::F32);
-    let arguments = KernelArguments::new()
-        .with_buffer(cand_idx.handle.clone().binding())
-        .with_buffer(cand_score.handle.clone().binding())
-        .with_buffer(out_idx.handle.clone().binding())
-        .with_buffer(out_score.handle.clone().binding())
-        .with_info(MetadataBindingInfo::custom(params));
-    let kernel = SourceKernel::new(TopkMergeKernel, CubeDim::new_1d(WORKGROUP));
-    queries.client.launch(Box::new(kernel), grid(q), arguments);
+    let out_idx = empty_like_device(scores, Shape::new([q, k]), DType::U32);
+    let out_score = empty_like_device(scores, Shape::new([q, k]), DType::F32);
+    let merge_kernel = WgslKernel {
+        file: "topk_cosine_merge.wgsl",
+        source: include_str!("../../../shaders/topk_cosine_merge.wgsl"),
+        workgroup: WORKGROUP,
+        values: vec![],
+    };
+    launch(merge_kernel, &[&cand_idx, &cand_score, &out_idx, &out_score], params, q);
     (out_idx, out_score)
 }
 
@@ -152,7 +117,7 @@ pub fn topk_cosine_blocked(queries: Tensor<2>, index: Tensor<2>, k: usize, max_s
         let Ok(primitive) = block_scores.try_into_primitive::<Cube>() else {
             return topk_reference(queries, index, k);
         };
-        let (block_indices, block_top) = launch(&into_contiguous(primitive), rows, n, d, kept);
+        let (block_indices, block_top) = select(&into_contiguous(primitive), rows, n, d, kept);
         indices.push(Tensor::<2, Int>::from_primitive::<Cube>(block_indices).slice([0..rows, 0..kept]));
         scores.push(Tensor::<2>::from_primitive::<Cube>(block_top).slice([0..rows, 0..kept]));
     }

@@ -210,7 +210,7 @@ pub fn contrastive_loss(similarities: Tensor<2>, config: &LossConfig) -> Result<
     } else {
         similarities
     };
-    contrastive_loss_reference(similarities, config)
+    Ok(reference_loss(similarities, config))
 }
 
 /// The configured loss through the burn reference ops only, on any device (what the kernels are
@@ -219,6 +219,12 @@ pub fn contrastive_loss_reference(similarities: Tensor<2>, config: &LossConfig) 
     config.validate()?;
     let [n, m] = similarities.dims();
     config.check_shape(n, m)?;
+    Ok(reference_loss(similarities, config))
+}
+
+/// The reference ops on a checked config and shape.
+fn reference_loss(similarities: Tensor<2>, config: &LossConfig) -> Tensor<1> {
+    let [n, m] = similarities.dims();
     let one_direction = |s: Tensor<2>| -> Tensor<1> {
         match config.kind {
             LossKind::InfoNce => infonce(s, config.tau),
@@ -228,12 +234,12 @@ pub fn contrastive_loss_reference(similarities: Tensor<2>, config: &LossConfig) 
         }
     };
     if !config.symmetric {
-        return Ok(one_direction(similarities));
+        return one_direction(similarities);
     }
     let square = if m == n { similarities.clone() } else { similarities.clone().slice([0..n, 0..n]) };
     let forward = one_direction(similarities);
     let backward = one_direction(square.transpose());
-    Ok((forward + backward).div_scalar(2.0))
+    (forward + backward).div_scalar(2.0)
 }
 
 /// Cosine similarities of unit-norm embeddings: `S = Q Tᵀ`.
