@@ -1,5 +1,6 @@
 //! `native`: the EGA command line. Thin: parses arguments, calls ega-core, prints results.
 
+mod ablate;
 mod bench;
 mod train;
 
@@ -31,6 +32,10 @@ enum Command {
     /// Evaluate a trained run: R@1/5/10 and MRR both ways, and hard-negative accuracy, on the
     /// held-out split and (shapes) the unseen-combination split.
     Eval(EvalArgs),
+    /// Compare losses × seeds with everything else equal (default: info-NCE, EGA, LLaVE, HCL ×
+    /// seeds 0, 1, 2 on the `tiny` preset, about a minute a run on 2 CPU cores) and print a markdown
+    /// table of mean ± std. Finished runs are reused and interrupted ones resumed.
+    Ablate(AblateArgs),
     /// Write a dataset to look at: PNG images (and hard-negative images) plus a JSONL file that
     /// `train --data jsonl:DIR/data.jsonl` reads back.
     GenData(GenDataArgs),
@@ -137,7 +142,8 @@ struct TrainArgs {
     /// Model preset: tiny, small or base.
     #[arg(long, default_value = "small")]
     preset: String,
-    /// Data: shapes (built in, nothing to download) or jsonl:FILE (your own pairs).
+    /// Data: shapes (built in, nothing to download), openmoji[:DIR] (after scripts/setup-openmoji.sh)
+    /// or jsonl:FILE (your own pairs).
     #[arg(long, default_value = "shapes")]
     data: String,
     /// Skip (and count) bad JSONL lines and unreadable images instead of stopping.
@@ -201,6 +207,58 @@ struct TrainArgs {
     /// Stop after this many steps in total (the run stays resumable).
     #[arg(long, hide = true)]
     stop_after: Option<usize>,
+}
+
+#[derive(Args, Debug)]
+struct AblateArgs {
+    /// Losses to compare, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "infonce,ega,llave,hcl")]
+    losses: Vec<ega_core::loss::LossKind>,
+    /// Seeds, comma-separated (each changes the initialisation and the data order).
+    #[arg(long, value_delimiter = ',', default_value = "0,1,2")]
+    seeds: Vec<u64>,
+    /// Model preset of every run.
+    #[arg(long, default_value = "tiny")]
+    preset: String,
+    /// Data (as for train).
+    #[arg(long, default_value = "shapes")]
+    data: String,
+    /// Skip (and count) bad data lines.
+    #[arg(long)]
+    skip_bad: bool,
+    /// Temperature τ.
+    #[arg(long, default_value_t = 0.05)]
+    tau: f64,
+    /// EGA amplification α (LLaVE and HCL use their own β flags' defaults).
+    #[arg(long, default_value_t = 1.0)]
+    alpha: f64,
+    /// EGA rescale mode: none or sum (sum, as for train).
+    #[arg(long, default_value = "sum")]
+    rescale: Rescale,
+    /// Optimizer steps per run.
+    #[arg(long, default_value_t = 300)]
+    steps: usize,
+    /// Pairs per step.
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
+    /// Explicit hard-negative images per pair appended to the targets.
+    #[arg(long, default_value_t = 1)]
+    hard_negatives: usize,
+    /// Peak learning rate.
+    #[arg(long, default_value_t = 5e-4)]
+    lr: f64,
+    /// Warm-up steps (learning rate; EGA's α starts after them and ramps over as many).
+    #[arg(long, default_value_t = 60)]
+    warmup: usize,
+    /// Pairs per split of each run's final evaluation.
+    #[arg(long, default_value_t = 300)]
+    eval_count: usize,
+    /// Device: auto, wgpu, cpu.
+    #[arg(long, default_value = "auto")]
+    device: DeviceChoice,
+    /// Ablation folder (one run folder per loss and seed, plus ablation.md and ablation.json).
+    #[arg(long, default_value = "runs/ablate")]
+    out: PathBuf,
 }
 
 #[derive(Args, Debug)]
@@ -281,6 +339,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Train(args) => train_command(args),
         Command::Eval(args) => eval_command(args),
+        Command::Ablate(args) => ablate_command(args),
         Command::GenData(args) => gen_data(args),
         Command::Info(args) => info(args),
         Command::Example(args) => example(args),
@@ -357,22 +416,74 @@ fn eval_command(args: EvalArgs) -> Result<()> {
     train::eval(&args.model, args.data.as_deref(), args.count, args.device, args.json.as_deref())
 }
 
+fn ablate_command(args: AblateArgs) -> Result<()> {
+    anyhow::ensure!(!args.losses.is_empty() && !args.seeds.is_empty(), "--losses and --seeds need at least one value");
+    anyhow::ensure!(args.eval_count >= 1, "--eval-count must be at least 1");
+    let loss = LossArgs {
+        loss: ega_core::loss::LossKind::Ega,
+        tau: args.tau,
+        alpha: args.alpha,
+        tau_h: None,
+        rescale: args.rescale,
+        symmetric: false,
+        llave_beta: 0.5,
+        hcl_beta: 1.0,
+        hcl_tau_plus: 0.0,
+    }
+    .config();
+    loss.validate()?;
+    let train = train_config(args.steps, args.batch_size, args.hard_negatives, args.lr, args.warmup, 0);
+    train.validate()?;
+    ModelConfig::preset(&args.preset)?;
+    ablate::run(ablate::AblateRequest {
+        losses: args.losses,
+        seeds: args.seeds,
+        preset: args.preset,
+        data: args.data,
+        skip_bad: args.skip_bad,
+        loss,
+        train,
+        device: args.device,
+        eval_count: args.eval_count,
+        out: args.out,
+    })
+}
+
+/// Training options with the command line's defaults for everything not given.
+fn train_config(
+    steps: usize,
+    batch_size: usize,
+    hard_negatives: usize,
+    lr: f64,
+    warmup: usize,
+    seed: u64,
+) -> ega_core::train::TrainConfig {
+    ega_core::train::TrainConfig {
+        steps,
+        batch_size,
+        hard_negatives,
+        lr,
+        warmup_steps: warmup,
+        min_lr_ratio: 0.1,
+        weight_decay: 0.01,
+        grad_clip: 1.0,
+        alpha_warmup: true,
+        alpha_start: warmup,
+        alpha_ramp: warmup,
+        seed,
+    }
+}
+
 fn train_command(args: TrainArgs) -> Result<()> {
     let loss = args.loss.config();
     loss.validate()?;
     let train = ega_core::train::TrainConfig {
-        steps: args.steps,
-        batch_size: args.batch_size,
-        hard_negatives: args.hard_negatives,
-        lr: args.lr,
-        warmup_steps: args.warmup,
-        min_lr_ratio: 0.1,
         weight_decay: args.weight_decay,
         grad_clip: args.grad_clip,
         alpha_warmup: !args.no_alpha_warmup,
         alpha_start: args.alpha_start.unwrap_or(args.warmup),
         alpha_ramp: args.alpha_ramp.unwrap_or(args.warmup),
-        seed: args.seed,
+        ..train_config(args.steps, args.batch_size, args.hard_negatives, args.lr, args.warmup, args.seed)
     };
     train.validate()?;
     ModelConfig::preset(&args.preset)?;
@@ -397,7 +508,8 @@ fn train_command(args: TrainArgs) -> Result<()> {
         eval_count: args.eval_count,
         checkpoint_every: args.checkpoint_every,
         stop_after: args.stop_after,
-    })
+    })?;
+    Ok(())
 }
 
 fn bench_kernels(args: KernelBenchArgs) -> Result<()> {

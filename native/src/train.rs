@@ -79,8 +79,12 @@ fn truncate_log(path: &Path, from: usize) -> Result<()> {
     checkpoint::write_atomic(path, text.as_bytes()).context("rewriting metrics.jsonl")
 }
 
-/// Runs (or resumes) a training run; returns the final metrics on the test and unseen splits.
-pub fn run(request: TrainRequest) -> Result<()> {
+/// Final metrics of a finished run, per reported split.
+pub type SplitMetrics = Vec<(Split, RetrievalMetrics)>;
+
+/// Runs (or resumes) a training run; returns the final metrics on the test and unseen splits, or
+/// `None` when it stopped early (`stop_after`) and stays resumable.
+pub fn run(request: TrainRequest) -> Result<Option<SplitMetrics>> {
     let selected = device::select(request.device)?;
     let device = selected.device.clone().autodiff();
     let inference = selected.device.clone();
@@ -222,7 +226,7 @@ pub fn run(request: TrainRequest) -> Result<()> {
     progress.finish();
     if trainer.step < total {
         eprintln!("stopped after step {} of {total}; continue with --resume {}", trainer.step, request.out.display());
-        return Ok(());
+        return Ok(None);
     }
     let final_model = trainer.model().valid();
     let mut results = Vec::new();
@@ -247,7 +251,21 @@ pub fn run(request: TrainRequest) -> Result<()> {
     checkpoint::write_atomic(&request.out.join("metrics.json"), serde_json::to_string_pretty(&json)?.as_bytes())?;
     println!("\n{}", metrics_table(&results));
     println!("run folder: {} (resume with --resume, evaluate with `native eval --model {0}`)", request.out.display());
-    Ok(())
+    Ok(Some(results))
+}
+
+/// The final metrics a finished run wrote to `metrics.json`, or `None` when it has not finished.
+pub fn finished_metrics(run: &Path) -> Option<SplitMetrics> {
+    let text = std::fs::read_to_string(run.join("metrics.json")).ok()?;
+    let value: serde_json::Value = serde_json::from_str(&text).ok()?;
+    let eval = value.get("eval")?.as_object()?;
+    let mut results = Vec::new();
+    for split in [Split::Train, Split::Test, Split::Unseen] {
+        if let Some(metrics) = eval.get(&split.to_string()) {
+            results.push((split, serde_json::from_value(metrics.clone()).ok()?));
+        }
+    }
+    Some(results)
 }
 
 /// The splits to report: the held-out ones that have pairs; the training split (with a note) when

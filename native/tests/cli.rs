@@ -29,14 +29,14 @@ fn temp(name: &str) -> PathBuf {
 fn help_lists_the_commands_and_bad_arguments_are_clear_errors() {
     let help = run(&["--help"]);
     assert!(help.status.success());
-    for command in ["train", "eval", "gen-data", "info", "example", "bench"] {
+    for command in ["train", "eval", "ablate", "gen-data", "info", "example", "bench"] {
         assert!(text(&help).contains(command), "--help lacks {command}: {}", text(&help));
     }
     let cases: [(&[&str], &str); 6] = [
         (&["train", "--preset", "huge"], "tiny, small, base"),
         (&["train", "--tau", "0"], "tau"),
         (&["train", "--batch-size", "1"], "batch_size"),
-        (&["train", "--data", "nowhere.csv"], "shapes, jsonl:FILE"),
+        (&["train", "--data", "nowhere.csv"], "openmoji[:DIR], jsonl:FILE"),
         (&["eval", "--model", "/nonexistent/run"], "no checkpoint"),
         (&["gen-data", "--split", "dev", "--out", "/tmp/x"], "--split"),
     ];
@@ -181,4 +181,84 @@ fn gen_data_writes_pairs_that_train_reads_back() {
     let metrics: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(run_dir.join("eval.json")).unwrap()).unwrap();
     assert!(!metrics.as_object().unwrap().is_empty(), "{metrics}");
+}
+
+/// With every graphics driver hidden, `--device wgpu` must fail with a message that says there is
+/// no adapter (not a panic), and `--device auto` must go on with the CPU backend and say so.
+#[test]
+fn a_device_that_cannot_be_created_is_a_clear_error() {
+    let hidden = |command: &mut Command| {
+        command
+            .env("VK_ICD_FILENAMES", "/nonexistent/icd.json")
+            .env("VK_DRIVER_FILES", "/nonexistent/icd.json")
+            .env("__EGL_VENDOR_LIBRARY_FILENAMES", "/nonexistent/egl.json");
+    };
+    let out = temp("nodevice");
+    let mut command = native();
+    hidden(&mut command);
+    let output = command
+        .args(["train", "--preset", "tiny", "--steps", "2", "--device", "wgpu", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let message = text(&output);
+    assert!(!output.status.success(), "training on a missing GPU should fail: {message}");
+    assert!(message.contains("no wgpu adapter"), "{message}");
+    assert!(!message.contains("panicked"), "{message}");
+
+    let mut command = native();
+    hidden(&mut command);
+    let output = command.args(["info", "--device", "auto"]).output().unwrap();
+    let message = text(&output);
+    assert!(output.status.success(), "{message}");
+    assert!(message.contains("cpu (burn flex backend)"), "auto should fall back to the CPU: {message}");
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+/// `ablate` trains every (loss, seed), prints mean ± std per loss, and a second call reuses the
+/// finished runs instead of training again.
+#[test]
+fn ablate_prints_mean_and_std_and_reuses_finished_runs() {
+    let out = temp("ablate");
+    let args = [
+        "ablate",
+        "--losses",
+        "infonce,ega",
+        "--seeds",
+        "0,1",
+        "--preset",
+        "tiny",
+        "--steps",
+        "4",
+        "--batch-size",
+        "4",
+        "--warmup",
+        "1",
+        "--eval-count",
+        "8",
+        "--device",
+        "cpu",
+        "--out",
+    ];
+    let output = native().args(args).arg(&out).output().unwrap();
+    let message = text(&output);
+    assert!(output.status.success(), "{message}");
+    let table = std::fs::read_to_string(out.join("ablation.md")).unwrap();
+    for row in ["| infonce | 2 |", "| ega | 2 |"] {
+        assert!(table.contains(row), "no row {row:?} in {table}");
+    }
+    assert!(table.contains(" ± "), "{table}");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("ablation.json")).unwrap()).unwrap();
+    assert_eq!(json["runs"].as_array().unwrap().len(), 4);
+
+    let again = native().args(args).arg(&out).output().unwrap();
+    let message = text(&again);
+    assert!(again.status.success(), "{message}");
+    assert_eq!(message.matches("finished earlier").count(), 4, "{message}");
+    assert_eq!(std::fs::read_to_string(out.join("ablation.md")).unwrap(), table, "reused runs changed the table");
+
+    let bad = native().args(["ablate", "--losses", "ega,cosine"]).output().unwrap();
+    assert!(!bad.status.success() && text(&bad).contains("cosine"), "{}", text(&bad));
+    let _ = std::fs::remove_dir_all(&out);
 }

@@ -181,3 +181,172 @@ fn shapes_data_is_deterministic_with_controlled_negatives() {
     assert_eq!(data.len(Split::Unseen), Some(1000));
     assert!(data.sample(Split::Test, 1_000).is_err());
 }
+
+mod openmoji {
+    use super::temp_dir;
+    use ega_core::data::openmoji::OpenMojiDataset;
+    use ega_core::data::{Dataset, Split};
+    use std::collections::HashSet;
+
+    const HEADER: &str = "emoji,hexcode,group,subgroups,annotation,tags,openmoji_tags,openmoji_author,openmoji_date,skintone,skintone_combination,skintone_base_emoji,skintone_base_hexcode,unicode,order";
+
+    fn svg(colour: &str) -> String {
+        format!(
+            r#"<svg viewBox="0 0 72 72" xmlns="http://www.w3.org/2000/svg"><circle cx="36" cy="36" r="30" fill="{colour}"/></svg>"#
+        )
+    }
+
+    /// A small folder laid out like `scripts/setup-openmoji.sh` leaves it: one emoji with five
+    /// skin tones and many same-subgroup emoji, so every split has members.
+    fn mini(name: &str) -> std::path::PathBuf {
+        let dir = temp_dir(name);
+        std::fs::create_dir_all(dir.join("svg")).unwrap();
+        let mut csv = format!("{HEADER}\n");
+        csv += "x,1F44B,people-body,hand-fingers-open,waving hand,\"hand, wave, waving\",,,,,,,,1,1\n";
+        std::fs::write(dir.join("svg/1F44B.svg"), svg("#FCEA2B")).unwrap();
+        for (tone, colour) in ["#FADCBC", "#DEB892", "#C19A65", "#A57939", "#6A462F"].iter().enumerate() {
+            let hex = format!("1F44B-1F3F{:X}", tone + 0xB);
+            csv += &format!("x,{hex},people-body,hand-fingers-open,waving hand: tone {},\"hand, wave, waving\",,,,{},,x,1F44B,1,1\n", tone + 1, tone + 1);
+            std::fs::write(dir.join(format!("svg/{hex}.svg")), svg(colour)).unwrap();
+        }
+        for k in 0..120 {
+            let subgroup = format!("sub-{}", k % 30);
+            csv += &format!("x,E{k:03X},objects,{subgroup},thing number {k},\"object, item {k}\",,,,,,,,1,1\n");
+            std::fs::write(dir.join(format!("svg/E{k:03X}.svg")), svg(&format!("#{:02X}40{:02X}", k * 2, 255 - k * 2)))
+                .unwrap();
+        }
+        std::fs::write(dir.join("openmoji.csv"), csv).unwrap();
+        dir
+    }
+
+    /// Splits never share an emoji family (test) or a subgroup (unseen) with training; negatives
+    /// come from the sample's own split, skin tones first, never with the sample's own caption.
+    fn check_splits_and_negatives(data: &OpenMojiDataset) {
+        let of = |split: Split| data.emoji().iter().filter(move |e| e.split == split);
+        let train_bases: HashSet<_> = of(Split::Train).map(|e| e.base.clone()).collect();
+        let train_subgroups: HashSet<_> = of(Split::Train).map(|e| e.subgroup.clone()).collect();
+        assert!(of(Split::Test).all(|e| !train_bases.contains(&e.base)), "a test emoji's family is in train");
+        assert!(of(Split::Unseen).all(|e| !train_subgroups.contains(&e.subgroup)), "an unseen subgroup is in train");
+        for split in [Split::Train, Split::Test, Split::Unseen] {
+            assert!(data.len(split).unwrap() > 0, "{split} is empty");
+        }
+        for (index, e) in data.emoji().iter().enumerate() {
+            let negatives = data.negatives(index);
+            assert!(negatives.len() <= ega_core::data::openmoji::MAX_NEGATIVES);
+            for &n in &negatives {
+                let other = &data.emoji()[n];
+                assert_eq!(other.split, e.split, "{} gets a negative from another split", e.hexcode);
+                assert_ne!(other.caption, e.caption);
+            }
+            let variants = data.emoji().iter().filter(|o| o.base == e.base && o.split == e.split).count();
+            if variants > 1 {
+                assert_eq!(data.emoji()[negatives[0]].base, e.base, "{}: skin tone first", e.hexcode);
+            }
+        }
+    }
+
+    #[test]
+    fn openmoji_loader_on_a_small_folder() {
+        let dir = mini("openmoji-mini");
+        let data = OpenMojiDataset::open(&dir, 32).unwrap();
+        assert_eq!(data.emoji().len(), 126);
+        check_splits_and_negatives(&data);
+        let wave = data.emoji().iter().position(|e| e.hexcode == "1F44B-1F3FF").unwrap();
+        let split = data.emoji()[wave].split;
+        let at = (0..data.len(split).unwrap())
+            .find(|&i| data.sample(split, i).unwrap().id == "openmoji-1F44B-1F3FF")
+            .unwrap();
+        let sample = data.sample(split, at).unwrap();
+        assert_eq!(sample.caption, "waving hand: tone 5 (wave)");
+        assert_eq!(sample.image.dimensions(), (32, 32));
+        assert_eq!(sample.image.get_pixel(16, 16).0, [0x6A, 0x46, 0x2F], "the SVG's fill at the centre");
+        assert_eq!(sample.image.get_pixel(0, 0).0, [255, 255, 255], "white background");
+        assert!(sample.negative_captions[0].starts_with("waving hand"), "{:?}", sample.negative_captions);
+        assert_eq!(sample.negative_images.len(), sample.negative_captions.len());
+
+        // Bad input: out of range, a missing SVG, a damaged CSV, no folder at all.
+        let err = data.sample(Split::Train, 10_000).unwrap_err().to_string();
+        assert!(err.contains("asked for number 10000"), "{err}");
+        std::fs::remove_file(dir.join("svg/1F44B-1F3FF.svg")).unwrap();
+        let fresh = OpenMojiDataset::open(&dir, 32).unwrap();
+        let err = fresh.sample(split, at).unwrap_err().to_string();
+        assert!(err.contains("1F44B-1F3FF.svg"), "{err}");
+        std::fs::write(dir.join("openmoji.csv"), format!("{HEADER}\nx,1F600,smileys\n")).unwrap();
+        let err = OpenMojiDataset::open(&dir, 32).err().unwrap().to_string();
+        assert!(err.contains("openmoji.csv:2"), "{err}");
+        let err = OpenMojiDataset::open(dir.join("nowhere"), 32).err().unwrap().to_string();
+        assert!(err.contains("scripts/setup-openmoji.sh"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// The real package, when `scripts/setup-openmoji.sh` has fetched it (CI does, and sets
+    /// `REQUIRE_OPENMOJI=1` so this cannot skip there).
+    #[test]
+    fn openmoji_package_loads_with_its_splits_and_negatives() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/openmoji");
+        if !dir.join("openmoji.csv").exists() {
+            if std::env::var("REQUIRE_OPENMOJI").is_ok_and(|v| v == "1") {
+                panic!("REQUIRE_OPENMOJI=1 but {} is missing: run scripts/setup-openmoji.sh", dir.display());
+            }
+            eprintln!(
+                "\n*** SKIPPED openmoji_package_loads…: {} missing (scripts/setup-openmoji.sh) ***\n",
+                dir.display()
+            );
+            return;
+        }
+        let data = OpenMojiDataset::open(&dir, 32).unwrap();
+        assert_eq!(data.emoji().len(), 4495);
+        check_splits_and_negatives(&data);
+        for split in [Split::Train, Split::Test, Split::Unseen] {
+            let sample = data.sample(split, 0).unwrap();
+            let colours: HashSet<_> = sample.image.pixels().map(|p| p.0).collect();
+            assert!(colours.len() > 10, "{split} sample {} rasterised flat: {} colours", sample.id, colours.len());
+            assert!(!sample.negative_images.is_empty(), "{} has no hard negative", sample.id);
+        }
+    }
+}
+
+/// Captions that exercise the tokenizer: the shapes vocabulary, case and width folding (NFKC +
+/// lowercase), accents, emoji, CJK, digits, punctuation, whitespace runs and a would-be special token.
+const TOKENIZATION_CAPTIONS: &[&str] = &[
+    "a red circle left of a blue square",
+    "Two GREEN triangles above a small yellow star",
+    "ｆｕｌｌ-width ＡＢＣ and ligature ﬁne",
+    "café naïve façade — déjà vu",
+    "waving hand: dark skin tone 👋🏿 and 🐳",
+    "東京の赤い丸",
+    "   spaces\tand\nnewlines   ",
+    "<image> is text when a user types it",
+    "3 purple hexagons, 12 px; (x+y)/2 = 0.5!",
+    "",
+];
+
+/// The tokenizer of `tests/fixtures/tokenization.json` gives natively the ids stored beside it;
+/// `web/tests/tokenize.mjs` checks the wasm build gives the same ids (README's test command runs
+/// both). `UPDATE_FIXTURES=1` rewrites the fixture (after a deliberate tokenizer change).
+#[test]
+fn tokenization_matches_the_fixture_shared_with_wasm() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/tokenization.json");
+    if std::env::var("UPDATE_FIXTURES").is_ok_and(|v| v == "1") {
+        let mut corpus = ega_core::data::shapes::caption_vocabulary();
+        corpus.extend(TOKENIZATION_CAPTIONS.iter().map(|s| s.to_string()));
+        let tokenizer = Tokenizer::train(corpus.iter(), 400).unwrap();
+        let ids: Vec<Vec<u32>> = TOKENIZATION_CAPTIONS.iter().map(|c| tokenizer.encode(c).unwrap()).collect();
+        let fixture = serde_json::json!({"tokenizer": tokenizer.to_json().unwrap(), "captions": TOKENIZATION_CAPTIONS, "ids": ids});
+        std::fs::write(&path, serde_json::to_string_pretty(&fixture).unwrap()).unwrap();
+    }
+    let fixture: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(&path)
+            .unwrap_or_else(|err| panic!("{}: {err} (UPDATE_FIXTURES=1 writes it)", path.display())),
+    )
+    .unwrap();
+    let captions: Vec<String> = serde_json::from_value(fixture["captions"].clone()).unwrap();
+    assert_eq!(captions, TOKENIZATION_CAPTIONS, "the fixture's captions are stale: UPDATE_FIXTURES=1");
+    let tokenizer = Tokenizer::from_json(fixture["tokenizer"].as_str().unwrap()).unwrap();
+    let expected: Vec<Vec<u32>> = serde_json::from_value(fixture["ids"].clone()).unwrap();
+    for (caption, ids) in captions.iter().zip(&expected) {
+        assert_eq!(&tokenizer.encode(caption).unwrap(), ids, "{caption:?}");
+    }
+    assert!(expected.iter().filter(|ids| !ids.is_empty()).count() >= 9);
+    assert!(expected[0].len() < "a red circle left of a blue square".len(), "BPE merged nothing");
+}

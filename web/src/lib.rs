@@ -49,3 +49,14 @@ pub fn ega_example(
 pub fn version() -> String {
     ega_core::VERSION.to_string()
 }
+
+/// Token ids of each text under a tokenizer given as `tokenizer.json` (HF format), as a JSON array
+/// of arrays. The same ega-core code as natively: `web/tests/tokenize.mjs` checks the ids equal the
+/// native ones on a fixed caption list.
+#[wasm_bindgen]
+pub fn tokenize(tokenizer_json: &str, texts: Vec<String>) -> Result<String, JsError> {
+    let tokenizer =
+        ega_core::tokenizer::Tokenizer::from_json(tokenizer_json).map_err(|err| JsError::new(&err.to_string()))?;
+    let ids = texts.iter().map(|text| tokenizer.encode(text)).collect::<ega_core::Result<Vec<_>>>();
+    Ok(serde_json::to_string(&ids.map_err(|err| JsError::new(&err.to_string()))?)?)
+}

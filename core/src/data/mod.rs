@@ -2,12 +2,15 @@
 //!
 //! - [`shapes`]: the embedded default, procedurally drawn scenes with template captions,
 //!   controlled hard negatives and a held-out split of unseen attribute combinations.
+//! - [`openmoji`]: the OpenMoji emoji (set up by `scripts/setup-openmoji.sh`), captions from
+//!   annotations and tags, skin-tone and same-subgroup hard negatives.
 //! - [`jsonl`]: the user's own pairs, one JSON object a line.
 //!
 //! Images are kept as 8-bit RGB at their own size; [`image_tensor_data`] resizes them to the
 //! model's input and lays them out channel-major in `[0, 1]`.
 
 pub mod jsonl;
+pub mod openmoji;
 pub mod shapes;
 
 use serde::{Deserialize, Serialize};
@@ -67,11 +70,18 @@ pub trait Dataset: Send + Sync {
 }
 
 /// Opens a dataset from its command-line name: `shapes` (the procedural default, rendered at
-/// `image_size`) or `jsonl:FILE` (with `skip_bad`, bad lines are skipped and counted).
+/// `image_size`), `openmoji` / `openmoji:DIR` (rasterised at `image_size`; default folder
+/// [`openmoji::DEFAULT_DIR`]) or `jsonl:FILE` (with `skip_bad`, bad lines are skipped and counted).
 pub fn open(spec: &str, image_size: usize, skip_bad: bool) -> Result<Box<dyn Dataset>> {
     if spec == "shapes" {
         let config = shapes::ShapesConfig { image_size: image_size as u32, ..shapes::ShapesConfig::default() };
         return Ok(Box::new(shapes::ShapesDataset::new(config)));
+    }
+    if spec == "openmoji" {
+        return Ok(Box::new(openmoji::OpenMojiDataset::open(openmoji::DEFAULT_DIR, image_size as u32)?));
+    }
+    if let Some(dir) = spec.strip_prefix("openmoji:") {
+        return Ok(Box::new(openmoji::OpenMojiDataset::open(dir, image_size as u32)?));
     }
     if let Some(path) = spec.strip_prefix("jsonl:") {
         return Ok(Box::new(jsonl::JsonlDataset::open(path, skip_bad)?));
@@ -79,7 +89,7 @@ pub fn open(spec: &str, image_size: usize, skip_bad: bool) -> Result<Box<dyn Dat
     if spec.ends_with(".jsonl") {
         return Ok(Box::new(jsonl::JsonlDataset::open(spec, skip_bad)?));
     }
-    Err(EgaError::config("data", spec, "expected shapes, jsonl:FILE or a path ending in .jsonl"))
+    Err(EgaError::config("data", spec, "expected shapes, openmoji[:DIR], jsonl:FILE or a path ending in .jsonl"))
 }
 
 /// Texts to train the tokenizer on: the captions and negative captions of up to `max_samples`
