@@ -11,12 +11,14 @@
 //! Shape legend used throughout: `N` queries, `M` targets (`M >= N`), `d` embedding width,
 //! `B` batch, `L` sequence length, `D` model width, `H` heads, `K` image tokens.
 
+pub mod bundle;
 pub mod checkpoint;
 pub mod data;
 pub mod device;
 pub mod embed;
 pub mod error;
 pub mod eval;
+pub mod index;
 pub mod kernels;
 pub mod loss;
 pub mod model;

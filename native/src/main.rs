@@ -2,6 +2,7 @@
 
 mod ablate;
 mod bench;
+mod search;
 mod train;
 
 use std::path::PathBuf;
@@ -36,6 +37,11 @@ enum Command {
     /// seeds 0, 1, 2 on the `tiny` preset, about a minute a run on 2 CPU cores) and print a markdown
     /// table of mean ± std. Finished runs are reused and interrupted ones resumed.
     Ablate(AblateArgs),
+    /// Embed a gallery of images into a search index: a folder of your images (non-images are
+    /// skipped and counted), a JSONL file, or built-in data (shapes, openmoji).
+    Index(IndexArgs),
+    /// Rank an index's images for a text query (or --image FILE) with the model that made it.
+    Search(SearchArgs),
     /// Write a dataset to look at: PNG images (and hard-negative images) plus a JSONL file that
     /// `train --data jsonl:DIR/data.jsonl` reads back.
     GenData(GenDataArgs),
@@ -262,6 +268,64 @@ struct AblateArgs {
 }
 
 #[derive(Args, Debug)]
+struct IndexArgs {
+    /// Model bundle, or a finished run folder (its bundle/).
+    #[arg(long)]
+    model: PathBuf,
+    /// What to index: a folder of images, jsonl:FILE, shapes, or openmoji[:DIR].
+    #[arg(long)]
+    images: String,
+    /// Split of built-in or JSONL data: train, test or unseen.
+    #[arg(long, default_value = "test")]
+    split: String,
+    /// Images at most from built-in or JSONL data (default: all; 500 for shapes, which is unbounded).
+    #[arg(long)]
+    count: Option<usize>,
+    /// Index folder (index.bin, index.json, thumbs/).
+    #[arg(long)]
+    out: PathBuf,
+    /// Row storage: f32, or f16 (half the size).
+    #[arg(long, default_value = "f32")]
+    dtype: ega_core::index::Dtype,
+    /// Images embedded at once.
+    #[arg(long, default_value_t = 64)]
+    batch_size: usize,
+    /// Longest side of the thumbnails in pixels (0: no thumbnails).
+    #[arg(long, default_value_t = 64)]
+    thumb_size: u32,
+    /// Device: auto, wgpu, cpu.
+    #[arg(long, default_value = "auto")]
+    device: DeviceChoice,
+}
+
+#[derive(Args, Debug)]
+struct SearchArgs {
+    /// What to look for, in words.
+    query: Option<String>,
+    /// Model bundle (or finished run folder); must be the model that made the index.
+    #[arg(long)]
+    model: PathBuf,
+    /// Index folder written by `native index`.
+    #[arg(long)]
+    index: PathBuf,
+    /// Search by this image instead of text.
+    #[arg(long, value_name = "FILE")]
+    image: Option<PathBuf>,
+    /// Number of results.
+    #[arg(short, long, default_value_t = 10)]
+    k: usize,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Also write an HTML contact sheet of the results' thumbnails to FILE.
+    #[arg(long, value_name = "FILE")]
+    open: Option<PathBuf>,
+    /// Device: auto, wgpu, cpu.
+    #[arg(long, default_value = "auto")]
+    device: DeviceChoice,
+}
+
+#[derive(Args, Debug)]
 struct GenDataArgs {
     /// The dataset to write (only the built-in `shapes` is generated).
     #[arg(default_value = "shapes")]
@@ -340,6 +404,17 @@ fn main() -> ExitCode {
         Command::Train(args) => train_command(args),
         Command::Eval(args) => eval_command(args),
         Command::Ablate(args) => ablate_command(args),
+        Command::Index(args) => index_command(args),
+        Command::Search(args) => search::search(search::SearchRequest {
+            model: args.model,
+            index: args.index,
+            query: args.query,
+            image: args.image,
+            k: args.k,
+            json: args.json,
+            open: args.open,
+            device: args.device,
+        }),
         Command::GenData(args) => gen_data(args),
         Command::Info(args) => info(args),
         Command::Example(args) => example(args),
@@ -354,6 +429,30 @@ fn main() -> ExitCode {
     }
 }
 
+fn parse_split(split: &str) -> Result<ega_core::data::Split> {
+    use ega_core::data::Split;
+    match split {
+        "train" => Ok(Split::Train),
+        "test" => Ok(Split::Test),
+        "unseen" => Ok(Split::Unseen),
+        other => anyhow::bail!("--split must be train, test or unseen, got {other:?}"),
+    }
+}
+
+fn index_command(args: IndexArgs) -> Result<()> {
+    search::index(search::IndexRequest {
+        model: args.model,
+        images: args.images,
+        split: parse_split(&args.split)?,
+        count: args.count,
+        out: args.out,
+        dtype: args.dtype,
+        batch_size: args.batch_size,
+        thumb_size: args.thumb_size,
+        device: args.device,
+    })
+}
+
 fn gen_data(args: GenDataArgs) -> Result<()> {
     use ega_core::data::shapes::{ShapesConfig, ShapesDataset};
     use ega_core::data::{Dataset, Split};
@@ -363,12 +462,7 @@ fn gen_data(args: GenDataArgs) -> Result<()> {
         args.dataset
     );
     anyhow::ensure!((8..=1024).contains(&args.size), "--size must be between 8 and 1024 pixels, got {}", args.size);
-    let split = match args.split.as_str() {
-        "train" => Split::Train,
-        "test" => Split::Test,
-        "unseen" => Split::Unseen,
-        other => anyhow::bail!("--split must be train, test or unseen, got {other:?}"),
-    };
+    let split = parse_split(&args.split)?;
     let data = ShapesDataset::new(ShapesConfig { image_size: args.size, ..ShapesConfig::default() });
     let available = data.len(split).unwrap_or(usize::MAX);
     anyhow::ensure!(

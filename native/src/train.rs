@@ -249,6 +249,18 @@ pub fn run(request: TrainRequest) -> Result<Option<SplitMetrics>> {
         "eval": results.iter().map(|(split, m)| (split.to_string(), serde_json::to_value(m).unwrap_or_default())).collect::<serde_json::Map<_, _>>(),
     });
     checkpoint::write_atomic(&request.out.join("metrics.json"), serde_json::to_string_pretty(&json)?.as_bytes())?;
+    let bundle_dir = request.out.join("bundle");
+    let bundle = ega_core::bundle::save(
+        &bundle_dir,
+        &final_model,
+        &state.model,
+        &tokenizer,
+        &state.loss,
+        &state.data,
+        total,
+        &json,
+    )?;
+    eprintln!("model bundle {} (model {}) for index / search / export", bundle_dir.display(), bundle.model_id);
     println!("\n{}", metrics_table(&results));
     println!("run folder: {} (resume with --resume, evaluate with `native eval --model {0}`)", request.out.display());
     Ok(Some(results))
@@ -312,34 +324,15 @@ pub fn metrics_table(results: &[(Split, RetrievalMetrics)]) -> String {
 pub fn eval(model: &Path, data: Option<&str>, count: usize, device: DeviceChoice, json: Option<&Path>) -> Result<()> {
     let selected = device::select(device)?;
     let device = selected.device.clone();
-    let checkpoint = if model.join("run.json").exists() {
-        checkpoint::load(model, &device)?
-    } else {
-        checkpoint::load_latest(model, &device)?
-    };
-    let spec = data.unwrap_or(&checkpoint.state.data);
-    let dataset = data::open(spec, checkpoint.state.model.vision.image_size, false)?;
-    eprintln!(
-        "evaluating {} (step {}) on {} with {}",
-        checkpoint.folder.display(),
-        checkpoint.state.step,
-        dataset.name(),
-        selected.description
-    );
+    let loaded = load_model(model, &device)?;
+    let spec = data.unwrap_or(&loaded.data);
+    let dataset = data::open(spec, loaded.config.vision.image_size, false)?;
+    eprintln!("evaluating {} on {} with {}", loaded.description, dataset.name(), selected.description);
     let mut results = Vec::new();
     for split in report_splits(dataset.as_ref()) {
         results.push((
             split,
-            evaluate(
-                &checkpoint.model,
-                &checkpoint.state.model,
-                &checkpoint.tokenizer,
-                dataset.as_ref(),
-                split,
-                count,
-                64,
-                &device,
-            )?,
+            evaluate(&loaded.model, &loaded.config, &loaded.tokenizer, dataset.as_ref(), split, count, 64, &device)?,
         ));
     }
     println!("{}", metrics_table(&results));
@@ -349,4 +342,54 @@ pub fn eval(model: &Path, data: Option<&str>, count: usize, device: DeviceChoice
         checkpoint::write_atomic(path, serde_json::to_string_pretty(&value)?.as_bytes())?;
     }
     Ok(())
+}
+
+/// A model to use, from a bundle, a run folder (its `bundle/`, else its latest checkpoint) or a
+/// checkpoint folder.
+pub struct LoadedModel {
+    /// The weights.
+    pub model: Embedder,
+    /// Its config.
+    pub config: ModelConfig,
+    /// Its tokenizer.
+    pub tokenizer: Tokenizer,
+    /// The data it was trained on.
+    pub data: String,
+    /// The bundle's model id (`None` for a checkpoint: index and search need a bundle).
+    pub model_id: Option<String>,
+    /// Where it came from, for messages.
+    pub description: String,
+}
+
+/// Loads `path` as a bundle, a run folder or a checkpoint folder.
+pub fn load_model(path: &Path, device: &burn::tensor::Device) -> Result<LoadedModel> {
+    if let Ok(dir) = ega_core::bundle::resolve(path) {
+        let bundle = ega_core::bundle::load(&dir, device)?;
+        return Ok(LoadedModel {
+            description: format!(
+                "bundle {} (model {}, {} steps)",
+                dir.display(),
+                bundle.config.model_id,
+                bundle.config.steps
+            ),
+            model_id: Some(bundle.config.model_id),
+            data: bundle.config.data,
+            config: bundle.config.model,
+            model: bundle.model,
+            tokenizer: bundle.tokenizer,
+        });
+    }
+    let checkpoint = if path.join("run.json").exists() {
+        checkpoint::load(path, device)?
+    } else {
+        checkpoint::load_latest(path, device)?
+    };
+    Ok(LoadedModel {
+        description: format!("{} (step {})", checkpoint.folder.display(), checkpoint.state.step),
+        model_id: None,
+        data: checkpoint.state.data,
+        config: checkpoint.state.model,
+        model: checkpoint.model,
+        tokenizer: checkpoint.tokenizer,
+    })
 }

@@ -262,3 +262,111 @@ fn ablate_prints_mean_and_std_and_reuses_finished_runs() {
     assert!(!bad.status.success() && text(&bad).contains("cosine"), "{}", text(&bad));
     let _ = std::fs::remove_dir_all(&out);
 }
+
+fn train_tiny(out: &Path, seed: &str) {
+    let output = native()
+        .args(["train", "--preset", "tiny", "--steps", "3", "--batch-size", "4", "--warmup", "1", "--eval-every", "0"])
+        .args(["--eval-count", "8", "--device", "cpu", "--seed", seed, "--out"])
+        .arg(out)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", text(&output));
+    assert!(out.join("bundle/config.json").exists(), "a finished run writes bundle/");
+}
+
+fn png_file(path: &Path, rgb: [u8; 3], size: u32) {
+    let mut image = image::RgbImage::from_pixel(size, size, image::Rgb([255, 255, 255]));
+    for y in size / 4..size * 3 / 4 {
+        for x in size / 4..size * 3 / 4 {
+            image.put_pixel(x, y, image::Rgb(rgb));
+        }
+    }
+    image.save(path).unwrap();
+}
+
+/// A user's own folder: images are indexed (non-images and broken files skipped and counted),
+/// each image searched by itself comes first; text search works; the bad inputs of search are
+/// clear errors or warnings, never panics.
+#[test]
+fn index_and_search_a_folder_of_images_with_clear_errors() {
+    let root = temp("search");
+    let (run, other, photos, index) = (root.join("run"), root.join("other"), root.join("photos"), root.join("index"));
+    train_tiny(&run, "0");
+    std::fs::create_dir_all(photos.join("nested")).unwrap();
+    let colours = [[220, 30, 30], [30, 160, 40], [40, 60, 220], [240, 200, 20]];
+    for (k, rgb) in colours.iter().enumerate() {
+        png_file(&photos.join(format!("photo-{k}.png")), *rgb, 48 + 8 * k as u32);
+    }
+    png_file(&photos.join("nested/deep.png"), [200, 40, 200], 40);
+    std::fs::write(photos.join("notes.txt"), "not an image").unwrap();
+    std::fs::write(photos.join("broken.png"), b"\x89PNG\r\n\x1a\nbroken").unwrap();
+
+    let output = native()
+        .args(["index", "--model"])
+        .arg(&run)
+        .arg("--images")
+        .arg(&photos)
+        .arg("--out")
+        .arg(&index)
+        .args(["--device", "cpu"])
+        .output()
+        .unwrap();
+    let message = text(&output);
+    assert!(output.status.success(), "{message}");
+    assert!(message.contains("indexed 5 images") && message.contains("skipped 2"), "{message}");
+    assert!(message.contains("notes.txt") && message.contains("broken.png"), "{message}");
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(index.join("index.json")).unwrap()).unwrap();
+    assert_eq!(meta["count"], 5);
+    assert_eq!(std::fs::read_dir(index.join("thumbs")).unwrap().count(), 5);
+
+    let search = |args: &[&str]| {
+        native().arg("search").arg("--model").arg(&run).arg("--index").arg(&index).args(args).output().unwrap()
+    };
+    for k in 0..colours.len() {
+        let query = photos.join(format!("photo-{k}.png"));
+        let output = search(&["--image", query.to_str().unwrap(), "-k", "2", "--json", "--device", "cpu"]);
+        assert!(output.status.success(), "{}", text(&output));
+        let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+        assert_eq!(json["results"][0]["id"], format!("photo-{k}.png"), "{json}");
+    }
+    let sheet = root.join("sheet.html");
+    let output = search(&["a red square", "-k", "3", "--device", "cpu", "--open", sheet.to_str().unwrap()]);
+    assert!(output.status.success(), "{}", text(&output));
+    assert_eq!(text(&output).matches("| photo-").count() + text(&output).matches("| nested").count(), 3);
+    assert_eq!(std::fs::read_to_string(&sheet).unwrap().matches("<figure>").count(), 3);
+
+    // Bad input.
+    let long = "red ".repeat(25_000);
+    let output = search(&[&long, "--device", "cpu"]);
+    assert!(
+        output.status.success() && text(&output).contains("warning: the query is 100000 characters"),
+        "{}",
+        text(&output)
+    );
+    for (args, expected) in [
+        (vec!["", "--device", "cpu"], "the query is empty"),
+        (vec!["red", "-k", "0"], "-k must be at least 1"),
+        (vec!["--device", "cpu"], "give a text query"),
+    ] {
+        let output = search(&args);
+        assert!(!output.status.success() && text(&output).contains(expected), "{args:?}: {}", text(&output));
+        assert!(!text(&output).contains("panicked"));
+    }
+    train_tiny(&other, "1");
+    let output = native()
+        .arg("search")
+        .arg("--model")
+        .arg(&other)
+        .arg("--index")
+        .arg(&index)
+        .args(["red", "--device", "cpu"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success() && text(&output).contains("rebuild it with"), "{}", text(&output));
+    let bin = std::fs::read(index.join("index.bin")).unwrap();
+    std::fs::write(index.join("index.bin"), &bin[..bin.len() - 10]).unwrap();
+    let output = search(&["red", "--device", "cpu"]);
+    assert!(!output.status.success() && text(&output).contains("truncated"), "{}", text(&output));
+    let _ = std::fs::remove_dir_all(&root);
+}

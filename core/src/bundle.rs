@@ -1,0 +1,200 @@
+//! Model bundles: what training produces and what `index`, `search` and the web page load.
+//!
+//! ```text
+//! <bundle>/model.safetensors   the weights (burn-store safetensors, f32)
+//! <bundle>/config.json         BundleConfig: model (preset, prompts), loss, data, steps, versions, model id
+//! <bundle>/tokenizer.json      the tokenizer (Hugging Face format)
+//! <bundle>/metrics.json        the evaluation the model got (free-form JSON)
+//! ```
+//!
+//! The model id is a hash of the weights and the model config: an index records the id of the
+//! model that made it, and searching it with another model is refused.
+//! Loading checks the format version and every tensor's shape, and reports what does not match;
+//! foreign or truncated files are errors, never panics.
+
+use std::path::{Path, PathBuf};
+
+use burn::tensor::Device;
+use serde::{Deserialize, Serialize};
+
+use crate::checkpoint::{model_from_bytes, model_to_bytes, write_atomic};
+use crate::loss::LossConfig;
+use crate::model::{Embedder, ModelConfig};
+use crate::tokenizer::Tokenizer;
+use crate::{EgaError, Result};
+
+/// Version of the bundle files written here.
+pub const BUNDLE_FORMAT_VERSION: u32 = 1;
+
+/// `config.json` of a bundle.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BundleConfig {
+    /// [`BUNDLE_FORMAT_VERSION`] of the writer.
+    pub format_version: u32,
+    /// ega-core's version of the writer.
+    pub ega_core_version: String,
+    /// Hash of the weights and model config (16 hex digits).
+    pub model_id: String,
+    /// The model (preset name, sizes, prompts, special tokens).
+    pub model: ModelConfig,
+    /// The loss it was trained with.
+    pub loss: LossConfig,
+    /// The training data, as given on the command line.
+    pub data: String,
+    /// Optimizer steps it was trained for.
+    pub steps: usize,
+}
+
+/// A loaded bundle.
+pub struct Bundle {
+    /// `config.json`.
+    pub config: BundleConfig,
+    /// The model on the requested device.
+    pub model: Embedder,
+    /// The tokenizer.
+    pub tokenizer: Tokenizer,
+    /// `metrics.json` (`null` when absent).
+    pub metrics: serde_json::Value,
+}
+
+/// 64-bit FNV-1a, as 16 hex digits.
+pub fn fnv_hex(parts: &[&[u8]]) -> String {
+    let mut hash = 0xcbf2_9ce4_8422_2325u64;
+    for part in parts {
+        for &byte in *part {
+            hash = (hash ^ byte as u64).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    format!("{hash:016x}")
+}
+
+/// The id of a model: a hash of its safetensors bytes and its config.
+pub fn model_id(weights: &[u8], config: &ModelConfig) -> Result<String> {
+    let config = serde_json::to_vec(config).map_err(|err| EgaError::Data(err.to_string()))?;
+    Ok(fnv_hex(&[weights, &config]))
+}
+
+/// Writes a bundle folder (each file atomically). Returns its config.
+#[allow(clippy::too_many_arguments)]
+pub fn save(
+    dir: &Path,
+    model: &Embedder,
+    model_config: &ModelConfig,
+    tokenizer: &Tokenizer,
+    loss: &LossConfig,
+    data: &str,
+    steps: usize,
+    metrics: &serde_json::Value,
+) -> Result<BundleConfig> {
+    std::fs::create_dir_all(dir).map_err(|err| EgaError::io(dir, err))?;
+    let weights = model_to_bytes(model)?;
+    let config = BundleConfig {
+        format_version: BUNDLE_FORMAT_VERSION,
+        ega_core_version: crate::VERSION.to_string(),
+        model_id: model_id(&weights, model_config)?,
+        model: model_config.clone(),
+        loss: loss.clone(),
+        data: data.to_string(),
+        steps,
+    };
+    let json_error = |err: serde_json::Error| EgaError::Data(err.to_string());
+    write_atomic(&dir.join("model.safetensors"), &weights)?;
+    write_atomic(&dir.join("tokenizer.json"), tokenizer.to_json()?.as_bytes())?;
+    write_atomic(&dir.join("metrics.json"), serde_json::to_string_pretty(metrics).map_err(json_error)?.as_bytes())?;
+    // config.json last: a folder with a config is a complete bundle.
+    write_atomic(&dir.join("config.json"), serde_json::to_string_pretty(&config).map_err(json_error)?.as_bytes())?;
+    Ok(config)
+}
+
+/// Reads and checks a bundle's `config.json` (format version, model config).
+pub fn parse_config(bytes: &[u8], name: &str) -> Result<BundleConfig> {
+    let value: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(|err| EgaError::Data(format!("{name}: not JSON: {err}")))?;
+    match value.get("format_version").and_then(|v| v.as_u64()) {
+        Some(v) if v == BUNDLE_FORMAT_VERSION as u64 => {}
+        Some(v) => {
+            return Err(EgaError::Data(format!(
+                "{name}: bundle format version {v}; this build reads version {BUNDLE_FORMAT_VERSION} (written by ega-core {})",
+                value.get("ega_core_version").and_then(|v| v.as_str()).unwrap_or("?")
+            )));
+        }
+        None => return Err(EgaError::Data(format!("{name}: no format_version: not an EGA bundle config"))),
+    }
+    let config: BundleConfig = serde_json::from_value(value)
+        .map_err(|err| EgaError::Data(format!("{name}: unreadable bundle config: {err}")))?;
+    config.model.validate().map_err(|err| EgaError::Data(format!("{name}: {err}")))?;
+    Ok(config)
+}
+
+/// A bundle from its files' contents (the web page fetches them; natively [`load`] reads them).
+/// `name` names the bundle in messages.
+pub fn from_bytes(
+    config_json: &[u8],
+    weights: Vec<u8>,
+    tokenizer_json: &str,
+    metrics_json: Option<&[u8]>,
+    name: &str,
+    device: &Device,
+) -> Result<Bundle> {
+    let config = parse_config(config_json, &format!("{name}/config.json"))?;
+    let tokenizer =
+        Tokenizer::from_json(tokenizer_json).map_err(|err| EgaError::Data(format!("{name}/tokenizer.json: {err}")))?;
+    if tokenizer.vocab_size() > config.model.language.vocab_size {
+        return Err(EgaError::Data(format!(
+            "{name}: tokenizer.json has {} tokens, the model's table {}",
+            tokenizer.vocab_size(),
+            config.model.language.vocab_size
+        )));
+    }
+    let id = model_id(&weights, &config.model)?;
+    if id != config.model_id {
+        return Err(EgaError::Data(format!(
+            "{name}/model.safetensors: its hash {id} differs from config.json's model_id {} (weights replaced or damaged)",
+            config.model_id
+        )));
+    }
+    let model = model_from_bytes(&config.model, weights, device, &format!("{name}/model.safetensors"))?;
+    let metrics = match metrics_json {
+        Some(bytes) => serde_json::from_slice(bytes).unwrap_or(serde_json::Value::Null),
+        None => serde_json::Value::Null,
+    };
+    Ok(Bundle { config, model, tokenizer, metrics })
+}
+
+/// Loads a bundle folder.
+pub fn load(dir: &Path, device: &Device) -> Result<Bundle> {
+    let read = |file: &str| std::fs::read(dir.join(file)).map_err(|err| EgaError::io(dir.join(file), err));
+    if !dir.join("config.json").exists() {
+        return Err(EgaError::Data(format!(
+            "{}: no config.json: not a model bundle (a run folder from `native train` holds one in bundle/)",
+            dir.display()
+        )));
+    }
+    let config = read("config.json")?;
+    let weights = read("model.safetensors")?;
+    let tokenizer = String::from_utf8(read("tokenizer.json")?)
+        .map_err(|_| EgaError::Data(format!("{}/tokenizer.json is not UTF-8", dir.display())))?;
+    let metrics = std::fs::read(dir.join("metrics.json")).ok();
+    from_bytes(&config, weights, &tokenizer, metrics.as_deref(), &dir.display().to_string(), device)
+}
+
+/// The bundle folder a user means by `path`: the folder itself when it holds `config.json`, else
+/// a run folder's `bundle/`.
+pub fn resolve(path: &Path) -> Result<PathBuf> {
+    if path.join("config.json").exists() {
+        return Ok(path.to_path_buf());
+    }
+    if path.join("bundle").join("config.json").exists() {
+        return Ok(path.join("bundle"));
+    }
+    if path.join("checkpoints").exists() {
+        return Err(EgaError::Data(format!(
+            "{}: this run has no bundle yet (a run writes bundle/ when it finishes; finish it with --resume {0})",
+            path.display()
+        )));
+    }
+    Err(EgaError::Data(format!(
+        "{}: not a model bundle (config.json, model.safetensors, tokenizer.json) nor a run folder with bundle/",
+        path.display()
+    )))
+}

@@ -1,0 +1,388 @@
+//! `native index` and `native search`: embedding a gallery of images into an index folder, and
+//! ranking it for a text (or image) query.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use ega_core::data::{self, decode_image, RgbImage, Split};
+use ega_core::device::{self, DeviceChoice};
+use ega_core::embed::{embed_captions, embed_images};
+use ega_core::index::{search_host, Dtype, Hit, Index, IndexEntry, IndexMeta, INDEX_FORMAT_VERSION};
+use ega_core::tensor_util::{floats, to_f32_vec};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::train::{load_model, LoadedModel};
+
+/// File extensions read as images from a folder.
+const IMAGE_EXTENSIONS: &[&str] = &["png", "jpg", "jpeg", "webp", "bmp", "gif"];
+
+/// What `native index` does.
+pub struct IndexRequest {
+    /// Bundle or run folder.
+    pub model: PathBuf,
+    /// A folder of images, `jsonl:FILE` / `*.jsonl`, `shapes`, `openmoji[:DIR]`.
+    pub images: String,
+    /// Split of a dataset source.
+    pub split: Split,
+    /// Rows at most from a dataset source.
+    pub count: Option<usize>,
+    /// Index folder.
+    pub out: PathBuf,
+    /// Row storage.
+    pub dtype: Dtype,
+    /// Images embedded at once.
+    pub batch_size: usize,
+    /// Longest side of the thumbnails (0: none).
+    pub thumb_size: u32,
+    /// Device.
+    pub device: DeviceChoice,
+}
+
+/// One item to index: an image with what is known about it.
+struct Item {
+    entry: IndexEntry,
+    image: RgbImage,
+}
+
+/// Lists the image files under `dir` (recursively, sorted); other files are counted as skipped.
+fn image_files(dir: &Path, skipped: &mut Vec<String>) -> Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(folder) = pending.pop() {
+        let entries = std::fs::read_dir(&folder).with_context(|| format!("reading {}", folder.display()))?;
+        for entry in entries {
+            let path = entry.with_context(|| format!("reading {}", folder.display()))?.path();
+            if path.is_dir() {
+                pending.push(path);
+            } else {
+                let ext = path.extension().map(|e| e.to_string_lossy().to_lowercase()).unwrap_or_default();
+                if IMAGE_EXTENSIONS.contains(&ext.as_str()) {
+                    files.push(path);
+                } else {
+                    skipped.push(format!("{}: not an image file (by its extension)", path.display()));
+                }
+            }
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+fn progress(total: usize, what: &str) -> ProgressBar {
+    let bar = ProgressBar::new(total as u64);
+    bar.set_style(
+        ProgressStyle::with_template(&format!(
+            "{{spinner}} {what} {{pos}}/{{len}} [{{bar:30}}] {{per_sec}} ETA {{eta}}"
+        ))
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    bar
+}
+
+/// `native index`.
+pub fn index(request: IndexRequest) -> Result<()> {
+    anyhow::ensure!(request.batch_size >= 1, "--batch-size must be at least 1");
+    let selected = device::select(request.device)?;
+    let device = selected.device.clone();
+    let loaded = load_model(&request.model, &device)?;
+    let model_id = loaded.model_id.clone().with_context(|| {
+        format!("{}: index needs a model bundle (a finished run has bundle/)", request.model.display())
+    })?;
+    eprintln!("indexing {} with {} on {}", request.images, loaded.description, selected.description);
+    let size = loaded.config.vision.image_size;
+
+    // The sources: a folder of files, or a dataset (built-in or JSONL).
+    let mut skipped: Vec<String> = Vec::new();
+    let source = Path::new(&request.images);
+    let is_folder = source.is_dir();
+    let (files, dataset) = if is_folder {
+        (image_files(source, &mut skipped)?, None)
+    } else {
+        (Vec::new(), Some(data::open(&request.images, size, true)?))
+    };
+    let total = match &dataset {
+        None => files.len(),
+        Some(dataset) => {
+            let available = dataset.len(request.split).unwrap_or(usize::MAX);
+            let wanted = request.count.unwrap_or(if available == usize::MAX { 500 } else { available });
+            wanted.min(available)
+        }
+    };
+    if total == 0 {
+        bail!(
+            "{}: nothing to index{}",
+            request.images,
+            if is_folder { format!(" ({} files, none an image)", skipped.len()) } else { String::new() }
+        );
+    }
+    let thumbs = request.out.join("thumbs");
+    if request.thumb_size > 0 {
+        std::fs::create_dir_all(&thumbs).with_context(|| format!("creating {}", thumbs.display()))?;
+    }
+
+    let bar = progress(total, "embedding");
+    let started = Instant::now();
+    let mut rows: Vec<f32> = Vec::new();
+    let mut entries: Vec<IndexEntry> = Vec::new();
+    let mut next = 0;
+    while next < total {
+        let end = (next + request.batch_size).min(total);
+        let mut batch: Vec<Item> = Vec::new();
+        for position in next..end {
+            let item = match &dataset {
+                None => {
+                    let path = &files[position];
+                    let read = std::fs::read(path)
+                        .map_err(|err| ega_core::EgaError::Data(format!("{}: {err}", path.display())))
+                        .and_then(|bytes| decode_image(&bytes, &path.display().to_string()));
+                    match read {
+                        Ok(image) => Item {
+                            entry: IndexEntry {
+                                id: path.strip_prefix(source).unwrap_or(path).display().to_string(),
+                                caption: None,
+                                image: Some(path.display().to_string()),
+                                thumbnail: None,
+                            },
+                            image,
+                        },
+                        Err(err) => {
+                            skipped.push(err.to_string());
+                            continue;
+                        }
+                    }
+                }
+                Some(dataset) => {
+                    let sample = dataset.sample(request.split, position)?;
+                    Item {
+                        entry: IndexEntry {
+                            id: sample.id,
+                            caption: Some(sample.caption),
+                            image: None,
+                            thumbnail: None,
+                        },
+                        image: sample.image,
+                    }
+                }
+            };
+            batch.push(item);
+        }
+        if !batch.is_empty() {
+            let images: Vec<&RgbImage> = batch.iter().map(|item| &item.image).collect();
+            let embeddings =
+                embed_images(&loaded.model, &loaded.config, &loaded.tokenizer, &images, images.len(), &device)?;
+            rows.extend(to_f32_vec(embeddings)?);
+            for item in batch {
+                let mut entry = item.entry;
+                if request.thumb_size > 0 {
+                    let name = format!("thumbs/{:06}.png", entries.len());
+                    let thumb = image::imageops::thumbnail(&item.image, request.thumb_size, request.thumb_size);
+                    let path = request.out.join(&name);
+                    thumb.save(&path).with_context(|| format!("writing {}", path.display()))?;
+                    entry.thumbnail = Some(name);
+                }
+                entries.push(entry);
+            }
+        }
+        bar.set_position(end as u64);
+        next = end;
+    }
+    bar.finish_and_clear();
+    if entries.is_empty() {
+        bail!("{}: no readable image ({} skipped: {})", request.images, skipped.len(), skipped.join("; "));
+    }
+    let dim = rows.len() / entries.len();
+    let meta = IndexMeta {
+        format_version: INDEX_FORMAT_VERSION,
+        model_id,
+        model: request.model.display().to_string(),
+        source: request.images.clone(),
+        count: entries.len(),
+        dim,
+        dtype: request.dtype,
+        entries,
+    };
+    let count = meta.count;
+    Index { meta, rows }.save(&request.out)?;
+    if !skipped.is_empty() {
+        eprintln!("skipped {} files:", skipped.len());
+        for reason in skipped.iter().take(20) {
+            eprintln!("  {reason}");
+        }
+        if skipped.len() > 20 {
+            eprintln!("  … and {} more", skipped.len() - 20);
+        }
+    }
+    println!(
+        "indexed {count} images ({dim}-d, {:?}) in {:.1} s into {}{}",
+        request.dtype,
+        started.elapsed().as_secs_f64(),
+        request.out.display(),
+        if skipped.is_empty() { String::new() } else { format!("; skipped {}", skipped.len()) }
+    );
+    Ok(())
+}
+
+/// What `native search` does.
+pub struct SearchRequest {
+    /// Bundle or run folder.
+    pub model: PathBuf,
+    /// Index folder.
+    pub index: PathBuf,
+    /// Text query.
+    pub query: Option<String>,
+    /// Image query.
+    pub image: Option<PathBuf>,
+    /// Results.
+    pub k: usize,
+    /// Print JSON.
+    pub json: bool,
+    /// Write an HTML contact sheet here.
+    pub open: Option<PathBuf>,
+    /// Device.
+    pub device: DeviceChoice,
+}
+
+/// Embeds the query with `loaded` and returns its unit-norm embedding.
+fn embed_query(loaded: &LoadedModel, request: &SearchRequest, device: &burn::tensor::Device) -> Result<Vec<f32>> {
+    let embedding = match (&request.query, &request.image) {
+        (Some(text), None) => {
+            if text.trim().is_empty() {
+                bail!("the query is empty: give some words to search for (or --image FILE)");
+            }
+            let tokens = loaded.tokenizer.encode(text)?.len();
+            let room = loaded.config.language.max_seq_len;
+            if tokens + 8 > room {
+                eprintln!(
+                    "warning: the query is {} characters ({tokens} tokens); the model reads at most {room} tokens, so it was cut",
+                    text.chars().count()
+                );
+            }
+            embed_captions(&loaded.model, &loaded.config, &loaded.tokenizer, &[text.as_str()], 1, device)?
+        }
+        (None, Some(path)) => {
+            let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+            let image = decode_image(&bytes, &path.display().to_string())?;
+            embed_images(&loaded.model, &loaded.config, &loaded.tokenizer, &[&image], 1, device)?
+        }
+        (Some(_), Some(_)) => bail!("give a text query or --image, not both"),
+        (None, None) => bail!("give a text query (e.g. \"a red circle\") or --image FILE"),
+    };
+    Ok(to_f32_vec(embedding)?)
+}
+
+/// Top-`k` rows of `index` for `query`: the WGSL top-k kernel on a wgpu device, the exact host
+/// loop elsewhere (both break ties by the lower row).
+pub fn top_k(index: &Index, query: &[f32], k: usize, device: &burn::tensor::Device) -> Result<Vec<Hit>> {
+    if !ega_core::kernels::is_wgpu(device) {
+        return Ok(search_host(&index.rows, index.meta.dim, query, k));
+    }
+    let (n, d) = (index.meta.count, index.meta.dim);
+    let queries = floats(query.to_vec(), [1, d], device);
+    let rows = floats(index.rows.clone(), [n, d], device);
+    let top = ega_core::kernels::topk::topk_cosine(queries, rows, k)?;
+    let indices: Vec<i64> = top
+        .indices
+        .try_into_data()
+        .map_err(|err| anyhow::anyhow!("reading the top-k indices back: {err:?}"))?
+        .iter::<i64>()
+        .collect();
+    let scores = to_f32_vec(top.scores)?;
+    Ok(indices.into_iter().zip(scores).map(|(row, score)| Hit { row: row as usize, score }).collect())
+}
+
+/// `native search`.
+pub fn search(request: SearchRequest) -> Result<()> {
+    anyhow::ensure!(request.k >= 1, "-k must be at least 1 (got 0)");
+    let index = Index::load(&request.index)?;
+    let selected = device::select(request.device)?;
+    let device = selected.device.clone();
+    let loaded = load_model(&request.model, &device)?;
+    let model_id = loaded.model_id.clone().with_context(|| {
+        format!("{}: search needs a model bundle (a finished run has bundle/)", request.model.display())
+    })?;
+    index.check_model(&model_id, loaded.config.embed_dim(), &request.model.display().to_string())?;
+    let started = Instant::now();
+    let query = embed_query(&loaded, &request, &device)?;
+    let embedded = started.elapsed();
+    let hits = top_k(&index, &query, request.k, &device)?;
+    let searched = started.elapsed() - embedded;
+    let results: Vec<serde_json::Value> = hits
+        .iter()
+        .enumerate()
+        .map(|(rank, hit)| {
+            let entry = &index.meta.entries[hit.row];
+            serde_json::json!({"rank": rank + 1, "score": hit.score, "row": hit.row, "id": entry.id,
+                "caption": entry.caption, "image": entry.image, "thumbnail": entry.thumbnail})
+        })
+        .collect();
+    if request.json {
+        let json = serde_json::json!({"query": request.query, "image": request.image, "k": request.k,
+            "embed_ms": embedded.as_secs_f64() * 1e3, "search_ms": searched.as_secs_f64() * 1e3, "results": results});
+        println!("{}", serde_json::to_string_pretty(&json)?);
+    } else {
+        println!("| rank | score | id | caption |\n|---:|---:|---|---|");
+        for (rank, hit) in hits.iter().enumerate() {
+            let entry = &index.meta.entries[hit.row];
+            println!("| {} | {:.4} | {} | {} |", rank + 1, hit.score, entry.id, entry.caption.as_deref().unwrap_or(""));
+        }
+        eprintln!(
+            "{} of {} images; embedding the query {:.1} ms, search {:.1} ms ({})",
+            hits.len(),
+            index.meta.count,
+            embedded.as_secs_f64() * 1e3,
+            searched.as_secs_f64() * 1e3,
+            selected.description
+        );
+    }
+    if let Some(path) = &request.open {
+        std::fs::write(path, contact_sheet(&request, &index, &hits))
+            .with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("contact sheet: {}", path.display());
+    }
+    Ok(())
+}
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+/// An HTML page with the results' thumbnails and scores (images by absolute file URL).
+fn contact_sheet(request: &SearchRequest, index: &Index, hits: &[Hit]) -> String {
+    let base = std::fs::canonicalize(&request.index).unwrap_or_else(|_| request.index.clone());
+    let query = match (&request.query, &request.image) {
+        (Some(text), _) => escape(text),
+        (_, Some(path)) => format!("image {}", escape(&path.display().to_string())),
+        _ => String::new(),
+    };
+    let mut cells = String::new();
+    for (rank, hit) in hits.iter().enumerate() {
+        let entry = &index.meta.entries[hit.row];
+        let src = entry
+            .thumbnail
+            .as_ref()
+            .map(|t| format!("file://{}", base.join(t).display()))
+            .or_else(|| {
+                entry
+                    .image
+                    .clone()
+                    .map(|i| format!("file://{}", std::fs::canonicalize(&i).unwrap_or(i.into()).display()))
+            })
+            .unwrap_or_default();
+        cells.push_str(&format!(
+            "<figure><img src=\"{}\" alt=\"{}\"><figcaption>#{} · {:.3}<br>{}</figcaption></figure>\n",
+            escape(&src),
+            escape(&entry.id),
+            rank + 1,
+            hit.score,
+            escape(entry.caption.as_deref().unwrap_or(&entry.id))
+        ));
+    }
+    format!(
+        "<!doctype html><meta charset=\"utf-8\"><title>EGA search: {query}</title>\n<style>body{{font:14px system-ui;margin:2em}}main{{display:flex;flex-wrap:wrap;gap:12px}}figure{{margin:0;width:140px}}img{{width:128px;height:128px;object-fit:contain;image-rendering:pixelated;border:1px solid #ccc}}figcaption{{font-size:12px}}</style>\n<h1>{query}</h1><p>{} results of {} images, model {}</p><main>\n{cells}</main>\n",
+        hits.len(),
+        index.meta.count,
+        escape(&index.meta.model_id)
+    )
+}
