@@ -1,7 +1,7 @@
 //! Model bundles: what training produces and what `index`, `search` and the web page load.
 //!
 //! ```text
-//! <bundle>/model.safetensors   the weights (burn-store safetensors, f32)
+//! <bundle>/model.safetensors   the weights (burn-store safetensors; f32, or f16 for the web)
 //! <bundle>/config.json         BundleConfig: model (preset, prompts), loss, data, steps, versions, model id
 //! <bundle>/tokenizer.json      the tokenizer (Hugging Face format)
 //! <bundle>/metrics.json        the evaluation the model got (free-form JSON)
@@ -18,6 +18,7 @@ use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::{model_from_bytes, model_to_bytes, write_atomic};
+use crate::index::Dtype;
 use crate::loss::LossConfig;
 use crate::model::{Embedder, ModelConfig};
 use crate::tokenizer::Tokenizer;
@@ -43,6 +44,9 @@ pub struct BundleConfig {
     pub data: String,
     /// Optimizer steps it was trained for.
     pub steps: usize,
+    /// How `model.safetensors` stores the weights (f16 is expanded to f32 on load).
+    #[serde(default)]
+    pub weights_dtype: Dtype,
 }
 
 /// A loaded bundle.
@@ -85,9 +89,13 @@ pub fn save(
     data: &str,
     steps: usize,
     metrics: &serde_json::Value,
+    weights_dtype: Dtype,
 ) -> Result<BundleConfig> {
     std::fs::create_dir_all(dir).map_err(|err| EgaError::io(dir, err))?;
-    let weights = model_to_bytes(model)?;
+    let weights = match weights_dtype {
+        Dtype::F32 => model_to_bytes(model)?,
+        Dtype::F16 => safetensors_convert(&model_to_bytes(model)?, Dtype::F16, "the model")?,
+    };
     let config = BundleConfig {
         format_version: BUNDLE_FORMAT_VERSION,
         ega_core_version: crate::VERSION.to_string(),
@@ -96,6 +104,7 @@ pub fn save(
         loss: loss.clone(),
         data: data.to_string(),
         steps,
+        weights_dtype,
     };
     let json_error = |err: serde_json::Error| EgaError::Data(err.to_string());
     write_atomic(&dir.join("model.safetensors"), &weights)?;
@@ -153,12 +162,83 @@ pub fn from_bytes(
             config.model_id
         )));
     }
-    let model = model_from_bytes(&config.model, weights, device, &format!("{name}/model.safetensors"))?;
+    let what = format!("{name}/model.safetensors");
+    let weights = match config.weights_dtype {
+        Dtype::F32 => weights,
+        Dtype::F16 => safetensors_convert(&weights, Dtype::F32, &what)?,
+    };
+    let model = model_from_bytes(&config.model, weights, device, &what)?;
     let metrics = match metrics_json {
         Some(bytes) => serde_json::from_slice(bytes).unwrap_or(serde_json::Value::Null),
         None => serde_json::Value::Null,
     };
     Ok(Bundle { config, model, tokenizer, metrics })
+}
+
+/// Re-encodes every F32 tensor of a safetensors file as `to` (F16 ↔ F32; other dtypes are kept).
+/// `name` names the file in messages: a truncated or foreign file is an error.
+pub fn safetensors_convert(bytes: &[u8], to: Dtype, name: &str) -> Result<Vec<u8>> {
+    let bad = |why: &str| EgaError::Data(format!("{name}: not a readable safetensors file: {why}"));
+    let header_len = bytes.get(..8).ok_or_else(|| bad("shorter than 8 bytes"))?;
+    let header_len = u64::from_le_bytes(header_len.try_into().map_err(|_| bad("header length"))?) as usize;
+    let header = bytes.get(8..8usize.saturating_add(header_len)).ok_or_else(|| bad("truncated header"))?;
+    let data = &bytes[8 + header_len..];
+    let header: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(header).map_err(|err| bad(&format!("header is not JSON: {err}")))?;
+    let (from_name, to_name) = match to {
+        Dtype::F16 => ("F32", "F16"),
+        Dtype::F32 => ("F16", "F32"),
+    };
+    let mut tensors: Vec<(String, serde_json::Value, usize, usize)> = Vec::new();
+    let mut out_header = serde_json::Map::new();
+    for (key, value) in header {
+        if key == "__metadata__" {
+            out_header.insert(key, value);
+            continue;
+        }
+        let offsets = value
+            .get("data_offsets")
+            .and_then(|o| o.as_array())
+            .and_then(|o| Some((o.first()?.as_u64()? as usize, o.get(1)?.as_u64()? as usize)))
+            .ok_or_else(|| bad(&format!("tensor {key} has no data_offsets")))?;
+        if offsets.0 > offsets.1 || offsets.1 > data.len() {
+            return Err(bad(&format!("tensor {key} lies outside the file (truncated?)")));
+        }
+        tensors.push((key, value, offsets.0, offsets.1));
+    }
+    tensors.sort_by_key(|t| t.2);
+    let mut out_data: Vec<u8> = Vec::with_capacity(data.len());
+    for (key, mut value, start, end) in tensors {
+        let raw = &data[start..end];
+        let converted: Vec<u8> = if value.get("dtype").and_then(|d| d.as_str()) == Some(from_name) {
+            value["dtype"] = serde_json::Value::from(to_name);
+            match to {
+                Dtype::F16 => raw
+                    .chunks_exact(4)
+                    .flat_map(|c| half::f16::from_f32(f32::from_le_bytes([c[0], c[1], c[2], c[3]])).to_le_bytes())
+                    .collect(),
+                Dtype::F32 => raw
+                    .chunks_exact(2)
+                    .flat_map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32().to_le_bytes())
+                    .collect(),
+            }
+        } else {
+            raw.to_vec()
+        };
+        let begin = out_data.len();
+        out_data.extend_from_slice(&converted);
+        value["data_offsets"] = serde_json::json!([begin, out_data.len()]);
+        out_header.insert(key, value);
+    }
+    let mut header = serde_json::to_vec(&out_header).map_err(|err| bad(&err.to_string()))?;
+    while header.len() % 8 != 0 {
+        header.push(b' ');
+    }
+    let mut out = Vec::with_capacity(8 + header.len() + out_data.len());
+    out.extend_from_slice(&(header.len() as u64).to_le_bytes());
+    out.extend_from_slice(&header);
+    out.extend_from_slice(&out_data);
+    Ok(out)
 }
 
 /// Loads a bundle folder.

@@ -25,10 +25,11 @@ pub const INDEX_FORMAT_VERSION: u32 = 1;
 pub const HEADER_BYTES: usize = 64;
 
 /// How rows are stored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Dtype {
     /// 4-byte floats.
+    #[default]
     F32,
     /// 2-byte IEEE half floats (half the size; embeddings in [−1, 1] keep ~3 decimal digits).
     F16,
@@ -87,6 +88,9 @@ pub struct IndexMeta {
     pub model: String,
     /// What was indexed (`shapes`, a folder, a JSONL file).
     pub source: String,
+    /// The split of a dataset source (its first `count` samples, in order).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub split: Option<crate::data::Split>,
     /// Rows.
     pub count: usize,
     /// Embedding dimension.
@@ -238,6 +242,11 @@ impl Index {
     }
 }
 
+/// `values` rounded to the nearest f16 (what an f16 index stores), as f32.
+pub fn round_to_f16(values: &[f32]) -> Vec<f32> {
+    values.iter().map(|v| half::f16::from_f32(*v).to_f32()).collect()
+}
+
 /// One search hit.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Hit {
@@ -294,6 +303,7 @@ mod tests {
             model_id: "00000000000000aa".into(),
             model: "runs/a".into(),
             source: "shapes".into(),
+            split: None,
             count: 1,
             dim: 2,
             dtype: Dtype::F32,

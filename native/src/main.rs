@@ -2,6 +2,7 @@
 
 mod ablate;
 mod bench;
+mod export;
 mod search;
 mod train;
 
@@ -42,6 +43,9 @@ enum Command {
     Index(IndexArgs),
     /// Rank an index's images for a text query (or --image FILE) with the model that made it.
     Search(SearchArgs),
+    /// Write a model bundle and its gallery index in the form the web page loads (f16 where the
+    /// measured retrieval does not drop; every file under WebGPU's default buffer limit).
+    Export(ExportArgs),
     /// Write a dataset to look at: PNG images (and hard-negative images) plus a JSONL file that
     /// `train --data jsonl:DIR/data.jsonl` reads back.
     GenData(GenDataArgs),
@@ -326,6 +330,28 @@ struct SearchArgs {
 }
 
 #[derive(Args, Debug)]
+struct ExportArgs {
+    /// Model bundle, or a finished run folder (its bundle/).
+    #[arg(long)]
+    model: PathBuf,
+    /// Gallery index made by `native index` with that model.
+    #[arg(long)]
+    index: PathBuf,
+    /// Output folder (model/, index/, export.json).
+    #[arg(long)]
+    out: PathBuf,
+    /// Weights: f32 or f16 (default: f16 when the held-out R@1 does not drop, else f32).
+    #[arg(long)]
+    weights: Option<ega_core::index::Dtype>,
+    /// Held-out pairs of the f32-vs-f16 check.
+    #[arg(long, default_value_t = 500)]
+    eval_count: usize,
+    /// Device: auto, wgpu, cpu.
+    #[arg(long, default_value = "auto")]
+    device: DeviceChoice,
+}
+
+#[derive(Args, Debug)]
 struct GenDataArgs {
     /// The dataset to write (only the built-in `shapes` is generated).
     #[arg(default_value = "shapes")]
@@ -413,6 +439,14 @@ fn main() -> ExitCode {
             k: args.k,
             json: args.json,
             open: args.open,
+            device: args.device,
+        }),
+        Command::Export(args) => export::export(export::ExportRequest {
+            model: args.model,
+            index: args.index,
+            out: args.out,
+            weights: args.weights,
+            eval_count: args.eval_count,
             device: args.device,
         }),
         Command::GenData(args) => gen_data(args),

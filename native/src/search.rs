@@ -91,6 +91,17 @@ pub fn index(request: IndexRequest) -> Result<()> {
         format!("{}: index needs a model bundle (a finished run has bundle/)", request.model.display())
     })?;
     eprintln!("indexing {} with {} on {}", request.images, loaded.description, selected.description);
+    write_index(&loaded, &model_id, &request, &device)?;
+    Ok(())
+}
+
+/// Embeds `request.images` with `loaded` into `request.out`; returns the number of rows.
+pub fn write_index(
+    loaded: &LoadedModel,
+    model_id: &str,
+    request: &IndexRequest,
+    device: &burn::tensor::Device,
+) -> Result<usize> {
     let size = loaded.config.vision.image_size;
 
     // The sources: a folder of files, or a dataset (built-in or JSONL).
@@ -195,9 +206,10 @@ pub fn index(request: IndexRequest) -> Result<()> {
     let dim = rows.len() / entries.len();
     let meta = IndexMeta {
         format_version: INDEX_FORMAT_VERSION,
-        model_id,
+        model_id: model_id.to_string(),
         model: request.model.display().to_string(),
         source: request.images.clone(),
+        split: dataset.as_ref().map(|_| request.split),
         count: entries.len(),
         dim,
         dtype: request.dtype,
@@ -221,7 +233,7 @@ pub fn index(request: IndexRequest) -> Result<()> {
         request.out.display(),
         if skipped.is_empty() { String::new() } else { format!("; skipped {}", skipped.len()) }
     );
-    Ok(())
+    Ok(count)
 }
 
 /// What `native search` does.

@@ -259,6 +259,7 @@ pub fn run(request: TrainRequest) -> Result<Option<SplitMetrics>> {
         &state.data,
         total,
         &json,
+        ega_core::index::Dtype::F32,
     )?;
     eprintln!("model bundle {} (model {}) for index / search / export", bundle_dir.display(), bundle.model_id);
     println!("\n{}", metrics_table(&results));

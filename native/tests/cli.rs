@@ -370,3 +370,72 @@ fn index_and_search_a_folder_of_images_with_clear_errors() {
     assert!(!output.status.success() && text(&output).contains("truncated"), "{}", text(&output));
     let _ = std::fs::remove_dir_all(&root);
 }
+
+/// `export` writes a bundle + index the page can load: the f32-vs-f16 retrieval check is logged,
+/// the exported model searches its exported index, and a damaged bundle is a clear error.
+#[test]
+fn export_writes_a_web_bundle_that_searches() {
+    let root = temp("export");
+    let (run, index, web) = (root.join("run"), root.join("index"), root.join("web"));
+    train_tiny(&run, "0");
+    let output = native()
+        .args(["index", "--model"])
+        .arg(&run)
+        .args(["--images", "shapes", "--count", "40", "--device", "cpu", "--out"])
+        .arg(&index)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", text(&output));
+    let output = native()
+        .args(["export", "--model"])
+        .arg(&run)
+        .arg("--index")
+        .arg(&index)
+        .args(["--eval-count", "40", "--device", "cpu", "--out"])
+        .arg(&web)
+        .output()
+        .unwrap();
+    let message = text(&output);
+    assert!(output.status.success(), "{message}");
+    assert!(message.contains("with f32 weights") && message.contains("with f16 weights"), "{message}");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(web.join("export.json")).unwrap()).unwrap();
+    assert!(report["largest_bytes"].as_u64().unwrap() < 128 << 20);
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(web.join("model/config.json")).unwrap()).unwrap();
+    assert_eq!(config["weights_dtype"], report["weights"]);
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(web.join("index/index.json")).unwrap()).unwrap();
+    assert_eq!(meta["model_id"], config["model_id"], "the exported index is the exported model's");
+    assert_eq!(meta["count"], 40);
+    let caption = meta["entries"][3]["caption"].as_str().unwrap().to_string();
+    let output = native()
+        .arg("search")
+        .arg("--model")
+        .arg(web.join("model"))
+        .arg("--index")
+        .arg(web.join("index"))
+        .args([caption.as_str(), "-k", "40", "--json", "--device", "cpu"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", text(&output));
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(json["results"].as_array().unwrap().len(), 40);
+
+    // A truncated weights file is refused with its name.
+    let weights = std::fs::read(web.join("model/model.safetensors")).unwrap();
+    std::fs::write(web.join("model/model.safetensors"), &weights[..weights.len() / 2]).unwrap();
+    let output = native()
+        .arg("search")
+        .arg("--model")
+        .arg(web.join("model"))
+        .arg("--index")
+        .arg(web.join("index"))
+        .args(["red", "--device", "cpu"])
+        .output()
+        .unwrap();
+    let message = text(&output);
+    assert!(!output.status.success() && message.contains("model.safetensors"), "{message}");
+    assert!(!message.contains("panicked"), "{message}");
+    let _ = std::fs::remove_dir_all(&root);
+}

@@ -225,3 +225,69 @@ fn presets_have_the_documented_sizes_and_configs_round_trip() {
     bad.prompts.query = "{text} {text}".into();
     assert!(bad.validate().is_err());
 }
+
+/// A bundle saved with f16 weights loads back into a model whose weights are the f16-rounded
+/// originals: its embeddings stay within f16 precision of the f32 model's; bundles refuse a newer
+/// format, replaced weights and a truncated file, each with a message that says what is wrong.
+#[test]
+fn bundles_round_trip_in_f32_and_f16_and_refuse_damage() {
+    use ega_core::bundle;
+    use ega_core::index::Dtype;
+    let device = burn::tensor::Device::flex();
+    let config = ega_core::model::ModelConfig::tiny();
+    let model = ega_core::model::Embedder::new(&config, 3, &device).unwrap();
+    let mut corpus = ega_core::data::shapes::caption_vocabulary();
+    corpus.push("a red circle".into());
+    let tokenizer = ega_core::tokenizer::Tokenizer::train(corpus.iter(), config.language.vocab_size).unwrap();
+    let dir = std::env::temp_dir().join(format!("ega-bundle-{}", std::process::id()));
+    let captions = ["a red circle", "two blue squares above a star"];
+    let embed = |model: &ega_core::model::Embedder| {
+        ega_core::tensor_util::to_f64_vec(
+            ega_core::embed::embed_captions(model, &config, &tokenizer, &captions, 2, &device).unwrap(),
+        )
+        .unwrap()
+    };
+    let reference = embed(&model);
+    for dtype in [Dtype::F32, Dtype::F16] {
+        let saved = bundle::save(
+            &dir,
+            &model,
+            &config,
+            &tokenizer,
+            &Default::default(),
+            "shapes",
+            7,
+            &serde_json::json!({"note": "test"}),
+            dtype,
+        )
+        .unwrap();
+        let loaded = bundle::load(&dir, &device).unwrap();
+        assert_eq!(loaded.config, saved);
+        assert_eq!(loaded.metrics["note"], "test");
+        let got = embed(&loaded.model);
+        let tolerance = if dtype == Dtype::F32 { 1e-6 } else { 2e-2 };
+        ega_tests::assert_close(&format!("{dtype:?} embeddings"), &got, &reference, tolerance, 0.0);
+    }
+    let weights_f16 = std::fs::metadata(dir.join("model.safetensors")).unwrap().len();
+
+    // Damage: a newer format, other weights, a truncated file.
+    let config_text = std::fs::read_to_string(dir.join("config.json")).unwrap();
+    std::fs::write(dir.join("config.json"), config_text.replace("\"format_version\": 1", "\"format_version\": 9"))
+        .unwrap();
+    let err = bundle::load(&dir, &device).err().unwrap().to_string();
+    assert!(err.contains("format version 9"), "{err}");
+    std::fs::write(dir.join("config.json"), &config_text).unwrap();
+    let mut weights = std::fs::read(dir.join("model.safetensors")).unwrap();
+    let last = weights.len() - 1;
+    weights[last] ^= 0x40;
+    std::fs::write(dir.join("model.safetensors"), &weights).unwrap();
+    let err = bundle::load(&dir, &device).err().unwrap().to_string();
+    assert!(err.contains("differs from config.json's model_id"), "{err}");
+    let err = bundle::safetensors_convert(&weights[..weights.len() / 3], Dtype::F32, "cut.safetensors")
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("cut.safetensors"), "{err}");
+    assert!(weights_f16 < 600_000, "f16 weights of tiny should be about half of 1 MB, got {weights_f16}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

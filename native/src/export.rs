@@ -1,0 +1,227 @@
+//! `native export`: a model bundle and its gallery index, in the form the web page loads.
+//!
+//! ```text
+//! <out>/model/   config.json model.safetensors tokenizer.json metrics.json   (a bundle; f16 weights when harmless)
+//! <out>/index/   index.bin (f16 rows when harmless) index.json thumbs/
+//! <out>/export.json   what was measured and chosen, and every file's size
+//! ```
+//!
+//! f16 halves the download. It is used only where it loses no retrieval quality: the export
+//! evaluates the f32 and the f16 model on the held-out split (R@1 both ways, same pairs), and
+//! compares the f32 and f16 index rows' top-10 for every gallery image used as a query. The log
+//! prints both. The index is re-embedded with the exported weights, so the page computes queries
+//! with exactly the model that made the index.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use ega_core::bundle;
+use ega_core::data::{self, Split};
+use ega_core::device::{self, DeviceChoice};
+use ega_core::eval::{evaluate, RetrievalMetrics};
+use ega_core::index::{search_host, Dtype, Index};
+
+use crate::search::{write_index, IndexRequest};
+use crate::train::LoadedModel;
+
+/// Largest buffer a page may bind by default in WebGPU (`maxStorageBufferBindingSize`, 128 MiB).
+pub const WEBGPU_DEFAULT_BINDING_LIMIT: u64 = 128 << 20;
+/// Retrieval may drop by at most this much (absolute R@1) for f16 weights to be chosen: one pair
+/// in 500 changing rank is rounding noise, not lost quality.
+const R1_TOLERANCE: f64 = 0.002;
+
+/// What `native export` does.
+pub struct ExportRequest {
+    /// Bundle or finished run folder.
+    pub model: PathBuf,
+    /// Index folder made by `native index` with that model.
+    pub index: PathBuf,
+    /// Output folder.
+    pub out: PathBuf,
+    /// Weights: `None` chooses (f16 when harmless).
+    pub weights: Option<Dtype>,
+    /// Held-out pairs for the f32-vs-f16 check.
+    pub eval_count: usize,
+    /// Device.
+    pub device: DeviceChoice,
+}
+
+fn r1(metrics: &RetrievalMetrics) -> (f64, f64) {
+    (metrics.t2i_r1, metrics.i2t_r1)
+}
+
+fn file_sizes(dir: &Path, prefix: &str, out: &mut Vec<(String, u64)>) -> Result<()> {
+    for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let entry = entry?;
+        let name = format!("{prefix}{}", entry.file_name().to_string_lossy());
+        if entry.path().is_dir() {
+            file_sizes(&entry.path(), &format!("{name}/"), out)?;
+        } else {
+            out.push((name, entry.metadata()?.len()));
+        }
+    }
+    Ok(())
+}
+
+/// `native export`.
+pub fn export(request: ExportRequest) -> Result<()> {
+    let selected = device::select(request.device)?;
+    let device = selected.device.clone();
+    let dir = bundle::resolve(&request.model)?;
+    let source = bundle::load(&dir, &device)?;
+    let index = Index::load(&request.index)?;
+    index.check_model(&source.config.model_id, source.config.model.embed_dim(), &dir.display().to_string())?;
+    eprintln!("exporting {} (model {}) with {}", dir.display(), source.config.model_id, selected.description);
+
+    // The f16 candidate: write it, load it back as the page would.
+    let staging = request.out.join("model.partial");
+    let _ = std::fs::remove_dir_all(&staging);
+    bundle::save(
+        &staging,
+        &source.model,
+        &source.config.model,
+        &source.tokenizer,
+        &source.config.loss,
+        &source.config.data,
+        source.config.steps,
+        &source.metrics,
+        Dtype::F16,
+    )?;
+    let halved = bundle::load(&staging, &device)?;
+
+    // Retrieval of both on the same held-out pairs.
+    let dataset = data::open(&source.config.data, source.config.model.vision.image_size, true)?;
+    let split = if dataset.len(Split::Test).unwrap_or(1) > 0 { Split::Test } else { Split::Train };
+    let eval = |model: &ega_core::model::Embedder| {
+        evaluate(
+            model,
+            &source.config.model,
+            &source.tokenizer,
+            dataset.as_ref(),
+            split,
+            request.eval_count,
+            64,
+            &device,
+        )
+    };
+    let full_metrics = eval(&source.model)?;
+    let half_metrics = eval(&halved.model)?;
+    let (full_r1, half_r1) = (r1(&full_metrics), r1(&half_metrics));
+    let harmless = half_r1.0 >= full_r1.0 - R1_TOLERANCE && half_r1.1 >= full_r1.1 - R1_TOLERANCE;
+    let weights = request.weights.unwrap_or(if harmless { Dtype::F16 } else { Dtype::F32 });
+    eprintln!(
+        "{split} split, {} pairs: R@1 t2i / i2t with f32 weights {:.1}% / {:.1}%, with f16 weights {:.1}% / {:.1}% → {} weights{}",
+        full_metrics.count,
+        100.0 * full_r1.0,
+        100.0 * full_r1.1,
+        100.0 * half_r1.0,
+        100.0 * half_r1.1,
+        if weights == Dtype::F16 { "f16" } else { "f32" },
+        if request.weights.is_some() { " (as asked)" } else if harmless { " (no loss)" } else { " (f16 loses quality)" }
+    );
+    let model_out = request.out.join("model");
+    let _ = std::fs::remove_dir_all(&model_out);
+    let exported_config = if weights == Dtype::F16 {
+        std::fs::rename(&staging, &model_out).with_context(|| format!("moving into {}", model_out.display()))?;
+        halved.config.clone()
+    } else {
+        let _ = std::fs::remove_dir_all(&staging);
+        bundle::save(
+            &model_out,
+            &source.model,
+            &source.config.model,
+            &source.tokenizer,
+            &source.config.loss,
+            &source.config.data,
+            source.config.steps,
+            &source.metrics,
+            Dtype::F32,
+        )?
+    };
+    let exported = if weights == Dtype::F16 { halved } else { bundle::load(&model_out, &device)? };
+
+    // The gallery, re-embedded with the exported weights; rows in f32 first to compare.
+    let index_out = request.out.join("index");
+    let loaded = LoadedModel {
+        model: exported.model,
+        config: exported.config.model.clone(),
+        tokenizer: exported.tokenizer,
+        data: exported.config.data.clone(),
+        model_id: Some(exported_config.model_id.clone()),
+        description: model_out.display().to_string(),
+    };
+    let source_is_folder = Path::new(&index.meta.source).is_dir();
+    let index_request = IndexRequest {
+        model: model_out.clone(),
+        images: index.meta.source.clone(),
+        split: index.meta.split.unwrap_or(Split::Test),
+        count: if source_is_folder { None } else { Some(index.meta.count) },
+        out: index_out.clone(),
+        dtype: Dtype::F32,
+        batch_size: 64,
+        thumb_size: 64,
+        device: request.device,
+    };
+    let _ = std::fs::remove_dir_all(&index_out);
+    write_index(&loaded, &exported_config.model_id, &index_request, &device)?;
+    let mut rows = Index::load(&index_out)?;
+    // f16 rows: do the top-10 lists of every gallery image as a query stay the same?
+    let rounded = ega_core::index::round_to_f16(&rows.rows);
+    let dim = rows.meta.dim;
+    let mut same = 0;
+    for query in rows.rows.chunks_exact(dim) {
+        let a: Vec<usize> = search_host(&rows.rows, dim, query, 10).iter().map(|h| h.row).collect();
+        let b: Vec<usize> = search_host(&rounded, dim, query, 10).iter().map(|h| h.row).collect();
+        same += usize::from(a == b);
+    }
+    let rows_f16 = same == rows.meta.count;
+    eprintln!(
+        "index rows: top-10 identical with f16 rows for {same} of {} gallery queries → {} rows",
+        rows.meta.count,
+        if rows_f16 { "f16" } else { "f32" }
+    );
+    if rows_f16 {
+        rows.meta.dtype = Dtype::F16;
+        rows.save(&index_out)?;
+    }
+
+    let mut files = Vec::new();
+    file_sizes(&request.out, "", &mut files)?;
+    files.retain(|(name, _)| name.starts_with("model/") || name.starts_with("index/"));
+    files.sort();
+    let largest = files.iter().max_by_key(|f| f.1).cloned().unwrap_or_default();
+    anyhow::ensure!(
+        largest.1 <= WEBGPU_DEFAULT_BINDING_LIMIT,
+        "{} is {} bytes, over WebGPU's default 128 MiB binding limit",
+        largest.0,
+        largest.1
+    );
+    let total: u64 = files.iter().map(|f| f.1).sum();
+    let report = serde_json::json!({
+        "model_id": exported_config.model_id,
+        "source_model_id": source.config.model_id,
+        "weights": weights, "index_rows": rows.meta.dtype,
+        "eval": {"split": split.to_string(), "pairs": full_metrics.count,
+            "f32": {"t2i_r1": full_r1.0, "i2t_r1": full_r1.1}, "f16": {"t2i_r1": half_r1.0, "i2t_r1": half_r1.1}},
+        "index_top10_identical_with_f16_rows": format!("{same}/{}", rows.meta.count),
+        "files": files.iter().map(|(n, s)| serde_json::json!({"path": n, "bytes": s})).collect::<Vec<_>>(),
+        "total_bytes": total, "largest_file": largest.0, "largest_bytes": largest.1,
+        "webgpu_default_binding_limit": WEBGPU_DEFAULT_BINDING_LIMIT,
+    });
+    ega_core::checkpoint::write_atomic(
+        &request.out.join("export.json"),
+        serde_json::to_string_pretty(&report)?.as_bytes(),
+    )?;
+    println!(
+        "exported to {}: model/ ({:?} weights), index/ ({} rows, {:?}), {:.1} MB in {} files; largest {} ({:.1} MB, under WebGPU's 128 MiB default)",
+        request.out.display(),
+        weights,
+        rows.meta.count,
+        rows.meta.dtype,
+        total as f64 / 1e6,
+        files.len(),
+        largest.0,
+        largest.1 as f64 / 1e6
+    );
+    Ok(())
+}
