@@ -4,6 +4,7 @@
 //! <out>/model/   config.json model.safetensors tokenizer.json metrics.json   (a bundle; f16 weights when harmless)
 //! <out>/index/   index.bin (f16 rows when harmless) index.json thumbs/
 //! <out>/export.json   what was measured and chosen, and every file's size
+//! <out>/README.md     the model card: how it was made, its evaluation, the export check, credits
 //! ```
 //!
 //! f16 halves the download. It is used only where it loses no retrieval quality: the export
@@ -76,17 +77,20 @@ pub fn export(request: ExportRequest) -> Result<()> {
     // The f16 candidate: write it, load it back as the page would.
     let staging = request.out.join("model.partial");
     let _ = std::fs::remove_dir_all(&staging);
-    bundle::save(
-        &staging,
-        &source.model,
-        &source.config.model,
-        &source.tokenizer,
-        &source.config.loss,
-        &source.config.data,
-        source.config.steps,
-        &source.metrics,
-        Dtype::F16,
-    )?;
+    let save = |dir: &Path, dtype: Dtype| {
+        bundle::save(
+            dir,
+            &source.model,
+            &source.config.model,
+            &source.tokenizer,
+            &source.config.loss,
+            &source.config.data,
+            source.config.steps,
+            &source.metrics,
+            dtype,
+        )
+    };
+    save(&staging, Dtype::F16)?;
     let halved = bundle::load(&staging, &device)?;
 
     // Retrieval of both on the same held-out pairs.
@@ -126,17 +130,7 @@ pub fn export(request: ExportRequest) -> Result<()> {
         halved.config.clone()
     } else {
         let _ = std::fs::remove_dir_all(&staging);
-        bundle::save(
-            &model_out,
-            &source.model,
-            &source.config.model,
-            &source.tokenizer,
-            &source.config.loss,
-            &source.config.data,
-            source.config.steps,
-            &source.metrics,
-            Dtype::F32,
-        )?
+        save(&model_out, Dtype::F32)?
     };
     let exported = if weights == Dtype::F16 { halved } else { bundle::load(&model_out, &device)? };
 
@@ -197,7 +191,13 @@ pub fn export(request: ExportRequest) -> Result<()> {
         largest.1
     );
     let total: u64 = files.iter().map(|f| f.1).sum();
+    let known = known_query(&loaded, &rows, &device)?;
+    if let Some(known) = &known {
+        eprintln!("known query: {} ranks {} first", known["query"], known["id"]);
+    }
     let report = serde_json::json!({
+        "known_query": known,
+        "index_source": rows.meta.source, "index_split": rows.meta.split,
         "model_id": exported_config.model_id,
         "source_model_id": source.config.model_id,
         "weights": weights, "index_rows": rows.meta.dtype,
@@ -212,6 +212,8 @@ pub fn export(request: ExportRequest) -> Result<()> {
         &request.out.join("export.json"),
         serde_json::to_string_pretty(&report)?.as_bytes(),
     )?;
+    let card = model_card(&exported_config, &source.metrics, &report);
+    ega_core::checkpoint::write_atomic(&request.out.join("README.md"), card.as_bytes())?;
     println!(
         "exported to {}: model/ ({:?} weights), index/ ({} rows, {:?}), {:.1} MB in {} files; largest {} ({:.1} MB, under WebGPU's 128 MiB default)",
         request.out.display(),
@@ -224,4 +226,130 @@ pub fn export(request: ExportRequest) -> Result<()> {
         largest.1 as f64 / 1e6
     );
     Ok(())
+}
+
+/// The first gallery entry (in index order, among the first 500) whose own caption ranks it
+/// first: a query the committed demo bundles are tested with. `None` without captions.
+fn known_query(
+    loaded: &LoadedModel,
+    index: &Index,
+    device: &burn::tensor::Device,
+) -> Result<Option<serde_json::Value>> {
+    let captioned: Vec<(usize, &str)> = index
+        .meta
+        .entries
+        .iter()
+        .enumerate()
+        .filter_map(|(row, e)| e.caption.as_deref().map(|c| (row, c)))
+        .take(500)
+        .collect();
+    for chunk in captioned.chunks(64) {
+        let captions: Vec<&str> = chunk.iter().map(|(_, c)| *c).collect();
+        let embeddings = ega_core::tensor_util::to_f32_vec(ega_core::embed::embed_captions(
+            &loaded.model,
+            &loaded.config,
+            &loaded.tokenizer,
+            &captions,
+            64,
+            device,
+        )?)?;
+        for ((row, caption), query) in chunk.iter().zip(embeddings.chunks_exact(index.meta.dim)) {
+            let hits = search_host(&index.rows, index.meta.dim, query, 2);
+            // A clear winner, not a tie broken by row order.
+            if hits[0].row == *row && hits.get(1).is_none_or(|h| h.score < hits[0].score - 1e-4) {
+                return Ok(Some(serde_json::json!({"query": caption, "id": index.meta.entries[*row].id, "row": row,
+                    "score": hits[0].score})));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// The model card (`README.md` beside model/ and index/): what it is, how it was made, how good
+/// it is, what the export measured, and credits.
+fn model_card(config: &bundle::BundleConfig, metrics: &serde_json::Value, report: &serde_json::Value) -> String {
+    let train = &metrics["train"];
+    let loss = &config.loss;
+    let command = format!(
+        "cargo run -p native -- train --preset {} --data {} --loss {} --tau {} --alpha {} --rescale {} --steps {} --batch-size {} --hard-negatives {} --lr {} --warmup {} --seed {} --device cpu",
+        config.model.preset,
+        config.data,
+        loss.kind,
+        loss.tau,
+        loss.alpha,
+        serde_json::to_value(loss.rescale).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default(),
+        config.steps,
+        train["batch_size"],
+        train["hard_negatives"],
+        train["lr"],
+        train["warmup_steps"],
+        train["seed"],
+    );
+    let mut results = Vec::new();
+    if let Some(eval) = metrics["eval"].as_object() {
+        for (split, value) in eval {
+            let split = match split.as_str() {
+                "train" => Split::Train,
+                "unseen" => Split::Unseen,
+                _ => Split::Test,
+            };
+            if let Ok(m) = serde_json::from_value::<RetrievalMetrics>(value.clone()) {
+                results.push((split, m));
+            }
+        }
+    }
+    let credit = if config.data.starts_with("openmoji") {
+        "\n## Credit\n\nEmoji artwork: [OpenMoji](https://openmoji.org) – the open-source emoji and icon project, \
+         licensed [CC BY-SA 4.0](https://creativecommons.org/licenses/by-sa/4.0/). The thumbnails in `index/thumbs/` \
+         are rasterised OpenMoji images and are under the same licence.\n"
+    } else {
+        ""
+    };
+    let known = match report["known_query"].as_object() {
+        Some(k) => format!(
+            "Known query (the committed-bundle test checks it): {} → `{}` first.\n",
+            k["query"],
+            k["id"].as_str().unwrap_or("")
+        ),
+        None => String::new(),
+    };
+    format!(
+        "# EGA demo bundle: `{preset}` on `{data}`\n\n\
+         A {params} multimodal-LLM embedder (ViT → projector → decoder LM, last-token pooling) trained from \
+         scratch with the {loss} loss. Model id `{id}`; weights stored as {weights}.\n\n\
+         ## How it was made\n\n```sh\n{command}\ncargo run -p native -- index --model RUN --images {source} --split {index_split} --count {count} --out INDEX\n\
+         cargo run -p native -- export --model RUN --index INDEX --out DIR\n```\n\n\
+         {steps} steps; training took {wall:.0} s on {device} ({cores} CPU cores).\n\n\
+         ## Evaluation (held-out pairs, at the end of training)\n\n{table}\n\
+         ## Export\n\nR@1 (t2i / i2t) on {pairs} {split} pairs: f32 weights {f32t:.1}% / {f32i:.1}%, f16 weights {f16t:.1}% / {f16i:.1}%. \
+         Index: {rows} gallery images ({split_note}), rows stored as {row_dtype}. Largest file {largest} ({largest_mb:.1} MB).\n\n{known}{credit}",
+        preset = config.model.preset,
+        data = config.data,
+        params = metrics["model"].as_str().unwrap_or(&config.model.preset),
+        loss = loss.kind,
+        id = config.model_id,
+        weights = report["weights"].as_str().unwrap_or("f32"),
+        source = report["index_source"].as_str().unwrap_or(""),
+        index_split = report["index_split"].as_str().unwrap_or("test"),
+        count = report["files"].as_array().map(|f| f.iter().filter(|x| x["path"].as_str().unwrap_or("").starts_with("index/thumbs/")).count()).unwrap_or(0),
+        steps = config.steps,
+        wall = metrics["wall_time_s"].as_f64().unwrap_or(0.0),
+        device = metrics["device"].as_str().unwrap_or("?"),
+        cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        table = crate::train::metrics_table(&results),
+        pairs = report["eval"]["pairs"],
+        split = report["eval"]["split"].as_str().unwrap_or(""),
+        f32t = 100.0 * report["eval"]["f32"]["t2i_r1"].as_f64().unwrap_or(0.0),
+        f32i = 100.0 * report["eval"]["f32"]["i2t_r1"].as_f64().unwrap_or(0.0),
+        f16t = 100.0 * report["eval"]["f16"]["t2i_r1"].as_f64().unwrap_or(0.0),
+        f16i = 100.0 * report["eval"]["f16"]["i2t_r1"].as_f64().unwrap_or(0.0),
+        rows = report["files"].as_array().map(|f| f.iter().filter(|x| x["path"].as_str().unwrap_or("").starts_with("index/thumbs/")).count()).unwrap_or(0),
+        split_note = match report["index_split"].as_str() {
+            Some(split) => format!("{} split of {}", split, report["index_source"].as_str().unwrap_or("")),
+            None => format!("from {}", report["index_source"].as_str().unwrap_or("")),
+        },
+        row_dtype = report["index_rows"].as_str().unwrap_or("f32"),
+        largest = report["largest_file"].as_str().unwrap_or(""),
+        largest_mb = report["largest_bytes"].as_f64().unwrap_or(0.0) / 1e6,
+    )
 }

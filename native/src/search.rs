@@ -81,15 +81,22 @@ fn progress(total: usize, what: &str) -> ProgressBar {
     bar
 }
 
+/// A model from a bundle (not a bare checkpoint: indexes record the bundle's model id), with its id.
+fn bundle_model(path: &Path, device: &burn::tensor::Device, command: &str) -> Result<(LoadedModel, String)> {
+    let loaded = load_model(path, device)?;
+    let id = loaded
+        .model_id
+        .clone()
+        .with_context(|| format!("{}: {command} needs a model bundle (a finished run has bundle/)", path.display()))?;
+    Ok((loaded, id))
+}
+
 /// `native index`.
 pub fn index(request: IndexRequest) -> Result<()> {
     anyhow::ensure!(request.batch_size >= 1, "--batch-size must be at least 1");
     let selected = device::select(request.device)?;
     let device = selected.device.clone();
-    let loaded = load_model(&request.model, &device)?;
-    let model_id = loaded.model_id.clone().with_context(|| {
-        format!("{}: index needs a model bundle (a finished run has bundle/)", request.model.display())
-    })?;
+    let (loaded, model_id) = bundle_model(&request.model, &device, "index")?;
     eprintln!("indexing {} with {} on {}", request.images, loaded.description, selected.description);
     write_index(&loaded, &model_id, &request, &device)?;
     Ok(())
@@ -310,10 +317,7 @@ pub fn search(request: SearchRequest) -> Result<()> {
     let index = Index::load(&request.index)?;
     let selected = device::select(request.device)?;
     let device = selected.device.clone();
-    let loaded = load_model(&request.model, &device)?;
-    let model_id = loaded.model_id.clone().with_context(|| {
-        format!("{}: search needs a model bundle (a finished run has bundle/)", request.model.display())
-    })?;
+    let (loaded, model_id) = bundle_model(&request.model, &device, "search")?;
     index.check_model(&model_id, loaded.config.embed_dim(), &request.model.display().to_string())?;
     let started = Instant::now();
     let query = embed_query(&loaded, &request, &device)?;

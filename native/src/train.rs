@@ -213,10 +213,14 @@ pub fn run(request: TrainRequest) -> Result<Option<SplitMetrics>> {
                 64,
                 &inference,
             )?;
-            progress.println(format!(
-                "step {}: test t2i R@1 {:.3}, i2t R@1 {:.3}",
-                trainer.step, metrics.t2i_r1, metrics.i2t_r1
-            ));
+            let line =
+                format!("step {}: test t2i R@1 {:.3}, i2t R@1 {:.3}", trainer.step, metrics.t2i_r1, metrics.i2t_r1);
+            // A hidden bar (not a terminal) swallows println: write the line plainly then.
+            if progress.is_hidden() {
+                eprintln!("{line}");
+            } else {
+                progress.println(line);
+            }
             log_line(&mut log, serde_json::json!({"step": stats.step, "eval": {"test": metrics}}))?;
         }
         if trainer.step % request.checkpoint_every.max(1) == 0 || trainer.step == last {

@@ -1,5 +1,6 @@
 //! The one integration-test binary of the workspace.
 
+mod assets;
 mod data;
 mod kernels;
 mod learning;
