@@ -319,7 +319,7 @@ fn model_card(config: &bundle::BundleConfig, metrics: &serde_json::Value, report
          scratch with the {loss} loss. Model id `{id}`; weights stored as {weights}.\n\n\
          ## How it was made\n\n```sh\n{command}\ncargo run -p native -- index --model RUN --images {source} --split {index_split} --count {count} --out INDEX\n\
          cargo run -p native -- export --model RUN --index INDEX --out DIR\n```\n\n\
-         {steps} steps; training took {wall:.0} s on {device} ({cores} CPU cores).\n\n\
+         {steps} steps; training took {wall:.0} s on {device}; machine: {cores}.\n\n\
          ## Evaluation (held-out pairs, at the end of training)\n\n{table}\n\
          ## Export\n\nR@1 (t2i / i2t) on {pairs} {split} pairs: f32 weights {f32t:.1}% / {f32i:.1}%, f16 weights {f16t:.1}% / {f16i:.1}%. \
          Index: {rows} gallery images ({split_note}), rows stored as {row_dtype}. Largest file {largest} ({largest_mb:.1} MB).\n\n{known}{credit}",
@@ -335,7 +335,7 @@ fn model_card(config: &bundle::BundleConfig, metrics: &serde_json::Value, report
         steps = config.steps,
         wall = metrics["wall_time_s"].as_f64().unwrap_or(0.0),
         device = metrics["device"].as_str().unwrap_or("?"),
-        cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        cores = machine(),
         table = crate::train::metrics_table(&results),
         pairs = report["eval"]["pairs"],
         split = report["eval"]["split"].as_str().unwrap_or(""),
@@ -352,4 +352,19 @@ fn model_card(config: &bundle::BundleConfig, metrics: &serde_json::Value, report
         largest = report["largest_file"].as_str().unwrap_or(""),
         largest_mb = report["largest_bytes"].as_f64().unwrap_or(0.0) / 1e6,
     )
+}
+
+/// The machine in words: CPU model (Linux) and core count.
+fn machine() -> String {
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let model = std::fs::read_to_string("/proc/cpuinfo").ok().and_then(|text| {
+        text.lines()
+            .find(|l| l.starts_with("model name"))
+            .and_then(|l| l.split(':').nth(1))
+            .map(|m| m.trim().to_string())
+    });
+    match model {
+        Some(model) => format!("{model}, {cores} cores available"),
+        None => format!("{cores} CPU cores available"),
+    }
 }
