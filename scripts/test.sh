@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # README's test command: the Rust tests (unit, integration, command line), then the web package
-# built for wasm32 and run in node, where it must tokenize exactly like the native build.
+# built for wasm32 and run in node, where it must tokenize exactly like the native build and
+# search the committed demo bundles like it.
 # Needs: the wasm32-unknown-unknown target, wasm-bindgen-cli 0.2.130, node (README, "Set up").
 # Extra arguments go to `cargo test` (e.g. `bash scripts/test.sh data::`).
 set -euo pipefail
@@ -17,3 +18,4 @@ fi
 cargo build -p web --target wasm32-unknown-unknown
 wasm-bindgen --target nodejs --out-dir target/web-node target/wasm32-unknown-unknown/debug/web.wasm
 node web/tests/tokenize.mjs target/web-node
+node web/tests/search.mjs target/web-node

@@ -1,0 +1,34 @@
+// The committed demo bundles search the same in wasm as natively: each bundle's known query
+// (recorded by `native export` in export.json, with its native score) must rank the same image
+// first here, with the same score to 1e-4.
+// Usage: node web/tests/search.mjs PKG_DIR   (PKG_DIR: `wasm-bindgen --target nodejs` output)
+import { createRequire } from 'node:module';
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import assert from 'node:assert/strict';
+
+const require = createRequire(import.meta.url);
+const web = require(path.resolve(process.argv[2], 'web.js'));
+const root = path.resolve(path.dirname(new URL(import.meta.url).pathname), '../..');
+
+for (const name of ['openmoji', 'shapes']) {
+  const dir = path.join(root, 'assets', name);
+  const read = (file) => readFileSync(path.join(dir, file));
+  const report = JSON.parse(read('export.json'));
+  const searcher = new web.Searcher(
+    read('model/config.json'), read('model/model.safetensors'), read('model/tokenizer.json').toString('utf8'),
+    read('index/index.bin'), read('index/index.json'));
+  assert.equal(searcher.model_id(), report.model_id);
+  const known = report.known_query;
+  const started = performance.now();
+  const hits = JSON.parse(searcher.search(known.query, 5));
+  const ms = performance.now() - started;
+  assert.equal(hits[0].id, known.id, `${name}: ${known.query} → ${JSON.stringify(hits[0])}`);
+  assert.ok(Math.abs(hits[0].score - known.score) < 1e-4, `${name}: score ${hits[0].score} vs native ${known.score}`);
+  assert.throws(() => searcher.search('', 5), /empty/);
+  // A damaged weights file is a readable error.
+  const weights = read('model/model.safetensors');
+  assert.throws(() => new web.Searcher(read('model/config.json'), weights.subarray(0, weights.length / 2),
+    read('model/tokenizer.json').toString('utf8'), read('index/index.bin'), read('index/index.json')), /model/);
+  console.log(`wasm search ${name}: "${known.query}" → ${hits[0].id} (${hits[0].score.toFixed(4)}, native ${known.score.toFixed(4)}), ${searcher.count()} images, ${ms.toFixed(0)} ms`);
+}
