@@ -113,9 +113,15 @@ impl Searcher {
         }
         let error = |err: ega_core::EgaError| JsError::new(&err.to_string());
         let config = &self.bundle.config.model;
-        let embedding =
-            ega_core::embed::embed_captions(&self.bundle.model, config, &self.bundle.tokenizer, &[query], 1, &self.device)
-                .map_err(error)?;
+        let embedding = ega_core::embed::embed_captions(
+            &self.bundle.model,
+            config,
+            &self.bundle.tokenizer,
+            &[query],
+            1,
+            &self.device,
+        )
+        .map_err(error)?;
         let query = ega_core::tensor_util::to_f32_vec(embedding).map_err(error)?;
         let hits = ega_core::index::search_host(&self.index.rows, self.index.meta.dim, &query, k);
         let results: Vec<serde_json::Value> = hits
