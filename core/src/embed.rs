@@ -41,6 +41,21 @@ fn assemble(
     EmbedderInput::new(&batch, images, device)
 }
 
+/// How many caption tokens a query keeps: the model's context minus what the query template
+/// itself takes. Longer captions are cut to this by [`query_input`].
+pub fn query_token_budget(config: &ModelConfig, tokenizer: &Tokenizer) -> Result<usize> {
+    let template = &config.prompts.query;
+    let fixed = encode_prompt(template, "", false, &config.special, &mut |s| tokenizer.encode(s))?.len();
+    let budget = config.language.max_seq_len.saturating_sub(fixed);
+    if budget == 0 {
+        return Err(EgaError::Prompt(format!(
+            "the query template {template:?} alone fills the model's {} tokens",
+            config.language.max_seq_len
+        )));
+    }
+    Ok(budget)
+}
+
 /// Model inputs for captions as queries. Captions too long for the model are cut (keeping
 /// `<bos>`, the instruction and `<eos>`), so that any text can be embedded.
 pub fn query_input(
@@ -50,15 +65,7 @@ pub fn query_input(
     device: &Device,
 ) -> Result<EmbedderInput> {
     let template = &config.prompts.query;
-    // Room the template itself takes, so the caption can be cut to fit.
-    let fixed = encode_prompt(template, "", false, &config.special, &mut |s| tokenizer.encode(s))?.len();
-    let budget = config.language.max_seq_len.saturating_sub(fixed);
-    if budget == 0 {
-        return Err(EgaError::Prompt(format!(
-            "the query template {template:?} alone fills the model's {} tokens",
-            config.language.max_seq_len
-        )));
-    }
+    let budget = query_token_budget(config, tokenizer)?;
     let items: Vec<(&str, Option<usize>)> = captions.iter().map(|c| (*c, None)).collect();
     assemble(config, tokenizer, template, &items, None, budget, device)
 }

@@ -200,7 +200,7 @@ pub fn export(request: ExportRequest) -> Result<()> {
         "index_source": rows.meta.source, "index_split": rows.meta.split,
         "model_id": exported_config.model_id,
         "source_model_id": source.config.model_id,
-        "weights": weights, "index_rows": rows.meta.dtype,
+        "weights": weights, "index_rows": rows.meta.dtype, "index_count": rows.meta.count,
         "eval": {"split": split.to_string(), "pairs": full_metrics.count,
             "f32": {"t2i_r1": full_r1.0, "i2t_r1": full_r1.1}, "f16": {"t2i_r1": half_r1.0, "i2t_r1": half_r1.1}},
         "index_top10_identical_with_f16_rows": format!("{same}/{}", rows.meta.count),
@@ -317,7 +317,7 @@ fn model_card(config: &bundle::BundleConfig, metrics: &serde_json::Value, report
         "# EGA demo bundle: `{preset}` on `{data}`\n\n\
          A {params} multimodal-LLM embedder (ViT → projector → decoder LM, last-token pooling) trained from \
          scratch with the {loss} loss. Model id `{id}`; weights stored as {weights}.\n\n\
-         ## How it was made\n\n```sh\n{command}\ncargo run -p native -- index --model RUN --images {source} --split {index_split} --count {count} --out INDEX\n\
+         ## How it was made\n\n```sh\n{command}\ncargo run -p native -- index --model RUN --images {source} --split {index_split} --count {rows} --out INDEX\n\
          cargo run -p native -- export --model RUN --index INDEX --out DIR\n```\n\n\
          {steps} steps; training took {wall:.0} s on {device}; machine: {cores}.\n\n\
          ## Evaluation (held-out pairs, at the end of training)\n\n{table}\n\
@@ -331,7 +331,6 @@ fn model_card(config: &bundle::BundleConfig, metrics: &serde_json::Value, report
         weights = report["weights"].as_str().unwrap_or("f32"),
         source = report["index_source"].as_str().unwrap_or(""),
         index_split = report["index_split"].as_str().unwrap_or("test"),
-        count = report["files"].as_array().map(|f| f.iter().filter(|x| x["path"].as_str().unwrap_or("").starts_with("index/thumbs/")).count()).unwrap_or(0),
         steps = config.steps,
         wall = metrics["wall_time_s"].as_f64().unwrap_or(0.0),
         device = metrics["device"].as_str().unwrap_or("?"),
@@ -343,7 +342,7 @@ fn model_card(config: &bundle::BundleConfig, metrics: &serde_json::Value, report
         f32i = 100.0 * report["eval"]["f32"]["i2t_r1"].as_f64().unwrap_or(0.0),
         f16t = 100.0 * report["eval"]["f16"]["t2i_r1"].as_f64().unwrap_or(0.0),
         f16i = 100.0 * report["eval"]["f16"]["i2t_r1"].as_f64().unwrap_or(0.0),
-        rows = report["files"].as_array().map(|f| f.iter().filter(|x| x["path"].as_str().unwrap_or("").starts_with("index/thumbs/")).count()).unwrap_or(0),
+        rows = report["index_count"],
         split_note = match report["index_split"].as_str() {
             Some(split) => format!("{} split of {}", split, report["index_source"].as_str().unwrap_or("")),
             None => format!("from {}", report["index_source"].as_str().unwrap_or("")),

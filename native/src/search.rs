@@ -271,10 +271,10 @@ fn embed_query(loaded: &LoadedModel, request: &SearchRequest, device: &burn::ten
                 bail!("the query is empty: give some words to search for (or --image FILE)");
             }
             let tokens = loaded.tokenizer.encode(text)?.len();
-            let room = loaded.config.language.max_seq_len;
-            if tokens + 8 > room {
+            let room = ega_core::embed::query_token_budget(&loaded.config, &loaded.tokenizer)?;
+            if tokens > room {
                 eprintln!(
-                    "warning: the query is {} characters ({tokens} tokens); the model reads at most {room} tokens, so it was cut",
+                    "warning: the query is {} characters ({tokens} tokens); the model reads at most {room} of them, so it was cut",
                     text.chars().count()
                 );
             }

@@ -263,6 +263,10 @@ fn ablate_prints_mean_and_std_and_reuses_finished_runs() {
     let _ = std::fs::remove_dir_all(&out);
 }
 
+fn search_with(model: &Path, index: &Path, args: &[&str]) -> Output {
+    native().arg("search").arg("--model").arg(model).arg("--index").arg(index).args(args).output().unwrap()
+}
+
 fn train_tiny(out: &Path, seed: &str) {
     let output = native()
         .args(["train", "--preset", "tiny", "--steps", "3", "--batch-size", "4", "--warmup", "1", "--eval-every", "0"])
@@ -320,9 +324,7 @@ fn index_and_search_a_folder_of_images_with_clear_errors() {
     assert_eq!(meta["count"], 5);
     assert_eq!(std::fs::read_dir(index.join("thumbs")).unwrap().count(), 5);
 
-    let search = |args: &[&str]| {
-        native().arg("search").arg("--model").arg(&run).arg("--index").arg(&index).args(args).output().unwrap()
-    };
+    let search = |args: &[&str]| search_with(&run, &index, args);
     for k in 0..colours.len() {
         let query = photos.join(format!("photo-{k}.png"));
         let output = search(&["--image", query.to_str().unwrap(), "-k", "2", "--json", "--device", "cpu"]);
@@ -354,15 +356,7 @@ fn index_and_search_a_folder_of_images_with_clear_errors() {
         assert!(!text(&output).contains("panicked"));
     }
     train_tiny(&other, "1");
-    let output = native()
-        .arg("search")
-        .arg("--model")
-        .arg(&other)
-        .arg("--index")
-        .arg(&index)
-        .args(["red", "--device", "cpu"])
-        .output()
-        .unwrap();
+    let output = search_with(&other, &index, &["red", "--device", "cpu"]);
     assert!(!output.status.success() && text(&output).contains("rebuild it with"), "{}", text(&output));
     let bin = std::fs::read(index.join("index.bin")).unwrap();
     std::fs::write(index.join("index.bin"), &bin[..bin.len() - 10]).unwrap();
@@ -409,15 +403,11 @@ fn export_writes_a_web_bundle_that_searches() {
     assert_eq!(meta["model_id"], config["model_id"], "the exported index is the exported model's");
     assert_eq!(meta["count"], 40);
     let caption = meta["entries"][3]["caption"].as_str().unwrap().to_string();
-    let output = native()
-        .arg("search")
-        .arg("--model")
-        .arg(web.join("model"))
-        .arg("--index")
-        .arg(web.join("index"))
-        .args([caption.as_str(), "-k", "40", "--json", "--device", "cpu"])
-        .output()
-        .unwrap();
+    let output = search_with(
+        &web.join("model"),
+        &web.join("index"),
+        &[caption.as_str(), "-k", "40", "--json", "--device", "cpu"],
+    );
     assert!(output.status.success(), "{}", text(&output));
     let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(json["results"].as_array().unwrap().len(), 40);
@@ -425,15 +415,7 @@ fn export_writes_a_web_bundle_that_searches() {
     // A truncated weights file is refused with its name.
     let weights = std::fs::read(web.join("model/model.safetensors")).unwrap();
     std::fs::write(web.join("model/model.safetensors"), &weights[..weights.len() / 2]).unwrap();
-    let output = native()
-        .arg("search")
-        .arg("--model")
-        .arg(web.join("model"))
-        .arg("--index")
-        .arg(web.join("index"))
-        .args(["red", "--device", "cpu"])
-        .output()
-        .unwrap();
+    let output = search_with(&web.join("model"), &web.join("index"), &["red", "--device", "cpu"]);
     let message = text(&output);
     assert!(!output.status.success() && message.contains("model.safetensors"), "{message}");
     assert!(!message.contains("panicked"), "{message}");
