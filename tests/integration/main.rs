@@ -7,4 +7,5 @@ mod learning;
 mod loss;
 mod model;
 mod prompt;
+mod torch_parity;
 mod train;
