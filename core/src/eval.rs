@@ -74,6 +74,27 @@ fn positive_wins(positives: &[f32], anchors: &[f32], negatives: &[f32], owners: 
     wins as f64 / owners.len() as f64
 }
 
+/// Text→image recall@1 and hard-negative image accuracy of `count` pairs from host embeddings
+/// (`[count, d]` each, row-major): caption `i`'s positive is image `i`, its hard negative is
+/// `negative` row `i`. (The browser lab's small held-out evaluation.)
+pub fn recall1_and_hard_negative_acc(
+    text: &[f32],
+    image: &[f32],
+    negative: &[f32],
+    count: usize,
+    d: usize,
+) -> (f64, f64) {
+    let t2i: Vec<usize> = (0..count)
+        .map(|i| {
+            let scores: Vec<f32> = (0..count).map(|j| dot(row(text, d, i), row(image, d, j))).collect();
+            rank_of(&scores, i)
+        })
+        .collect();
+    let positives: Vec<f32> = (0..count).map(|i| dot(row(text, d, i), row(image, d, i))).collect();
+    let owners: Vec<usize> = (0..count).collect();
+    (summarise(&t2i).0, positive_wins(&positives, text, negative, &owners, d))
+}
+
 /// Evaluates the first `count` pairs of `split` (all of them if the split is shorter).
 pub fn evaluate(
     model: &Embedder,

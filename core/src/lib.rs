@@ -20,6 +20,7 @@ pub mod error;
 pub mod eval;
 pub mod index;
 pub mod kernels;
+pub mod lab;
 pub mod loss;
 pub mod model;
 pub mod prompt;

@@ -197,6 +197,15 @@ pub struct StepStats {
     pub alpha: f64,
 }
 
+/// A step's loss, computed but not yet applied (see [`Trainer::forward`]).
+pub struct PendingStep {
+    /// The one-element loss tensor (with its autodiff graph).
+    pub loss: burn::tensor::Tensor<1>,
+    step: usize,
+    lr: f64,
+    alpha: f64,
+}
+
 /// A model, its optimizer and its place in the schedule.
 pub struct Trainer {
     model: Option<Embedder>,
@@ -249,24 +258,40 @@ impl Trainer {
     }
 
     /// One step on `batch`: loss, backward, AdamW. A NaN or infinite loss is an error that names
-    /// the step; the model is then left as it was before the step.
+    /// the step; the model is then left as it was before the step. (Blocking readback of the loss:
+    /// native, or the CPU backend in the browser; WebGPU uses [`Self::forward`] + [`Self::apply`]
+    /// with an asynchronous read in between.)
     pub fn step(&mut self, batch: &TrainBatch) -> Result<StepStats> {
-        let step = self.step;
-        let loss_config = self.config.loss_at(&self.loss, step);
-        let lr = self.config.lr_at(step);
+        let pending = self.forward(batch)?;
+        let value = scalar(pending.loss.clone())?;
+        self.apply(pending, value)
+    }
+
+    /// The first half of a step: the loss of `batch` under this step's schedule, not yet read
+    /// back nor applied.
+    pub fn forward(&self, batch: &TrainBatch) -> Result<PendingStep> {
+        let loss_config = self.config.loss_at(&self.loss, self.step);
         let model = self.model();
         let loss = contrastive_loss(
             similarity_matrix(model.embed(&batch.queries), model.embed(&batch.targets)),
             &loss_config,
         )?;
-        let value = scalar(loss.clone())?;
+        Ok(PendingStep { loss, step: self.step, lr: self.config.lr_at(self.step), alpha: loss_config.alpha })
+    }
+
+    /// The second half: `value` is the loss read back from `pending.loss`; backward and AdamW.
+    pub fn apply(&mut self, pending: PendingStep, value: f64) -> Result<StepStats> {
+        let PendingStep { loss, step, lr, alpha } = pending;
+        if step != self.step {
+            return Err(EgaError::Data(format!("a pending step {step} applied at step {}", self.step)));
+        }
         if !value.is_finite() {
             return Err(EgaError::NonFinite { step, value });
         }
-        let grads = GradientsParams::from_grads(loss.backward(), model);
+        let grads = GradientsParams::from_grads(loss.backward(), self.model());
         let model = self.model.take().expect("the model is only taken out during a step");
         self.model = Some(self.optimizer.step(lr, model, grads));
         self.step += 1;
-        Ok(StepStats { step, loss: value, lr, alpha: loss_config.alpha })
+        Ok(StepStats { step, loss: value, lr, alpha })
     }
 }

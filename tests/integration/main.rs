@@ -3,6 +3,7 @@
 mod assets;
 mod data;
 mod kernels;
+mod lab;
 mod learning;
 mod loss;
 mod model;

@@ -1,10 +1,128 @@
 //! The web demo's wasm module: a thin layer of `#[wasm_bindgen]` calls over ega-core.
 //!
-//! Today it exposes EGA's matrices for a similarity matrix (the lab's worked example); the
-//! search page and the live lab build on it.
+//! - [`init_backend`] opens WebGPU through burn's wgpu backend, or falls back to the CPU backend
+//!   (`flex`) and says why; every object below runs on the backend chosen there.
+//! - [`Searcher`]: a model bundle + gallery index, text search, images added by the user.
+//! - [`Lab`]: two copies of a model trained side by side with info-NCE and EGA (`ega_core::lab`).
+//! - [`ega_example`]: EGA's matrices of any small similarity matrix (the worked example).
+//! - [`TopkBench`]: the WGSL top-k over an index the page made, for the benchmark view.
+//!
+//! Reads from the device are asynchronous (WebGPU cannot block), so the methods that read
+//! return promises; errors come back as readable messages, never as panics.
 
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use burn::tensor::{Device, Int, Tensor};
+use ega_core::index::IndexEntry;
+use ega_core::lab::LabConfig;
 use ega_core::loss::{oracle, LossConfig, Rescale};
+use ega_core::EgaError;
+use js_sys::Promise;
 use wasm_bindgen::prelude::*;
+use wasm_bindgen_futures::future_to_promise;
+
+/// Installs the panic hook: a bug shows as a readable message in the console.
+#[wasm_bindgen(start)]
+pub fn start() {
+    console_error_panic_hook::set_once();
+}
+
+fn js_error(err: EgaError) -> JsError {
+    JsError::new(&err.to_string())
+}
+
+fn js_value(err: EgaError) -> JsValue {
+    JsValue::from(js_error(err))
+}
+
+/// The backend every object of this module uses.
+#[derive(Clone)]
+struct Backend {
+    device: Device,
+    name: &'static str,
+    adapter: String,
+    reason: String,
+}
+
+impl Backend {
+    fn cpu(reason: impl Into<String>) -> Self {
+        Backend { device: Device::flex(), name: "cpu", adapter: "burn flex (wasm)".into(), reason: reason.into() }
+    }
+
+    fn json(&self) -> String {
+        serde_json::json!({"backend": self.name, "adapter": self.adapter, "reason": self.reason}).to_string()
+    }
+}
+
+thread_local! {
+    static BACKEND: RefCell<Option<Backend>> = const { RefCell::new(None) };
+}
+
+fn backend() -> Backend {
+    BACKEND.with(|b| b.borrow().clone()).unwrap_or_else(|| Backend::cpu("init_backend was not called"))
+}
+
+/// True when the global object has `navigator.gpu` (browsers with WebGPU; not node).
+fn has_webgpu() -> bool {
+    let global = js_sys::global();
+    let Ok(navigator) = js_sys::Reflect::get(&global, &JsValue::from_str("navigator")) else {
+        return false;
+    };
+    if navigator.is_undefined() || navigator.is_null() {
+        return false;
+    }
+    js_sys::Reflect::get(&navigator, &JsValue::from_str("gpu"))
+        .map(|gpu| !gpu.is_undefined() && !gpu.is_null())
+        .unwrap_or(false)
+}
+
+/// Chooses the backend once: `mode` is `auto` (WebGPU when the browser offers a working adapter,
+/// else the CPU backend), `webgpu` (WebGPU or an error) or `cpu`. Returns JSON
+/// `{backend: "webgpu" | "cpu", adapter, reason}`; a second call returns the first choice.
+#[wasm_bindgen]
+pub async fn init_backend(mode: String) -> Result<String, JsError> {
+    if let Some(chosen) = BACKEND.with(|b| b.borrow().clone()) {
+        return Ok(chosen.json());
+    }
+    let chosen = match mode.as_str() {
+        "cpu" => Backend::cpu("the CPU backend was asked for"),
+        "auto" | "webgpu" => {
+            let fallback = if !has_webgpu() {
+                Err("this browser has no WebGPU (navigator.gpu is missing)".to_string())
+            } else {
+                match Device::wgpu_options().init_with_setup_async().await {
+                    Ok((device, setup)) => {
+                        let info = setup.adapter.get_info();
+                        let adapter = if info.name.is_empty() { "WebGPU adapter".to_string() } else { info.name };
+                        Ok(Backend { device, name: "webgpu", adapter, reason: "WebGPU adapter opened".into() })
+                    }
+                    Err(err) => Err(format!("the WebGPU adapter failed: {err}")),
+                }
+            };
+            match fallback {
+                Ok(backend) => backend,
+                Err(why) if mode == "auto" => Backend::cpu(format!("{why}; using the CPU backend")),
+                Err(why) => return Err(JsError::new(&why)),
+            }
+        }
+        other => return Err(JsError::new(&format!("unknown backend {other:?}: expected auto, webgpu or cpu"))),
+    };
+    BACKEND.with(|b| *b.borrow_mut() = Some(chosen.clone()));
+    Ok(chosen.json())
+}
+
+/// Reads a float tensor back (asynchronously: the only way on WebGPU).
+async fn read(tensor: Tensor<2>) -> Result<Vec<f32>, JsValue> {
+    let data = tensor.into_data_async().await.map_err(|err| js_value(EgaError::Readback(format!("{err:?}"))))?;
+    Ok(data.iter::<f32>().collect())
+}
+
+/// Reads an int tensor back.
+async fn read_ints(tensor: Tensor<2, Int>) -> Result<Vec<i64>, JsValue> {
+    let data = tensor.into_data_async().await.map_err(|err| js_value(EgaError::Readback(format!("{err:?}"))))?;
+    Ok(data.iter::<i64>().collect())
+}
 
 /// EGA's `P`, `h`, `P̄`, loss and gradients of a row-major `[n, m]` similarity matrix, as JSON.
 /// Errors (bad shape, bad options) come back as a readable message, never a panic.
@@ -31,7 +149,7 @@ pub fn ega_example(
         rescale: if rescale_sum { Rescale::Sum } else { Rescale::None },
         ..LossConfig::default()
     };
-    config.validate().map_err(|err| JsError::new(&err.to_string()))?;
+    config.validate().map_err(js_error)?;
     let result = oracle::ega_one_direction(&similarities, n, m, &config);
     let json = serde_json::json!({
         "loss": result.loss,
@@ -55,27 +173,34 @@ pub fn version() -> String {
 /// native ones on a fixed caption list.
 #[wasm_bindgen]
 pub fn tokenize(tokenizer_json: &str, texts: Vec<String>) -> Result<String, JsError> {
-    let tokenizer =
-        ega_core::tokenizer::Tokenizer::from_json(tokenizer_json).map_err(|err| JsError::new(&err.to_string()))?;
+    let tokenizer = ega_core::tokenizer::Tokenizer::from_json(tokenizer_json).map_err(js_error)?;
     let ids = texts.iter().map(|text| tokenizer.encode(text)).collect::<ega_core::Result<Vec<_>>>();
-    Ok(serde_json::to_string(&ids.map_err(|err| JsError::new(&err.to_string()))?)?)
+    Ok(serde_json::to_string(&ids.map_err(js_error)?)?)
 }
 
-/// A model bundle and its gallery index, loaded in the page from their files' bytes, searching on
-/// the CPU backend (`flex`; its reads complete at once, so search is synchronous). The same
-/// ega-core code as `native search`: `web/tests/search.mjs` checks the committed demo bundles
-/// answer their recorded query here too.
+struct SearchState {
+    bundle: ega_core::bundle::Bundle,
+    entries: Vec<IndexEntry>,
+    rows: Vec<f32>,
+    dim: usize,
+    /// The rows on the device (WebGPU: searched by the WGSL top-k); rebuilt after an image is added.
+    on_device: Option<Tensor<2>>,
+    backend: Backend,
+}
+
+/// A model bundle and its gallery index, loaded in the page from their files' bytes. The same
+/// ega-core code as `native search`: `web/tests/search.mjs` and the browser tests check the
+/// committed demo bundles answer their recorded query here too.
 #[wasm_bindgen]
 pub struct Searcher {
-    bundle: ega_core::bundle::Bundle,
-    index: ega_core::index::Index,
-    device: burn::tensor::Device,
+    state: Rc<RefCell<SearchState>>,
 }
 
 #[wasm_bindgen]
 impl Searcher {
     /// Loads `model/config.json`, `model/model.safetensors`, `model/tokenizer.json`,
-    /// `index/index.bin` and `index/index.json`; refuses an index made by another model.
+    /// `index/index.bin` and `index/index.json` onto the backend chosen by [`init_backend`];
+    /// refuses an index made by another model.
     #[wasm_bindgen(constructor)]
     pub fn new(
         config_json: &[u8],
@@ -84,54 +209,292 @@ impl Searcher {
         index_bin: &[u8],
         index_json: &[u8],
     ) -> Result<Searcher, JsError> {
-        let device = burn::tensor::Device::flex();
-        let error = |err: ega_core::EgaError| JsError::new(&err.to_string());
-        let bundle = ega_core::bundle::from_bytes(config_json, weights, tokenizer_json, None, "model", &device)
-            .map_err(error)?;
-        let index = ega_core::index::Index::from_bytes(index_bin, index_json, "index").map_err(error)?;
-        index.check_model(&bundle.config.model_id, bundle.config.model.embed_dim(), "the bundle").map_err(error)?;
-        Ok(Searcher { bundle, index, device })
+        let backend = backend();
+        let bundle = ega_core::bundle::from_bytes(config_json, weights, tokenizer_json, None, "model", &backend.device)
+            .map_err(js_error)?;
+        let index = ega_core::index::Index::from_bytes(index_bin, index_json, "index").map_err(js_error)?;
+        index.check_model(&bundle.config.model_id, bundle.config.model.embed_dim(), "the bundle").map_err(js_error)?;
+        let state = SearchState {
+            bundle,
+            dim: index.meta.dim,
+            entries: index.meta.entries,
+            rows: index.rows,
+            on_device: None,
+            backend,
+        };
+        Ok(Searcher { state: Rc::new(RefCell::new(state)) })
     }
 
-    /// Rows in the gallery.
+    /// Rows in the gallery (including added images).
     pub fn count(&self) -> usize {
-        self.index.meta.count
+        self.state.borrow().entries.len()
     }
 
     /// The model id of the bundle (and its index).
     pub fn model_id(&self) -> String {
-        self.bundle.config.model_id.clone()
+        self.state.borrow().bundle.config.model_id.clone()
     }
 
-    /// The top `k` gallery rows for a text query, as JSON `[{row, id, caption, thumbnail, score}]`.
-    pub fn search(&self, query: &str, k: usize) -> Result<String, JsError> {
-        if query.trim().is_empty() {
-            return Err(JsError::new("the query is empty"));
+    /// The backend this searcher runs on (`webgpu` or `cpu`).
+    pub fn backend(&self) -> String {
+        self.state.borrow().backend.name.to_string()
+    }
+
+    /// The side of the model's square image input, in pixels.
+    pub fn image_size(&self) -> usize {
+        self.state.borrow().bundle.config.model.vision.image_size
+    }
+
+    /// The top `k` gallery rows for a text query: a promise of JSON
+    /// `[{row, id, caption, thumbnail, score}]`. On WebGPU the WGSL top-k runs over the rows kept on
+    /// the device; on the CPU backend, the exact host loop.
+    pub fn search(&self, query: String, k: usize) -> Promise {
+        let state = self.state.clone();
+        future_to_promise(async move {
+            if query.trim().is_empty() {
+                return Err(JsError::new("the query is empty").into());
+            }
+            if k == 0 {
+                return Err(JsError::new("k must be at least 1").into());
+            }
+            let (embedding, rows, device_search) = {
+                let mut s = state.borrow_mut();
+                let config = &s.bundle.config.model;
+                let embedding = ega_core::embed::embed_captions(
+                    &s.bundle.model,
+                    config,
+                    &s.bundle.tokenizer,
+                    &[query.as_str()],
+                    1,
+                    &s.backend.device,
+                )
+                .map_err(js_value)?;
+                if s.backend.name == "webgpu" && s.on_device.is_none() {
+                    let count = s.entries.len();
+                    let tensor = ega_core::tensor_util::floats(s.rows.clone(), [count, s.dim], &s.backend.device);
+                    s.on_device = Some(tensor);
+                }
+                (embedding, s.on_device.clone(), s.backend.name == "webgpu")
+            };
+            let hits: Vec<(usize, f32)> = match rows {
+                Some(rows) if device_search => {
+                    let top = ega_core::kernels::topk_cosine(embedding, rows, k).map_err(js_value)?;
+                    let indices = read_ints(top.indices).await?;
+                    let scores = read(top.scores).await?;
+                    indices.into_iter().map(|i| i as usize).zip(scores).collect()
+                }
+                _ => {
+                    let query = read(embedding).await?;
+                    let s = state.borrow();
+                    ega_core::index::search_host(&s.rows, s.dim, &query, k)
+                        .into_iter()
+                        .map(|hit| (hit.row, hit.score))
+                        .collect()
+                }
+            };
+            let s = state.borrow();
+            let results: Vec<serde_json::Value> = hits
+                .iter()
+                .filter(|(row, _)| *row < s.entries.len())
+                .map(|&(row, score)| {
+                    let entry = &s.entries[row];
+                    serde_json::json!({"row": row, "id": entry.id, "caption": entry.caption,
+                        "thumbnail": entry.thumbnail, "score": score})
+                })
+                .collect();
+            Ok(JsValue::from_str(&serde_json::Value::from(results).to_string()))
+        })
+    }
+
+    /// Embeds a user's image (`width × height` RGB bytes, already decoded and downscaled by the
+    /// page) and adds it to the gallery as `id` with `thumbnail` (a URL the page made). A promise of
+    /// the new row's number. The image never leaves the page.
+    pub fn add_image(&self, rgb: Vec<u8>, width: u32, height: u32, id: String, thumbnail: String) -> Promise {
+        let state = self.state.clone();
+        future_to_promise(async move {
+            let expected = width as usize * height as usize * 3;
+            if width == 0 || height == 0 || rgb.len() != expected {
+                return Err(JsError::new(&format!(
+                    "{id}: expected {width}×{height}×3 = {expected} bytes of RGB, got {}",
+                    rgb.len()
+                ))
+                .into());
+            }
+            let image = ega_core::data::RgbImage::from_raw(width, height, rgb)
+                .ok_or_else(|| JsError::new(&format!("{id}: the pixels do not form an image")))?;
+            let embedding = {
+                let s = state.borrow();
+                ega_core::embed::embed_images(
+                    &s.bundle.model,
+                    &s.bundle.config.model,
+                    &s.bundle.tokenizer,
+                    &[&image],
+                    1,
+                    &s.backend.device,
+                )
+                .map_err(js_value)?
+            };
+            let values = read(embedding).await?;
+            let mut s = state.borrow_mut();
+            if values.len() != s.dim {
+                return Err(
+                    JsError::new(&format!("{id}: the embedding has {} values, not {}", values.len(), s.dim)).into()
+                );
+            }
+            s.rows.extend_from_slice(&values);
+            s.entries.push(IndexEntry { id, caption: None, image: None, thumbnail: Some(thumbnail) });
+            s.on_device = None;
+            Ok(JsValue::from(s.entries.len() - 1))
+        })
+    }
+}
+
+/// The lab: two copies of one model trained side by side with info-NCE and EGA on the same
+/// shapes batches (see `ega_core::lab`).
+#[wasm_bindgen]
+pub struct Lab {
+    lab: Rc<RefCell<ega_core::lab::Lab>>,
+}
+
+#[wasm_bindgen]
+impl Lab {
+    /// A lab from a JSON `LabConfig` (missing fields take their defaults; unknown ones are refused).
+    #[wasm_bindgen(constructor)]
+    pub fn new(config_json: &str) -> Result<Lab, JsError> {
+        let config: LabConfig =
+            serde_json::from_str(config_json).map_err(|err| JsError::new(&format!("lab settings: {err}")))?;
+        let device = backend().device.autodiff();
+        let lab = ega_core::lab::Lab::new(config, &device).map_err(js_error)?;
+        Ok(Lab { lab: Rc::new(RefCell::new(lab)) })
+    }
+
+    /// Steps taken.
+    pub fn step_count(&self) -> usize {
+        self.lab.borrow().step()
+    }
+
+    /// The settings in force, as JSON.
+    pub fn config(&self) -> String {
+        serde_json::to_string(&self.lab.borrow().config).unwrap_or_default()
+    }
+
+    /// Changes τ, α, τ_h and the rescale mode (both copies, from the next step on).
+    pub fn set_loss(&self, tau: f64, alpha: f64, tau_h: f64, rescale_sum: bool) -> Result<(), JsError> {
+        let rescale = if rescale_sum { Rescale::Sum } else { Rescale::None };
+        self.lab.borrow_mut().set_loss(tau, alpha, tau_h, rescale).map_err(js_error)
+    }
+
+    /// The fixed batch's captions, image side and image count as JSON `{captions, side, count, n, m}`.
+    pub fn view_info(&self) -> String {
+        let lab = self.lab.borrow();
+        let (captions, side, images) = lab.view_items();
+        let (n, m) = lab.view_shape();
+        serde_json::json!({"captions": captions, "side": side, "count": images.len(), "n": n, "m": m}).to_string()
+    }
+
+    /// The fixed batch's images (targets in order), RGB bytes one after another.
+    pub fn view_pixels(&self) -> Vec<u8> {
+        self.lab.borrow().view_items().2.concat()
+    }
+
+    /// One training step of both copies on the same batch: a promise of JSON
+    /// `{step, losses: [info-NCE, EGA], alpha}` (α is EGA's scheduled value at that step).
+    pub fn step(&self) -> Promise {
+        let lab = self.lab.clone();
+        future_to_promise(async move {
+            let pending = {
+                let lab = lab.borrow();
+                let batch = lab.next_batch().map_err(js_value)?;
+                [lab.forward(0, &batch).map_err(js_value)?, lab.forward(1, &batch).map_err(js_value)?]
+            };
+            let mut values = [0.0f64; 2];
+            for (value, p) in values.iter_mut().zip(&pending) {
+                let loss = p.loss.clone().reshape([1, 1]);
+                *value = read(loss).await?.first().copied().unwrap_or(f32::NAN) as f64;
+            }
+            let mut lab = lab.borrow_mut();
+            let [infonce, ega] = pending;
+            let first = lab.apply(0, infonce, values[0]).map_err(js_value)?;
+            let second = lab.apply(1, ega, values[1]).map_err(js_value)?;
+            let json =
+                serde_json::json!({"step": first.step, "losses": [first.loss, second.loss], "alpha": second.alpha});
+            Ok(JsValue::from_str(&json.to_string()))
+        })
+    }
+
+    /// What the lab draws of both copies on the fixed batch: a promise of JSON
+    /// `{n, m, views: [LabView; 2]}`.
+    pub fn views(&self) -> Promise {
+        let lab = self.lab.clone();
+        future_to_promise(async move {
+            let tensors = {
+                let lab = lab.borrow();
+                [lab.view_embeddings(0), lab.view_embeddings(1)]
+            };
+            let mut views = Vec::new();
+            for (which, tensor) in tensors.into_iter().enumerate() {
+                let values = read(tensor).await?;
+                views.push(lab.borrow().view(which, &values).map_err(js_value)?);
+            }
+            let (n, m) = lab.borrow().view_shape();
+            let json = serde_json::json!({"n": n, "m": m, "views": views});
+            Ok(JsValue::from_str(&json.to_string()))
+        })
+    }
+
+    /// Held-out recall@1 and hard-negative accuracy of both copies: a promise of JSON
+    /// `[{r1, hard_negative_acc}; 2]`.
+    pub fn evaluate(&self) -> Promise {
+        let lab = self.lab.clone();
+        future_to_promise(async move {
+            let tensors = {
+                let lab = lab.borrow();
+                [lab.heldout_embeddings(0), lab.heldout_embeddings(1)]
+            };
+            let mut metrics = Vec::new();
+            for tensor in tensors {
+                let values = read(tensor).await?;
+                metrics.push(lab.borrow().metrics(&values).map_err(js_value)?);
+            }
+            Ok(JsValue::from_str(&serde_json::to_string(&metrics).unwrap_or_default()))
+        })
+    }
+}
+
+/// An index of `rows × dim` values (made by the page) kept on the device, for timing the top-k
+/// search against a plain JavaScript loop over the same numbers.
+#[wasm_bindgen]
+pub struct TopkBench {
+    index: Tensor<2>,
+    dim: usize,
+}
+
+#[wasm_bindgen]
+impl TopkBench {
+    /// Uploads `values` (`rows × dim`, row-major) to the backend's device.
+    #[wasm_bindgen(constructor)]
+    pub fn new(values: Vec<f32>, dim: usize) -> Result<TopkBench, JsError> {
+        if dim == 0 || values.is_empty() || values.len() % dim != 0 {
+            return Err(JsError::new(&format!("{} values do not make rows of dimension {dim}", values.len())));
         }
-        if k == 0 {
-            return Err(JsError::new("k must be at least 1"));
-        }
-        let error = |err: ega_core::EgaError| JsError::new(&err.to_string());
-        let config = &self.bundle.config.model;
-        let embedding = ega_core::embed::embed_captions(
-            &self.bundle.model,
-            config,
-            &self.bundle.tokenizer,
-            &[query],
-            1,
-            &self.device,
-        )
-        .map_err(error)?;
-        let query = ega_core::tensor_util::to_f32_vec(embedding).map_err(error)?;
-        let hits = ega_core::index::search_host(&self.index.rows, self.index.meta.dim, &query, k);
-        let results: Vec<serde_json::Value> = hits
-            .iter()
-            .map(|hit| {
-                let entry = &self.index.meta.entries[hit.row];
-                serde_json::json!({"row": hit.row, "id": entry.id, "caption": entry.caption,
-                    "thumbnail": entry.thumbnail, "score": hit.score})
-            })
-            .collect();
-        Ok(serde_json::Value::from(results).to_string())
+        let rows = values.len() / dim;
+        let index = ega_core::tensor_util::floats(values, [rows, dim], &backend().device);
+        Ok(TopkBench { index, dim })
+    }
+
+    /// The `k` best rows for `query` (a promise of a JSON array of row numbers, best first): the
+    /// WGSL kernels on WebGPU, burn's sort on the CPU backend.
+    pub fn run(&self, query: Vec<f32>, k: usize) -> Promise {
+        let index = self.index.clone();
+        let dim = self.dim;
+        future_to_promise(async move {
+            if query.len() != dim {
+                return Err(JsError::new(&format!("the query has {} values, not {dim}", query.len())).into());
+            }
+            let query = ega_core::tensor_util::floats(query, [1, dim], &index.device());
+            let top = ega_core::kernels::topk_cosine(query, index, k).map_err(js_value)?;
+            let rows = read_ints(top.indices).await?;
+            Ok(JsValue::from_str(&serde_json::to_string(&rows).unwrap_or_default()))
+        })
     }
 }
