@@ -410,8 +410,8 @@ class Bench:
         self.queries = self.model.prepare([(p["ids"], p["image"]) for p in batch["queries"]])
         self.targets = self.model.prepare([(p["ids"], p["image"]) for p in batch["targets"]])
         self.index_prompts = [(p["ids"], p["image"]) for p in batch["index"]]
-        self.index_images = batch["index_images"]
-        self.size = size
+        # Decoded pixels in host memory, as an indexer holds them before embedding.
+        self.index_images = torch.tensor(batch["index_images"], dtype=torch.float32).reshape(-1, 3, size, size)
 
     def train_step(self, loss):
         """Embed → S → loss → backward → per-tensor norm clipping → AdamW; returns the loss value."""
@@ -426,11 +426,10 @@ class Bench:
         return float(value)
 
     def embed_index(self):
-        """Images → embeddings as an indexer does: pixels from host memory, layout, forward."""
+        """Images → embeddings as an indexer does: layout of the prompts, forward, rows on the host."""
         with torch.inference_mode():
-            images = torch.tensor(self.index_images, dtype=torch.float32).reshape(-1, 3, self.size, self.size)
             layout = self.model.prepare(self.index_prompts)
-            return self.model.embed(layout, images)
+            return self.model.embed(layout, self.index_images)
 
 
 def serve(threads):
@@ -458,6 +457,8 @@ def serve(threads):
                 float(out[0, 0])  # results are on the host; nothing pending
                 times.append(time.perf_counter() - start)
             reply = {"seconds": times}
+        elif command == "version":
+            reply = {"torch": torch.__version__, "threads": torch.get_num_threads()}
         elif command == "quit":
             break
         else:

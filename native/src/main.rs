@@ -2,6 +2,7 @@
 
 mod ablate;
 mod bench;
+mod bench_train;
 mod export;
 mod search;
 mod train;
@@ -64,6 +65,63 @@ enum BenchCommand {
     /// The fused WGSL kernels (EGA loss forward + backward, top-k search) against the same
     /// computation composed from burn ops, plus the loss kernel's bytes/s against a device copy.
     Kernels(KernelBenchArgs),
+    /// ega-core against PyTorch (bench/torch_reference.py, after `bash bench/setup.sh`) on this
+    /// machine, sides alternating: training samples/s, EGA's step-time overhead over info-NCE, and
+    /// images/s embedded for an index, on the CPU (flex) and on wgpu.
+    Train(TrainBenchArgs),
+}
+
+#[derive(Args, Debug)]
+struct TrainBenchArgs {
+    /// Backends, comma-separated: cpu (flex), wgpu.
+    #[arg(long, value_delimiter = ',', default_value = "cpu,wgpu")]
+    devices: Vec<DeviceChoice>,
+    /// Model preset.
+    #[arg(long, default_value = "small")]
+    preset: String,
+    /// Threads of the PyTorch side. ega-core's flex backend runs on one thread (burn-flex is
+    /// built without its `rayon` feature), so 1 compares like with like.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// Pairs per training step on the CPU (plus one hard-negative image per pair).
+    #[arg(long, default_value_t = 16)]
+    batch_size: usize,
+    /// Pairs per training step on wgpu (software Vulkan is slow).
+    #[arg(long, default_value_t = 4)]
+    wgpu_batch_size: usize,
+    /// Images per embedding call on the CPU.
+    #[arg(long, default_value_t = 64)]
+    index_batch: usize,
+    /// Images per embedding call on wgpu.
+    #[arg(long, default_value_t = 16)]
+    wgpu_index_batch: usize,
+    /// Rounds on the CPU; each side is measured once per round.
+    #[arg(long, default_value_t = 5)]
+    rounds: usize,
+    /// Rounds on wgpu.
+    #[arg(long, default_value_t = 3)]
+    wgpu_rounds: usize,
+    /// Timed steps (and embedding calls) per side per round on the CPU.
+    #[arg(long, default_value_t = 3)]
+    steps: usize,
+    /// The same on wgpu.
+    #[arg(long, default_value_t = 1)]
+    wgpu_steps: usize,
+    /// Untimed steps (calls) of each side first.
+    #[arg(long, default_value_t = 1)]
+    warmup: usize,
+    /// The Python with torch (default: bench/.venv/bin/python when it exists, else python3).
+    #[arg(long)]
+    python: Option<PathBuf>,
+    /// The PyTorch side.
+    #[arg(long, default_value = "bench/torch_reference.py")]
+    script: PathBuf,
+    /// Where the batch file shared with the PyTorch side goes.
+    #[arg(long, default_value = "target/bench-train")]
+    work_dir: PathBuf,
+    /// Also write the results as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -453,6 +511,7 @@ fn main() -> ExitCode {
         Command::Info(args) => info(args),
         Command::Example(args) => example(args),
         Command::Bench(BenchCommand::Kernels(args)) => bench_kernels(args),
+        Command::Bench(BenchCommand::Train(args)) => bench_train(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -658,6 +717,42 @@ fn bench_kernels(args: KernelBenchArgs) -> Result<()> {
         k: args.k,
     };
     bench::run(&options, args.json.as_deref())
+}
+
+fn bench_train(args: TrainBenchArgs) -> Result<()> {
+    let counts = [args.threads, args.batch_size, args.wgpu_batch_size, args.index_batch, args.wgpu_index_batch];
+    anyhow::ensure!(counts.iter().all(|&n| n >= 1), "--threads and the batch sizes must be at least 1");
+    anyhow::ensure!(args.batch_size >= 2 && args.wgpu_batch_size >= 2, "a contrastive batch needs at least 2 pairs");
+    anyhow::ensure!(
+        args.rounds >= 1 && args.wgpu_rounds >= 1 && args.steps >= 1 && args.wgpu_steps >= 1,
+        "--rounds and --steps must be at least 1"
+    );
+    anyhow::ensure!(!args.devices.is_empty(), "--devices is empty");
+    anyhow::ensure!(
+        args.script.is_file(),
+        "{} not found (run from the repository root, or pass --script)",
+        args.script.display()
+    );
+    let venv = PathBuf::from("bench/.venv/bin/python");
+    let python = args.python.unwrap_or_else(|| if venv.is_file() { venv } else { PathBuf::from("python3") });
+    let options = bench_train::TrainBenchOptions {
+        devices: args.devices,
+        preset: args.preset,
+        torch_threads: args.threads,
+        batch_size: args.batch_size,
+        wgpu_batch_size: args.wgpu_batch_size,
+        index_batch: args.index_batch,
+        wgpu_index_batch: args.wgpu_index_batch,
+        rounds: args.rounds,
+        wgpu_rounds: args.wgpu_rounds,
+        steps: args.steps,
+        wgpu_steps: args.wgpu_steps,
+        warmup: args.warmup,
+        python,
+        script: args.script,
+        work_dir: args.work_dir,
+    };
+    bench_train::run(&options, args.json.as_deref())
 }
 
 fn info(args: InfoArgs) -> Result<()> {
