@@ -19,3 +19,4 @@ cargo build -p web --target wasm32-unknown-unknown
 wasm-bindgen --target nodejs --out-dir target/web-node target/wasm32-unknown-unknown/debug/web.wasm
 node web/tests/tokenize.mjs target/web-node
 node web/tests/search.mjs target/web-node
+node web/tests/lab.mjs target/web-node

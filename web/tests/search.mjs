@@ -21,14 +21,22 @@ for (const name of ['openmoji', 'shapes']) {
   assert.equal(searcher.model_id(), report.model_id);
   const known = report.known_query;
   const started = performance.now();
-  const hits = JSON.parse(searcher.search(known.query, 5));
+  const hits = JSON.parse(await searcher.search(known.query, 5));
   const ms = performance.now() - started;
   assert.equal(hits[0].id, known.id, `${name}: ${known.query} → ${JSON.stringify(hits[0])}`);
   assert.ok(Math.abs(hits[0].score - known.score) < 1e-4, `${name}: score ${hits[0].score} vs native ${known.score}`);
-  assert.throws(() => searcher.search('', 5), /empty/);
+  await assert.rejects(searcher.search('', 5), /empty/);
   // A damaged weights file is a readable error.
   const weights = read('model/model.safetensors');
   assert.throws(() => new web.Searcher(read('model/config.json'), weights.subarray(0, weights.length / 2),
     read('model/tokenizer.json').toString('utf8'), read('index/index.bin'), read('index/index.json')), /model/);
+  // An added image (the known image's thumbnail at the model's input size) becomes searchable.
+  const side = searcher.image_size();
+  const rgb = new Uint8Array(side * side * 3).fill(255);
+  const row = await searcher.add_image(rgb, side, side, 'white.png', 'blob:white');
+  assert.equal(row, searcher.count() - 1);
+  const all = JSON.parse(await searcher.search(known.query, searcher.count()));
+  assert.ok(all.some((hit) => hit.id === 'white.png' && hit.thumbnail === 'blob:white'), `${name}: the added image is ranked`);
+  await assert.rejects(searcher.add_image(new Uint8Array(5), side, side, 'short.png', ''), /short.png: expected/);
   console.log(`wasm search ${name}: "${known.query}" → ${hits[0].id} (${hits[0].score.toFixed(4)}, native ${known.score.toFixed(4)}), ${searcher.count()} images, ${ms.toFixed(0)} ms`);
 }

@@ -1,0 +1,274 @@
+// Browser tests of the demo page: the trunk-built page (`dist/`) served on 127.0.0.1, driven in the
+// system's headless Chromium by playwright-core, with SwiftShader's WebGPU.
+//
+//   node web/tests/browser.mjs [DIST] [OUT]      (defaults: dist, target/browser-test)
+//
+// REQUIRE_GPU=1: the page must report the WebGPU backend (no silent CPU fallback).
+// Writes a screenshot of each view and the page's benchmark results (bench.json) to OUT.
+import { chromium } from 'playwright-core';
+import fs from 'node:fs';
+import http from 'node:http';
+import path from 'node:path';
+import zlib from 'node:zlib';
+
+const dist = path.resolve(process.argv[2] || 'dist');
+const out = path.resolve(process.argv[3] || 'target/browser-test');
+const requireGpu = process.env.REQUIRE_GPU === '1';
+const chromiumPath = process.env.CHROMIUM || '/usr/bin/chromium';
+fs.mkdirSync(out, { recursive: true });
+
+if (!fs.existsSync(path.join(dist, 'index.html'))) {
+  console.error(`error: ${dist}/index.html is missing; build the page first: trunk build --offline`);
+  process.exit(1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// A static server for dist/ on 127.0.0.1, logging every request it sees.
+
+const TYPES = { '.html': 'text/html', '.js': 'text/javascript', '.css': 'text/css', '.wasm': 'application/wasm',
+  '.json': 'application/json', '.png': 'image/png', '.md': 'text/markdown' };
+const served = [];
+const server = http.createServer((req, res) => {
+  served.push({ method: req.method, url: req.url });
+  const file = path.join(dist, decodeURIComponent(new URL(req.url, 'http://x').pathname));
+  if (!file.startsWith(dist) || !fs.existsSync(file) || fs.statSync(file).isDirectory()) {
+    const index = path.join(file, 'index.html');
+    if (file.startsWith(dist) && fs.existsSync(index)) {
+      res.writeHead(200, { 'content-type': 'text/html' });
+      return fs.createReadStream(index).pipe(res);
+    }
+    res.writeHead(404);
+    return res.end('not found');
+  }
+  res.writeHead(200, { 'content-type': TYPES[path.extname(file)] || 'application/octet-stream' });
+  fs.createReadStream(file).pipe(res);
+});
+await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+const base = `http://127.0.0.1:${server.address().port}`;
+
+// ---------------------------------------------------------------------------------------------
+// Checks
+
+let failures = 0;
+function check(condition, what, detail = '') {
+  if (condition) {
+    console.log(`ok   ${what}`);
+  } else {
+    failures += 1;
+    console.log(`FAIL ${what}${detail ? `: ${detail}` : ''}`);
+  }
+}
+
+const FLAGS = ['--no-sandbox', '--disable-quic', '--no-first-run', '--disable-background-networking',
+  '--disable-component-update', '--disable-sync'];
+
+async function openPage(browser, url, requests) {
+  const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+  page.on('request', (r) => requests.push({ url: r.url(), method: r.method(), body: r.postData() }));
+  page.on('pageerror', (e) => console.log(`page error: ${e.message}`));
+  page.on('console', (m) => {
+    if (m.type() === 'error') console.log(`console: ${m.text()}`);
+  });
+  await page.goto(url);
+  await page.waitForSelector('#backend[data-backend]', { timeout: 180_000 });
+  return page;
+}
+
+async function firstHit(page) {
+  await page.waitForSelector('#results .hit', { timeout: 180_000 });
+  return page.$eval('#results .hit', (el) => el.dataset.id);
+}
+
+async function search(page, query) {
+  const before = await page.$eval('#search-status', (el) => el.dataset.ms || '');
+  await page.fill('#query', query);
+  await page.click('#search-button');
+  await page.waitForFunction((b) => (document.querySelector('#search-status').dataset.ms || '') !== b, before, { timeout: 120_000 });
+  return page.$$eval('#results .hit', (els) => els.map((el) => el.dataset.id));
+}
+
+async function messages(page) {
+  return page.$$eval('#messages .message', (els) => els.map((el) => el.textContent));
+}
+
+async function waitForMessage(page, text) {
+  await page.waitForFunction((t) => [...document.querySelectorAll('#messages .message')].some((m) => m.textContent.includes(t)),
+    text, { timeout: 120_000 }).catch(() => {});
+  return (await messages(page)).some((m) => m.includes(text));
+}
+
+/// A PNG of `width × height` pixels of one colour (deflate keeps the file small).
+function solidPng(width, height, rgb) {
+  const crcTable = Array.from({ length: 256 }, (_, n) => {
+    let c = n;
+    for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
+    return c >>> 0;
+  });
+  const crc = (buf) => {
+    let c = 0xffffffff;
+    for (const b of buf) c = crcTable[(c ^ b) & 0xff] ^ (c >>> 8);
+    return (c ^ 0xffffffff) >>> 0;
+  };
+  const chunk = (type, data) => {
+    const head = Buffer.alloc(8);
+    head.writeUInt32BE(data.length, 0);
+    head.write(type, 4, 'ascii');
+    const tail = Buffer.alloc(4);
+    tail.writeUInt32BE(crc(Buffer.concat([head.subarray(4), data])), 0);
+    return Buffer.concat([head, data, tail]);
+  };
+  const ihdr = Buffer.alloc(13);
+  ihdr.writeUInt32BE(width, 0);
+  ihdr.writeUInt32BE(height, 4);
+  ihdr.set([8, 2, 0, 0, 0], 8);
+  const row = Buffer.alloc(1 + width * 3);
+  for (let x = 0; x < width; x++) row.set(rgb, 1 + x * 3);
+  const raw = Buffer.concat(Array.from({ length: height }, () => row));
+  return Buffer.concat([Buffer.from([137, 80, 78, 71, 13, 10, 26, 10]), chunk('IHDR', ihdr),
+    chunk('IDAT', zlib.deflateSync(raw, { level: 9 })), chunk('IEND', Buffer.alloc(0))]);
+}
+
+const known = JSON.parse(fs.readFileSync(path.join(dist, 'assets/shapes/export.json'), 'utf8')).known_query;
+const requests = [];
+
+// ---------------------------------------------------------------------------------------------
+// 1. WebGPU: backend, search, user images, bad input.
+
+const browser = await chromium.launch({ executablePath: chromiumPath, args: [...FLAGS, '--enable-unsafe-webgpu'] });
+let page = await openPage(browser, `${base}/`, requests);
+const backend = await page.$eval('#backend', (el) => el.dataset.backend);
+const badge = await page.$eval('#backend', (el) => `${el.textContent} (${el.title})`);
+if (backend !== 'webgpu') {
+  const note = `the page runs on ${badge}, not WebGPU`;
+  if (requireGpu) check(false, 'the page reports the WebGPU backend', note);
+  else console.log(`SKIPPED the WebGPU checks: ${note} (REQUIRE_GPU=1 makes this a failure)`);
+} else {
+  check(true, `the page reports the WebGPU backend: ${badge}`);
+}
+check(await firstHit(page) === known.id, `the initial search for "${known.query}" ranks ${known.id} first`);
+await page.screenshot({ path: path.join(out, 'search.png'), fullPage: true });
+
+// A user's image: the known image's own thumbnail, added through the file picker, must come back
+// among the top results of the same query.
+const thumbnail = fs.readFileSync(path.join(dist, 'assets/shapes/index/thumbs/000000.png'));
+await page.setInputFiles('#files', { name: 'mine.png', mimeType: 'image/png', buffer: thumbnail });
+check(await waitForMessage(page, 'Added mine.png'), 'an added image is embedded in the page', (await messages(page)).join(' | '));
+let hits = await search(page, known.query);
+check(hits.slice(0, 5).includes('mine.png'), 'the added image is searchable (top 5 for its caption)', hits.join(', '));
+await page.screenshot({ path: path.join(out, 'search-added.png'), fullPage: true });
+
+await page.setInputFiles('#files', { name: 'notes.txt', mimeType: 'text/plain', buffer: Buffer.from('not an image') });
+check(await waitForMessage(page, 'notes.txt is not an image'), 'a non-image file is refused with a message');
+await page.setInputFiles('#files', { name: 'corrupt.png', mimeType: 'image/png', buffer: Buffer.from('\x89PNG\r\n\x1a\n garbage') });
+check(await waitForMessage(page, 'corrupt.png could not be decoded'), 'a corrupt image is refused with a message');
+await page.setInputFiles('#files', { name: 'huge.png', mimeType: 'image/png', buffer: solidPng(8000, 6250, [200, 30, 30]) });
+check(await waitForMessage(page, 'downscaled from 8000×6250'), 'a 50-megapixel photo is downscaled and added');
+
+// A missing bundle file: the page names it and says how to build it; the loaded gallery still works.
+await page.route('**/assets/openmoji/model/model.safetensors', (route) => route.fulfill({ status: 404, body: 'gone' }));
+await page.selectOption('#gallery', 'openmoji');
+check(await waitForMessage(page, 'assets/openmoji/model/model.safetensors is missing (HTTP 404)'),
+  'a missing bundle file is named on the page', (await messages(page)).join(' | '));
+check((await messages(page)).some((m) => m.includes('make-demo-bundles.sh')), 'the message says how to build it');
+hits = await search(page, known.query);
+check(hits[0] === known.id, 'the page stays usable after the missing file (search still works)', hits.join(', '));
+await page.screenshot({ path: path.join(out, 'search-errors.png'), fullPage: true });
+await page.unroute('**/assets/openmoji/model/model.safetensors');
+
+// ---------------------------------------------------------------------------------------------
+// 2. The lab: the worked example to 4 decimals, then live fine-tuning.
+
+const EXAMPLE = {
+  'infonce-probs': [0.729736, 0.268455, 0.001809, 0.001809, 0.729736, 0.268455],
+  'ega-hardness': [null, 0.268941, 0.002473, 0.002473, null, 0.268941],
+  'ega-amplified': [0.729736, 0.340654, 0.001813, 0.001813, 0.729736, 0.340654],
+  'infonce-grad': [-1.351319, 1.342275, 0.009044, 0.009044, -1.351319, 1.342275],
+  'ega-grad': [-1.351319, 1.703268, 0.009067, 0.009067, -1.351319, 1.703268],
+};
+async function readMatrix(name) {
+  return page.$$eval(`table[data-matrix="${name}"] td`, (tds) => tds.map((td) => td.textContent));
+}
+await page.goto(`${base}/#view=lab&mode=example&tau=0.1&tauh=0.1&alpha=1&rescale=none`);
+await page.reload();
+await page.waitForSelector('table[data-matrix="ega-grad"] td', { timeout: 180_000 });
+for (const [name, expected] of Object.entries(EXAMPLE)) {
+  const shown = await readMatrix(name);
+  const want = expected.map((v) => (v === null ? '–' : v.toFixed(4)));
+  check(JSON.stringify(shown) === JSON.stringify(want), `worked example: ${name} shows EGA.md's numbers`, `${shown} vs ${want}`);
+}
+const lossCaption = await page.$eval('table[data-matrix="ega-s"] caption', (el) => el.textContent);
+check(lossCaption.includes('0.3151'), 'worked example: the loss is 0.3151', lossCaption);
+await page.screenshot({ path: path.join(out, 'lab-example.png'), fullPage: true });
+await page.selectOption('#rescale', 'sum');
+await page.waitForFunction(() => document.querySelector('table[data-matrix="ega-grad"] td[data-j="1"]').textContent === '1.3442', null,
+  { timeout: 30_000 }).catch(() => {});
+const rescaled = await readMatrix('ega-grad');
+check(JSON.stringify(rescaled) === JSON.stringify(['-1.3513', '1.3442', '0.0072', '0.0072', '-1.3513', '1.3442']),
+  'worked example, rescale = sum: G shows EGA.md\'s numbers', rescaled.join(', '));
+
+await page.goto(`${base}/#view=lab&mode=live&alpha=2&bs=4&neg=1`);
+await page.reload();
+await page.waitForFunction(() => window.ega && window.ega.lab && window.ega.lab.views && window.ega.lab.views.n === 4, null, { timeout: 300_000 });
+const stepStarted = Date.now();
+for (let i = 1; i <= 10; i++) {
+  await page.click('#step');
+  await page.waitForFunction((s) => window.egaLab.history.some((p) => p.loss && p.step === s) && !window.egaLab.busy, i, { timeout: 300_000 });
+}
+const stepSeconds = (Date.now() - stepStarted) / 1000;
+const curve = await page.evaluate(() => window.egaLab.history.filter((p) => p.loss).map((p) => p.loss));
+check(curve.length === 10, `ten live fine-tuning steps ran (${stepSeconds.toFixed(1)} s)`, `${curve.length} points`);
+const moved = [0, 1].every((k) => Math.abs(curve[curve.length - 1][k] - curve[0][k]) > 1e-4);
+check(moved, 'both loss curves move', JSON.stringify(curve.map((l) => l.map((v) => v.toFixed(4)))));
+check(await page.$$eval('#curves svg polyline', (ls) => ls.length) >= 2, 'the curves are drawn');
+check(await page.$$eval('#pca svg circle', (cs) => cs.length) === 8, 'both PCA views draw the 4 captions');
+await page.screenshot({ path: path.join(out, 'lab-live.png'), fullPage: true });
+const hash = await page.evaluate(() => location.hash);
+check(hash.includes('step=10') && hash.includes('alpha=2'), 'the lab state is in the URL', hash);
+await page.reload();
+await page.waitForFunction(() => window.ega && window.ega.lab && window.ega.lab.step === 10, null, { timeout: 300_000 });
+check(await page.$eval('#alpha', (el) => el.value) === '2', 'after a reload the settings come back from the URL');
+const replayed = await page.evaluate(() => window.egaLab.history.filter((p) => p.loss).map((p) => p.loss));
+const same = replayed.length === 10 && replayed.every((l, i) => l.every((v, k) => Math.abs(v - curve[i][k]) < 1e-4));
+check(same, 'after a reload the 10 steps are replayed to the same losses', JSON.stringify(replayed));
+
+// ---------------------------------------------------------------------------------------------
+// 3. The benchmark view.
+
+await page.goto(`${base}/#view=bench`);
+await page.reload();
+await page.waitForFunction(() => window.egaTimings && window.egaTimings.firstResultMs, null, { timeout: 300_000 });
+const bench = await page.evaluate(() => window.egaRunBench());
+fs.writeFileSync(path.join(out, 'bench.json'), `${JSON.stringify(bench, null, 2)}\n`);
+check(!bench.error, 'the benchmarks ran', bench.error || '');
+check(bench.topkSameRows === true, 'the device top-k returns the JavaScript loop\'s rows');
+console.log(`bench: ${JSON.stringify(bench)}`);
+await page.screenshot({ path: path.join(out, 'bench.png'), fullPage: true });
+await browser.close();
+
+// ---------------------------------------------------------------------------------------------
+// 4. Without WebGPU: the CPU fallback says so and still searches correctly.
+
+const plain = await chromium.launch({ executablePath: chromiumPath, args: [...FLAGS, '--disable-webgpu'] });
+page = await openPage(plain, `${base}/`, requests);
+const cpuBackend = await page.$eval('#backend', (el) => `${el.dataset.backend}: ${el.title}`);
+check(cpuBackend.startsWith('cpu'), `without WebGPU the page falls back to the CPU backend (${cpuBackend})`);
+check(await firstHit(page) === known.id, 'the CPU fallback ranks the known image first');
+await page.screenshot({ path: path.join(out, 'search-cpu.png'), fullPage: true });
+await plain.close();
+server.close();
+
+// ---------------------------------------------------------------------------------------------
+// 5. The request log: nothing left 127.0.0.1, and no request carried a body (a user image).
+
+const outside = requests.filter((r) => !r.url.startsWith(base) && !/^(data|blob):/.test(r.url));
+check(outside.length === 0, `no request left 127.0.0.1 (${requests.length} requests)`, outside.map((r) => r.url).join(', '));
+const withBody = requests.filter((r) => r.method !== 'GET' || r.body);
+check(withBody.length === 0, 'no request carried a body (user images stay in the page)', withBody.map((r) => `${r.method} ${r.url}`).join(', '));
+check(!served.some((r) => r.url.includes('mine.png') || r.url.includes('huge.png')), 'the server never saw a user image');
+
+console.log(`screenshots and bench.json in ${out}`);
+if (failures) {
+  console.log(`${failures} browser check(s) failed`);
+  process.exit(1);
+}
+console.log('all browser checks passed');
