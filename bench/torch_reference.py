@@ -15,6 +15,7 @@ Commands:
   info                     parameter counts of the presets (asserted against `native info`)
   parity DIR               recompute what the Rust parity test wrote to DIR; print max |diff| as JSON
   serve --threads N        benchmark server: one JSON command per stdin line, one JSON reply per line
+  profile BATCH_FILE       torch.profiler's operator table of training steps on a `bench train` batch
 """
 
 import argparse
@@ -457,6 +458,18 @@ def serve(threads):
                 float(out[0, 0])  # results are on the host; nothing pending
                 times.append(time.perf_counter() - start)
             reply = {"seconds": times}
+        elif command == "loss":
+            # The loss alone: forward + backward on a leaf S of the batch's shape.
+            n, m = request["shape"]
+            s = torch.rand(n, m, generator=torch.Generator().manual_seed(0)) * 2 - 1
+            times = []
+            for _ in range(request["repeats"]):
+                leaf = s.clone().requires_grad_(True)
+                start = time.perf_counter()
+                loss_fn(leaf, request["loss"]).backward()
+                float(leaf.grad[0, 0])
+                times.append(time.perf_counter() - start)
+            reply = {"seconds": times}
         elif command == "version":
             reply = {"torch": torch.__version__, "threads": torch.get_num_threads()}
         elif command == "quit":
@@ -466,6 +479,21 @@ def serve(threads):
         print(json.dumps(reply), flush=True)
 
 
+def profile(batch_file, preset, threads, steps, loss_kind):
+    """Where a PyTorch training step spends its time: torch.profiler's table of operators."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    torch.set_num_threads(threads)
+    bench = Bench(dict(preset=preset, batch_file=batch_file, lr=5e-4, weight_decay=0.01, grad_clip=1.0))
+    loss = {"kind": loss_kind, "tau": 0.05, "alpha": 1.0, "rescale": "sum"}
+    bench.train_step(loss)  # warm-up
+    with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(steps):
+            bench.train_step(loss)
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15, max_name_column_width=40))
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -473,6 +501,12 @@ def main():
     p = sub.add_parser("parity")
     p.add_argument("dir")
     p.add_argument("--threads", type=int, default=0)
+    f = sub.add_parser("profile", help="profile training steps on a batch file written by `native bench train`")
+    f.add_argument("batch_file")
+    f.add_argument("--preset", default="small")
+    f.add_argument("--threads", type=int, default=1)
+    f.add_argument("--steps", type=int, default=5)
+    f.add_argument("--loss", default="ega", choices=["ega", "infonce"])
     s = sub.add_parser("serve")
     s.add_argument("--threads", type=int, required=True)
     args = parser.parse_args()
@@ -483,6 +517,8 @@ def main():
         if args.threads:
             torch.set_num_threads(args.threads)
         parity(args.dir)
+    elif args.command == "profile":
+        profile(args.batch_file, args.preset, args.threads, args.steps, args.loss)
     else:
         serve(args.threads)
 

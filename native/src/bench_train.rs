@@ -83,6 +83,9 @@ struct BackendReport {
     torch_train_infonce: Timing,
     ega_core_embed: Timing,
     torch_embed: Timing,
+    /// The loss alone (forward + backward on a leaf `S` of shape `[N, M]`), EGA then info-NCE.
+    ega_core_loss_alone: [Timing; 2],
+    torch_loss_alone: [Timing; 2],
 }
 
 #[derive(Debug, Serialize)]
@@ -357,6 +360,30 @@ fn bench_backend(
         }
         eprintln!("  {label}: round {}/{rounds} in {:.1} s", round + 1, started.elapsed().as_secs_f64());
     }
+    // The loss alone, to tell its own cost from run-to-run noise in the step times.
+    let loss_repeats = 21;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+    let s_values: Vec<f32> = (0..pairs * 2 * pairs).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+    let rust_loss = |kind: LossKind| -> Result<Timing> {
+        let s = floats(s_values.clone(), [pairs, 2 * pairs], &autodiff);
+        let mut times = Vec::new();
+        for _ in 0..loss_repeats + 1 {
+            let leaf = s.clone().require_grad();
+            let start = Instant::now();
+            let grads = ega_core::loss::contrastive_loss(leaf.clone(), &loss_config(kind))?.backward();
+            to_f32_vec(leaf.grad(&grads).context("no gradient reached S")?)?;
+            times.push(start.elapsed().as_secs_f64());
+        }
+        Ok(median(times[1..].to_vec()))
+    };
+    let mut torch_loss = |kind: LossKind| -> Result<Timing> {
+        let times = torch.seconds(json!({
+            "cmd": "loss", "loss": loss_json(kind), "shape": [pairs, 2 * pairs], "repeats": loss_repeats + 1
+        }))?;
+        Ok(median(times[1..].to_vec()))
+    };
+    let ega_core_loss_alone = [rust_loss(LossKind::Ega)?, rust_loss(LossKind::InfoNce)?];
+    let torch_loss_alone = [torch_loss(LossKind::Ega)?, torch_loss(LossKind::InfoNce)?];
     let [a, b, c, d, e, f] = times.map(median);
     Ok(BackendReport {
         backend: label.to_string(),
@@ -371,6 +398,8 @@ fn bench_backend(
         torch_train_infonce: d,
         ega_core_embed: e,
         torch_embed: f,
+        ega_core_loss_alone,
+        torch_loss_alone,
     })
 }
 
@@ -450,6 +479,17 @@ fn print_table(report: &Report) {
             1e3 * b.torch_train_infonce.median_s,
             overhead(&b.ega_core_train_ega, &b.ega_core_train_infonce),
             overhead(&b.torch_train_ega, &b.torch_train_infonce),
+        );
+        let ms = |t: &Timing| 1e3 * t.median_s;
+        println!(
+            "| {} | the loss alone, forward + backward on S [{}, {}] (ms, EGA / info-NCE) | {:.3} / {:.3} | {:.3} / {:.3} | – | – |",
+            b.backend,
+            b.batch_pairs,
+            b.batch_targets,
+            ms(&b.ega_core_loss_alone[0]),
+            ms(&b.ega_core_loss_alone[1]),
+            ms(&b.torch_loss_alone[0]),
+            ms(&b.torch_loss_alone[1]),
         );
         let (ours, theirs) = (per_s(b.index_batch, &b.ega_core_embed), per_s(b.index_batch, &b.torch_embed));
         println!(
