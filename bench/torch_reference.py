@@ -424,7 +424,7 @@ class Bench:
             for p in self.model.parameters():  # ega-core clips each tensor's gradient on its own
                 torch.nn.utils.clip_grad_norm_([p], self.grad_clip, foreach=True)
         self.optimizer.step()
-        return float(value)
+        return value.item()  # the step is finished: the loss is on the host
 
     def embed_index(self):
         """Images → embeddings as an indexer does: layout of the prompts, forward, rows on the host."""
