@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Rebuilds the committed demo bundles assets/shapes and assets/openmoji: train, index the held-out
-# gallery, export for the web (each export writes its model card, README.md). About 50 minutes on
-# 2 CPU cores, most of it the `small` shapes model. Usage: bash scripts/make-demo-bundles.sh [shapes|openmoji]...
+# Rebuilds the committed demo bundles assets/shapes and assets/openmoji (train, index the held-out
+# gallery, export for the web; each export writes its model card, README.md) and assets/lab (the
+# lab's starting model: `tiny` trained with info-NCE, which the page fine-tunes with info-NCE and
+# EGA side by side). About 50 minutes on 2 CPU cores, most of it the `small` shapes model.
+# Usage: bash scripts/make-demo-bundles.sh [shapes|openmoji|lab]...
 set -euo pipefail
 cd "$(dirname "$0")/.."
 native() { cargo run -q -p native -- "$@"; }
-which=("${@:-shapes openmoji}")
+which=("${@:-shapes openmoji lab}")
 
 for name in ${which[@]}; do
   case "$name" in
@@ -23,6 +25,13 @@ for name in ${which[@]}; do
       rm -rf assets/openmoji
       native export --model runs/demo-openmoji-tiny --index runs/demo-openmoji-index --device cpu --out assets/openmoji
       ;;
-    *) echo "unknown bundle $name (shapes or openmoji)" >&2; exit 2 ;;
+    lab)
+      rm -rf runs/lab-base
+      native train --preset tiny --loss infonce --steps 600 --batch-size 32 --lr 2e-3 --warmup 60 --eval-every 0 \
+        --device cpu --out runs/lab-base
+      rm -rf assets/lab/model && mkdir -p assets/lab/model
+      cp runs/lab-base/bundle/{config.json,model.safetensors,tokenizer.json,metrics.json} assets/lab/model/
+      ;;
+    *) echo "unknown bundle $name (shapes, openmoji or lab)" >&2; exit 2 ;;
   esac
 done

@@ -65,6 +65,7 @@ async function main() {
     message(`Backend: ${errorText(err)}`);
     backendInfo = JSON.parse(await wasm.init_backend('cpu'));
   }
+  if (backendInfo.backend === 'webgpu') Object.assign(backendInfo, await adapterDetails());
   const badge = $('#backend');
   badge.textContent = backendInfo.backend === 'webgpu' ? `WebGPU · ${backendInfo.adapter}` : 'CPU (wasm)';
   badge.title = backendInfo.reason;
@@ -76,6 +77,20 @@ async function main() {
   setupLab();
   setupBench();
   await loadGallery(params.get('gallery') || 'shapes', true);
+}
+
+// The browser's own description of its WebGPU adapter (wgpu's is empty on the web), and whether
+// it is a software renderer (SwiftShader), where the CPU backend trains faster.
+async function adapterDetails() {
+  try {
+    const adapter = await navigator.gpu.requestAdapter();
+    const info = (adapter && adapter.info) || {};
+    const words = [info.vendor, info.architecture, info.description].filter(Boolean).join(' ');
+    const software = /swiftshader|llvmpipe|lavapipe|software/i.test(words) || Boolean(info.isFallbackAdapter || (adapter && adapter.isFallbackAdapter));
+    return { adapter: words || 'unnamed adapter', software };
+  } catch (err) {
+    return { software: false };
+  }
 }
 
 function setupTabs() {
@@ -290,7 +305,39 @@ function setupSearch() {
 // Lab
 
 const WORKED_EXAMPLE = { s: [0.9, 0.8, 0.3, 0.1, 0.7, 0.6], n: 2, m: 3 };
-const DEFAULTS = { mode: 'live', tau: 0.05, alpha: 1, tauh: 0.05, rescale: 'none', bs: 6, neg: 1 };
+const DEFAULTS = { mode: 'live', tau: 0.05, alpha: 1, tauh: 0.05, rescale: 'sum', bs: 6, neg: 1, labdevice: null };
+
+// Where the lab trains: the page's backend, except on a software WebGPU adapter (slower than the
+// CPU backend); `labdevice=webgpu|cpu` in the URL overrides.
+function labDevice() {
+  const asked = params.get('labdevice');
+  if (asked === 'webgpu' || asked === 'cpu') return { device: asked === 'webgpu' ? 'backend' : 'cpu', why: 'chosen in the URL (labdevice)' };
+  if (backendInfo.backend !== 'webgpu') return { device: 'cpu', why: 'the page runs on the CPU backend' };
+  if (backendInfo.software) {
+    return { device: 'cpu', why: `the WebGPU adapter (${backendInfo.adapter}) is a software renderer, slower than the CPU backend; add labdevice=webgpu to the URL to train on it anyway` };
+  }
+  return { device: 'backend', why: 'WebGPU' };
+}
+
+// The lab's starting model (assets/lab/model), fetched once; null when it is missing.
+let labModel;
+async function labModelFiles() {
+  if (labModel !== undefined) return labModel;
+  try {
+    const files = await Promise.all(['config.json', 'model.safetensors', 'tokenizer.json'].map((f) => fetchBytes(`assets/lab/model/${f}`)));
+    labModel = { config: files[0], weights: files[1], tokenizer: new TextDecoder().decode(files[2]) };
+  } catch (err) {
+    message(`${errorText(err)}: the lab starts from a fresh, untrained model instead (build the starting model with ` +
+      '`bash scripts/make-demo-bundles.sh lab`).');
+    labModel = null;
+  }
+  return labModel;
+}
+
+function newLab(config, device) {
+  const json = JSON.stringify(config);
+  return labModel ? new wasm.Lab(json, device, labModel.config, labModel.weights.slice(), labModel.tokenizer) : new wasm.Lab(json, device);
+}
 const MATRICES = [
   ['s', 'S', 'cosine similarities S = Q Tᵀ', 'diverging'],
   ['probs', 'P', 'P = softmax(S/τ) of each row', 'sequential'],
@@ -391,8 +438,10 @@ const lab = {
     $('#mode-live').classList.toggle('active', live);
     $('#lab-explain').textContent = live
       ? 'A real batch from the shapes generator: each caption, its image, and images that differ from it in one ' +
-        'attribute (deliberate hard negatives). Two copies of the tiny model, one trained with info-NCE and one with ' +
-        'EGA, start from the same weights.'
+        'attribute (deliberate hard negatives). Two copies of a small trained model fine-tune side by side, one with ' +
+        'info-NCE and one with EGA, from the same weights and on the same batches. Try rescale = none: at α = 1 the ' +
+        'extra push adds up and drives the EGA copy\'s embeddings apart (its loss climbs toward ln M); rescale = sum ' +
+        'only redistributes the push toward the hard negatives.'
       : 'EGA.md\'s worked example: S = [[0.9, 0.8, 0.3], [0.1, 0.7, 0.6]], N = 2, M = 3 (target 2 is an extra hard ' +
         'negative), τ = τ_h = 0.1, α = 1. Every number below can be checked against EGA.md.';
     this.history = [];
@@ -404,9 +453,14 @@ const lab = {
       const status = $('#lab-status');
       status.textContent = 'Building the batch and the two models…';
       await new Promise((r) => setTimeout(r, 0));
+      await labModelFiles();
+      const where = labDevice();
       try {
-        this.engine = new wasm.Lab(JSON.stringify(this.config()));
+        this.engine = newLab(this.config(), where.device);
         this.info = JSON.parse(this.engine.view_info());
+        this.where = `training on ${this.engine.device() === 'webgpu' ? 'WebGPU' : 'the CPU backend'}` +
+          (where.device === 'cpu' && backendInfo.backend === 'webgpu' ? ` (${where.why})` : '');
+        status.textContent = `Ready: ${labModel ? 'two copies of the trained tiny model (assets/lab)' : 'two copies of a fresh tiny model'}, ${this.where}.`;
       } catch (err) {
         status.textContent = '';
         message(`Lab: ${errorText(err)}`);
@@ -439,7 +493,7 @@ const lab = {
       params.set('step', String(point.step));
       saveState();
       $('#lab-status').textContent = `step ${point.step} · loss info-NCE ${result.losses[0].toFixed(4)}, ` +
-        `EGA ${result.losses[1].toFixed(4)} · α now ${result.alpha.toFixed(2)} · ${ms.toFixed(0)} ms a step (both models)`;
+        `EGA ${result.losses[1].toFixed(4)} · α ${result.alpha.toFixed(2)} · ${ms.toFixed(0)} ms a step (both models), ${this.where}`;
       if (draw) await this.refresh();
     } catch (err) {
       this.pause();
@@ -568,6 +622,9 @@ const lab = {
       row.append(head);
       const values = views.flatMap((v) => v[key]);
       const extent = Math.max(1e-12, ...values.map(Math.abs));
+      // S: its own range (a young model's similarities all sit near 1); the others: 0 or ±extent.
+      const [low, high] = [Math.min(...values), Math.max(...values)];
+      const shade = key === 's' ? (v) => colour((v - low) / Math.max(1e-12, high - low), 'sequential') : (v) => colour(v / extent, scale);
       for (const view of views) {
         const table = document.createElement('table');
         table.className = 'heat';
@@ -585,7 +642,7 @@ const lab = {
             td.dataset.i = i;
             td.dataset.j = j;
             td.title = `${symbol}[${i}][${j}] = ${blank ? '— (the positive)' : value.toFixed(6)}\nquery ${i} vs ${this.targetLabel(j)}`;
-            td.style.background = blank ? '#eee' : colour(value / extent, scale);
+            td.style.background = blank ? '#eee' : shade(value);
             if (i === j) td.classList.add('diag');
             if (showNumbers) td.textContent = blank ? '–' : value.toFixed(4);
             tr.append(td);
@@ -850,19 +907,25 @@ async function runBench() {
     rows.push(['speed-up of the device search', `${results.topkSpeedup.toFixed(2)}×`, agree ? 'same rows' : 'ROWS DIFFER']);
     show();
 
-    status.textContent = 'lab: one training step of both copies…';
-    const probe = new wasm.Lab(JSON.stringify({ batch_size: 6, hard_negatives: 1 }));
-    await probe.step(); // warm-up
-    const stepMs = [];
-    for (let r = 0; r < 3; r++) {
-      const t = performance.now();
-      await probe.step();
-      stepMs.push(performance.now() - t);
+    await labModelFiles();
+    const devices = [['cpu', 'CPU backend']];
+    if (backendInfo.backend === 'webgpu') devices.push(['backend', `WebGPU (${backendInfo.adapter})`]);
+    for (const [device, label] of devices) {
+      status.textContent = `lab: training steps on the ${label}…`;
+      const probe = newLab({ batch_size: 6, hard_negatives: 1 }, device);
+      await probe.step(); // warm-up (shader compilation on WebGPU)
+      const stepMs = [];
+      for (let r = 0; r < (device === 'cpu' ? 3 : 1); r++) {
+        const t = performance.now();
+        await probe.step();
+        stepMs.push(performance.now() - t);
+      }
+      probe.free();
+      results[device === 'cpu' ? 'labStepCpuMs' : 'labStepWebgpuMs'] = median(stepMs);
+      rows.push([`lab step on the ${label}: tiny model, 6 pairs + 6 hard negatives, both copies`, `${median(stepMs).toFixed(0)} ms`,
+        `${stepMs.length === 1 ? 'one step' : `median of ${stepMs.length}`}, after one warm-up`]);
+      show();
     }
-    probe.free();
-    results.labStepMs = median(stepMs);
-    rows.push(['lab step (tiny model, 6 pairs + 6 hard negatives, info-NCE and EGA copies)', `${results.labStepMs.toFixed(0)} ms`, 'median of 3, after one warm-up']);
-    show();
     status.textContent = `Done, on ${backendInfo.backend === 'webgpu' ? `WebGPU (${backendInfo.adapter})` : 'the CPU backend'}.`;
   } catch (err) {
     status.textContent = 'Stopped.';

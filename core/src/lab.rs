@@ -9,6 +9,7 @@
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
+use crate::bundle::Bundle;
 use crate::data::shapes::{ShapesConfig, ShapesDataset};
 use crate::data::{tokenizer_corpus, Dataset, Sample, Split};
 use crate::embed::{query_input, target_input};
@@ -18,6 +19,14 @@ use crate::model::{Embedder, EmbedderInput, ModelConfig};
 use crate::tokenizer::Tokenizer;
 use crate::train::{batch_indices, make_batch, PendingStep, StepStats, TrainBatch, TrainConfig, Trainer};
 use crate::{EgaError, Result};
+
+/// Steps of plain info-NCE before EGA's α starts to ramp in a lab started from scratch, and the
+/// length of the ramp: a fresh model's embeddings are all alike, and un-rescaled EGA's extra push
+/// would first drive captions and images apart as two clusters (see
+/// [`TrainConfig::alpha_warmup`]). A lab that fine-tunes a trained model uses α from the start.
+pub const ALPHA_START: usize = 5;
+/// See [`ALPHA_START`].
+pub const ALPHA_RAMP: usize = 15;
 
 /// The lab's settings (the page keeps them in its URL).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -35,7 +44,8 @@ pub struct LabConfig {
     pub alpha: f64,
     /// EGA's hardness temperature τ_h.
     pub tau_h: f64,
-    /// EGA's rescale mode.
+    /// EGA's rescale mode. `sum` by default, as in training: with `none`, the extra push of every
+    /// negative adds up and at α = 1 drives a small batch's embeddings apart (the lab shows it).
     pub rescale: Rescale,
     /// Peak learning rate of both copies.
     pub lr: f64,
@@ -54,8 +64,8 @@ impl Default for LabConfig {
             tau: 0.05,
             alpha: 1.0,
             tau_h: 0.05,
-            rescale: Rescale::None,
-            lr: 2e-3,
+            rescale: Rescale::Sum,
+            lr: 5e-4,
             seed: 0,
             heldout: 32,
         }
@@ -151,30 +161,55 @@ fn test_samples(dataset: &ShapesDataset, n: usize) -> Result<Vec<Sample>> {
 }
 
 impl Lab {
-    /// A lab on `device` (an autodiff device): a tokenizer trained on the shapes captions, one
-    /// model initialised from `config.seed` and copied for both losses.
+    /// A lab on `device` (an autodiff device) from scratch: a tokenizer trained on the shapes
+    /// captions, one model initialised from `config.seed` and copied for both losses.
     pub fn new(config: LabConfig, device: &Device) -> Result<Self> {
         config.validate()?;
         let mut model_config = ModelConfig::preset(&config.preset)?;
-        let shapes = ShapesConfig {
-            image_size: model_config.vision.image_size as u32,
-            negatives: config.hard_negatives.max(1),
-            ..ShapesConfig::default()
-        };
-        let dataset = ShapesDataset::new(shapes);
+        let dataset = Self::dataset(&config, &model_config);
         let corpus = tokenizer_corpus(&dataset, 1000)?;
         let tokenizer = Tokenizer::train(corpus.iter(), model_config.language.vocab_size)?;
         model_config.language.vocab_size = tokenizer.vocab_size();
         let model = Embedder::new(&model_config, config.seed, device)?;
+        Self::build(config, model, model_config, tokenizer, dataset, true, device)
+    }
+
+    /// A lab that fine-tunes two copies of a trained model (a bundle loaded on `device`, an
+    /// autodiff device). `config.preset` is ignored: the bundle's shape wins.
+    pub fn from_bundle(config: LabConfig, bundle: Bundle, device: &Device) -> Result<Self> {
+        config.validate()?;
+        let model_config = bundle.config.model.clone();
+        let config = LabConfig { preset: model_config.preset.clone(), ..config };
+        let dataset = Self::dataset(&config, &model_config);
+        Self::build(config, bundle.model, model_config, bundle.tokenizer, dataset, false, device)
+    }
+
+    fn dataset(config: &LabConfig, model_config: &ModelConfig) -> ShapesDataset {
+        ShapesDataset::new(ShapesConfig {
+            image_size: model_config.vision.image_size as u32,
+            negatives: config.hard_negatives.max(1),
+            ..ShapesConfig::default()
+        })
+    }
+
+    fn build(
+        config: LabConfig,
+        model: Embedder,
+        model_config: ModelConfig,
+        tokenizer: Tokenizer,
+        dataset: ShapesDataset,
+        fresh: bool,
+        device: &Device,
+    ) -> Result<Self> {
         let train = TrainConfig {
             steps: 5_000,
             batch_size: config.batch_size,
             hard_negatives: config.hard_negatives,
             lr: config.lr,
             warmup_steps: 10,
-            alpha_warmup: true,
-            alpha_start: 10,
-            alpha_ramp: 10,
+            alpha_warmup: fresh,
+            alpha_start: ALPHA_START,
+            alpha_ramp: ALPHA_RAMP,
             seed: config.seed,
             ..TrainConfig::default()
         };

@@ -8,7 +8,8 @@ use ega_core::loss::Rescale;
 use ega_core::tensor_util::{scalar, to_f32_vec};
 
 fn small_lab() -> Lab {
-    let config = LabConfig { batch_size: 4, hard_negatives: 1, heldout: 8, ..LabConfig::default() };
+    let config =
+        LabConfig { batch_size: 4, hard_negatives: 1, heldout: 8, rescale: Rescale::None, ..LabConfig::default() };
     Lab::new(config, &Device::flex().autodiff()).expect("the lab starts")
 }
 
@@ -41,7 +42,7 @@ fn lab_copies_start_identical_and_diverge_only_through_their_loss() {
     }
     assert_eq!(before[0].pca.len(), n + m);
 
-    // EGA's α ramps from step 10, so 12 steps separate the copies; both losses stay finite.
+    // From scratch EGA's α ramps from step ALPHA_START, so 12 steps separate the copies; both losses stay finite.
     for _ in 0..12 {
         let batch = lab.next_batch().unwrap();
         for which in 0..2 {
@@ -98,4 +99,27 @@ fn pca_recovers_a_plane_in_higher_dimensions() {
         assert!((x.abs() - a.abs()).abs() < 1e-4, "first coordinate {x} for a = {a}");
         assert!((y.abs() - b.abs()).abs() < 1e-4, "second coordinate {y} for b = {b}");
     }
+}
+
+#[test]
+fn lab_fine_tunes_the_committed_starting_model() {
+    let device = Device::flex().autodiff();
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../assets/lab/model");
+    let bundle = ega_core::bundle::load(&dir, &device).expect("assets/lab/model loads");
+    let config = LabConfig { preset: "ignored".into(), batch_size: 4, heldout: 16, ..LabConfig::default() };
+    let mut lab = Lab::from_bundle(config, bundle, &device).unwrap();
+    assert_eq!(lab.config.preset, "tiny", "the bundle's shape wins");
+    let (_, side, _) = lab.view_items();
+    assert_eq!(side, 32);
+    // The trained model already ranks most held-out captions' images first (a fresh one: ~1/16).
+    let before = lab.metrics(&to_f32_vec(lab.heldout_embeddings(1)).unwrap()).unwrap();
+    assert!(before.r1 >= 0.25, "held-out R@1 of the starting model: {}", before.r1);
+    let batch = lab.next_batch().unwrap();
+    for which in 0..2 {
+        let pending = lab.forward(which, &batch).unwrap();
+        let value = scalar(pending.loss.clone()).unwrap();
+        assert!(value < 2.0, "a trained model's loss is well below ln M = ln 8: {value}");
+        lab.apply(which, pending, value).unwrap();
+    }
+    assert_eq!(lab.step(), 1);
 }

@@ -354,18 +354,51 @@ impl Searcher {
 #[wasm_bindgen]
 pub struct Lab {
     lab: Rc<RefCell<ega_core::lab::Lab>>,
+    device: &'static str,
 }
 
 #[wasm_bindgen]
 impl Lab {
-    /// A lab from a JSON `LabConfig` (missing fields take their defaults; unknown ones are refused).
+    /// A lab from a JSON `LabConfig` (missing fields take their defaults; unknown ones are refused)
+    /// on `device`: `backend` (the one [`init_backend`] chose) or `cpu`. With a bundle's
+    /// `config.json`, weights and `tokenizer.json`, both copies start from that trained model (the
+    /// page uses `assets/lab`); without, from a fresh initialisation.
     #[wasm_bindgen(constructor)]
-    pub fn new(config_json: &str) -> Result<Lab, JsError> {
+    pub fn new(
+        config_json: &str,
+        device: &str,
+        bundle_config: Option<Vec<u8>>,
+        weights: Option<Vec<u8>>,
+        tokenizer_json: Option<String>,
+    ) -> Result<Lab, JsError> {
         let config: LabConfig =
             serde_json::from_str(config_json).map_err(|err| JsError::new(&format!("lab settings: {err}")))?;
-        let device = backend().device.autodiff();
-        let lab = ega_core::lab::Lab::new(config, &device).map_err(js_error)?;
-        Ok(Lab { lab: Rc::new(RefCell::new(lab)) })
+        let (device, name) = match device {
+            "backend" => {
+                let backend = backend();
+                (backend.device, backend.name)
+            }
+            "cpu" => (Device::flex(), "cpu"),
+            other => return Err(JsError::new(&format!("unknown lab device {other:?}: expected backend or cpu"))),
+        };
+        let device = device.autodiff();
+        let lab = match (bundle_config, weights, tokenizer_json) {
+            (Some(bundle_config), Some(weights), Some(tokenizer)) => {
+                let bundle =
+                    ega_core::bundle::from_bytes(&bundle_config, weights, &tokenizer, None, "lab model", &device)
+                        .map_err(js_error)?;
+                ega_core::lab::Lab::from_bundle(config, bundle, &device)
+            }
+            (None, None, None) => ega_core::lab::Lab::new(config, &device),
+            _ => return Err(JsError::new("a lab model needs its config.json, weights and tokenizer.json together")),
+        }
+        .map_err(js_error)?;
+        Ok(Lab { lab: Rc::new(RefCell::new(lab)), device: name })
+    }
+
+    /// The device the lab trains on: `webgpu` or `cpu`.
+    pub fn device(&self) -> String {
+        self.device.to_string()
     }
 
     /// Steps taken.

@@ -209,6 +209,9 @@ check(JSON.stringify(rescaled) === JSON.stringify(['-1.3513', '1.3442', '0.0072'
 await page.goto(`${base}/#view=lab&mode=live&alpha=2&bs=4&neg=1`);
 await page.reload();
 await page.waitForFunction(() => window.ega && window.ega.lab && window.ega.lab.views && window.ega.lab.views.n === 4, null, { timeout: 300_000 });
+const labStatus = await page.$eval('#lab-status', (el) => el.textContent);
+check(/trained tiny model \(assets\/lab\)/.test(labStatus) && /training on (WebGPU|the CPU backend)/.test(labStatus),
+  'the lab says what it fine-tunes and where', labStatus);
 const stepStarted = Date.now();
 for (let i = 1; i <= 10; i++) {
   await page.click('#step');
@@ -241,6 +244,8 @@ const bench = await page.evaluate(() => window.egaRunBench());
 fs.writeFileSync(path.join(out, 'bench.json'), `${JSON.stringify(bench, null, 2)}\n`);
 check(!bench.error, 'the benchmarks ran', bench.error || '');
 check(bench.topkSameRows === true, 'the device top-k returns the JavaScript loop\'s rows');
+check(bench.labStepCpuMs > 0, 'a lab step ran on the CPU backend');
+if (backend === 'webgpu') check(bench.labStepWebgpuMs > 0, 'a lab step ran on WebGPU (both copies, autodiff on the device)');
 console.log(`bench: ${JSON.stringify(bench)}`);
 await page.screenshot({ path: path.join(out, 'bench.png'), fullPage: true });
 await browser.close();
