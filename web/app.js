@@ -565,6 +565,7 @@ const lab = {
   targetLabel(j) {
     const { n } = this.views;
     if (j < n) return `image ${j}`;
+    if (this.setting('mode') === 'example') return `extra target ${j}`;
     const k = j - n;
     const neg = this.setting('neg');
     return neg ? `negative of ${k % n}` : `target ${j}`;
