@@ -460,15 +460,9 @@ impl Lab {
     pub fn views(&self) -> Promise {
         let lab = self.lab.clone();
         future_to_promise(async move {
-            let tensors = {
-                let lab = lab.borrow();
-                [lab.view_embeddings(0), lab.view_embeddings(1)]
-            };
-            let mut views = Vec::new();
-            for (which, tensor) in tensors.into_iter().enumerate() {
-                let values = read(tensor).await?;
-                views.push(lab.borrow().view(which, &values).map_err(js_value)?);
-            }
+            let views =
+                for_both(&lab, |lab, which| lab.view_embeddings(which), |lab, which, values| lab.view(which, values))
+                    .await?;
             let (n, m) = lab.borrow().view_shape();
             let json = serde_json::json!({"n": n, "m": m, "views": views});
             Ok(JsValue::from_str(&json.to_string()))
@@ -480,18 +474,31 @@ impl Lab {
     pub fn evaluate(&self) -> Promise {
         let lab = self.lab.clone();
         future_to_promise(async move {
-            let tensors = {
-                let lab = lab.borrow();
-                [lab.heldout_embeddings(0), lab.heldout_embeddings(1)]
-            };
-            let mut metrics = Vec::new();
-            for tensor in tensors {
-                let values = read(tensor).await?;
-                metrics.push(lab.borrow().metrics(&values).map_err(js_value)?);
-            }
+            let metrics =
+                for_both(&lab, |lab, which| lab.heldout_embeddings(which), |lab, _, values| lab.metrics(values))
+                    .await?;
             Ok(JsValue::from_str(&serde_json::to_string(&metrics).unwrap_or_default()))
         })
     }
+}
+
+/// For copy 0 (info-NCE) and copy 1 (EGA): makes a tensor, reads it back (no borrow of the lab is
+/// held across the read) and turns the values into a `T`.
+async fn for_both<T>(
+    lab: &Rc<RefCell<ega_core::lab::Lab>>,
+    tensor: impl Fn(&ega_core::lab::Lab, usize) -> Tensor<2>,
+    finish: impl Fn(&ega_core::lab::Lab, usize, &[f32]) -> ega_core::Result<T>,
+) -> Result<Vec<T>, JsValue> {
+    let tensors = {
+        let lab = lab.borrow();
+        [tensor(&lab, 0), tensor(&lab, 1)]
+    };
+    let mut results = Vec::new();
+    for (which, tensor) in tensors.into_iter().enumerate() {
+        let values = read(tensor).await?;
+        results.push(finish(&lab.borrow(), which, &values).map_err(js_value)?);
+    }
+    Ok(results)
 }
 
 /// An index of `rows × dim` values (made by the page) kept on the device, for timing the top-k

@@ -148,11 +148,15 @@ if (backend !== 'webgpu') {
 check(await firstHit(page) === known.id, `the initial search for "${known.query}" ranks ${known.id} first`);
 await page.screenshot({ path: path.join(out, 'search.png'), fullPage: true });
 
-// A user's image: the known image's own thumbnail, added through the file picker, must come back
-// among the top results of the same query.
+// A user's image: the known image's own thumbnail, dropped on the drop zone (a real drop event
+// with a DataTransfer holding the file), must come back among the top results of the same query.
 const thumbnail = fs.readFileSync(path.join(dist, 'assets/shapes/index/thumbs/000000.png'));
-await page.setInputFiles('#files', { name: 'mine.png', mimeType: 'image/png', buffer: thumbnail });
-check(await waitForMessage(page, 'Added mine.png'), 'an added image is embedded in the page', (await messages(page)).join(' | '));
+await page.evaluate((bytes) => {
+  const transfer = new DataTransfer();
+  transfer.items.add(new File([new Uint8Array(bytes)], 'mine.png', { type: 'image/png' }));
+  document.querySelector('#dropzone').dispatchEvent(new DragEvent('drop', { dataTransfer: transfer, bubbles: true, cancelable: true }));
+}, [...thumbnail]);
+check(await waitForMessage(page, 'Added mine.png'), 'a dropped image is embedded in the page', (await messages(page)).join(' | '));
 let hits = await search(page, known.query);
 check(hits.slice(0, 5).includes('mine.png'), 'the added image is searchable (top 5 for its caption)', hits.join(', '));
 await page.screenshot({ path: path.join(out, 'search-added.png'), fullPage: true });
@@ -174,6 +178,12 @@ hits = await search(page, known.query);
 check(hits[0] === known.id, 'the page stays usable after the missing file (search still works)', hits.join(', '));
 await page.screenshot({ path: path.join(out, 'search-errors.png'), fullPage: true });
 await page.unroute('**/assets/openmoji/model/model.safetensors');
+const emoji = JSON.parse(fs.readFileSync(path.join(dist, 'assets/openmoji/export.json'), 'utf8')).known_query;
+await page.selectOption('#gallery', 'openmoji');
+await page.waitForFunction(() => window.ega.gallery === 'openmoji', null, { timeout: 180_000 });
+hits = await search(page, emoji.query);
+check(hits[0] === emoji.id, `the OpenMoji gallery loads and "${emoji.query}" ranks ${emoji.id} first`, hits.join(', '));
+await page.screenshot({ path: path.join(out, 'search-openmoji.png'), fullPage: true });
 
 // ---------------------------------------------------------------------------------------------
 // 2. The lab: the worked example to 4 decimals, then live fine-tuning.
