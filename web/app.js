@@ -146,6 +146,7 @@ async function loadGallery(name, initial = false) {
   try {
     const searcher = new wasm.Searcher(files[0], files[1], text.decode(files[2]), files[3], files[4]);
     if (gallery.searcher) gallery.searcher.free();
+    if (gallery.added) message(`Your ${gallery.added} added image(s) were embedded by the ${gallery.name} model and are not part of the ${name} gallery: add them again to search them here.`, 'info');
     Object.assign(gallery, { name, searcher, base, known: JSON.parse(text.decode(files[5])).known_query, added: 0 });
   } catch (err) {
     status.textContent = `The ${name} gallery could not be loaded.`;
@@ -281,10 +282,7 @@ function setupSearch() {
     e.preventDefault();
     runSearch();
   };
-  $('#gallery').onchange = (e) => {
-    if (gallery.added) message(`Your ${gallery.added} added image(s) belong to the previous model's gallery and were left behind.`, 'info');
-    loadGallery(e.target.value);
-  };
+  $('#gallery').onchange = (e) => loadGallery(e.target.value);
   $('#files').onchange = (e) => {
     addFiles([...e.target.files]);
     e.target.value = '';
