@@ -338,7 +338,7 @@ async function labModelFiles() {
 
 function newLab(config, device) {
   const json = JSON.stringify(config);
-  return labModel ? new wasm.Lab(json, device, labModel.config, labModel.weights.slice(), labModel.tokenizer) : new wasm.Lab(json, device);
+  return labModel ? new wasm.Lab(json, device, labModel.config, labModel.weights, labModel.tokenizer) : new wasm.Lab(json, device);
 }
 const MATRICES = [
   ['s', 'S', 'cosine similarities S = Q Tᵀ', 'diverging'],
@@ -567,17 +567,15 @@ const lab = {
   targetLabel(j) {
     const { n } = this.views;
     if (j < n) return `image ${j}`;
-    if (this.setting('mode') === 'example') return `extra target ${j}`;
-    const k = j - n;
-    const neg = this.setting('neg');
-    return neg ? `negative of ${k % n}` : `target ${j}`;
+    if (this.setting('mode') === 'example' || !this.info) return `extra target ${j}`;
+    return `negative of ${this.info.owners[j]}`;
   },
 
   drawBatch() {
     const box = $('#batch');
     box.replaceChildren();
     if (!this.info) return;
-    const { captions, side, count, n } = this.info;
+    const { captions, side, m: count, n, owners } = this.info;
     const pixels = this.engine.view_pixels();
     const list = document.createElement('ol');
     list.className = 'captions';
@@ -600,7 +598,7 @@ const lab = {
       canvas.getContext('2d').putImageData(data, 0, 0);
       const figure = document.createElement('figure');
       const label = document.createElement('figcaption');
-      label.textContent = t < n ? `${t}` : `neg ${(t - n) % n}`;
+      label.textContent = t < n ? `${t}` : `neg ${owners[t]}`;
       figure.className = t < n ? 'positive' : 'negative';
       figure.append(canvas, label);
       images.append(figure);
@@ -712,7 +710,7 @@ const lab = {
 
   drawPca() {
     const { n, m, views } = this.views;
-    $('#pca').replaceChildren(...views.map((v) => scatter(v.loss, v.pca, n, m)));
+    $('#pca').replaceChildren(...views.map((v) => scatter(v.loss, v.pca, n, m, this.info.owners)));
   },
 };
 
@@ -765,7 +763,7 @@ function chart(title, first, second, yRange = null) {
   return svg;
 }
 
-function scatter(title, points, n, m) {
+function scatter(title, points, n, m, owners) {
   const size = 260, pad = 14;
   const svg = svgElement('svg', { width: size, height: size + 16, class: 'scatter' });
   const t = svgElement('text', { x: 4, y: 12, class: 'chart-title' });
@@ -780,7 +778,7 @@ function scatter(title, points, n, m) {
   }
   for (let j = 0; j < m; j++) {
     const [x, y] = p(points[n + j]);
-    const owner = j < n ? j : (j - n) % n;
+    const owner = owners[j];
     svg.append(svgElement('rect', { x: x - 4, y: y - 4, width: 8, height: 8, stroke: hue(owner),
       fill: j < n ? hue(owner) : 'white' }));
   }

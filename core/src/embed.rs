@@ -8,7 +8,7 @@ use burn::tensor::{Device, Tensor};
 
 use crate::data::{image_tensor_data, RgbImage};
 use crate::model::{Embedder, EmbedderInput, ModelConfig};
-use crate::prompt::{encode_prompt, tokenize_prompts, AssembledBatch};
+use crate::prompt::{encode_prompt, tokenize_prompts, AssembledBatch, TokenizedPrompt};
 use crate::tensor_util::floats;
 use crate::tokenizer::Tokenizer;
 use crate::{EgaError, Result};
@@ -30,9 +30,20 @@ fn assemble(
         Ok(ids)
     };
     let prompts = tokenize_prompts(template, &config.special, items, &mut encode)?;
+    prompts_input(config, &prompts, images, device)
+}
+
+/// Lays tokenized prompts out for the model (padding, image-token slots, attention mask) and moves
+/// them with their images to `device`.
+pub fn prompts_input(
+    config: &ModelConfig,
+    prompts: &[TokenizedPrompt],
+    images: Option<Tensor<4>>,
+    device: &Device,
+) -> Result<EmbedderInput> {
     let num_images = images.as_ref().map_or(0, |i| i.dims()[0]);
     let batch = AssembledBatch::new(
-        &prompts,
+        prompts,
         config.vision.image_tokens(),
         num_images,
         &config.special,

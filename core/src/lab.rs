@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::bundle::Bundle;
 use crate::data::shapes::{ShapesConfig, ShapesDataset};
-use crate::data::{tokenizer_corpus, Dataset, Sample, Split};
+use crate::data::{tokenizer_corpus, Dataset, RgbImage, Sample, Split};
 use crate::embed::{query_input, target_input};
 use crate::eval;
 use crate::loss::{oracle, LossConfig, LossKind, Rescale};
@@ -294,17 +294,20 @@ impl Lab {
         (self.view.n, self.view.m)
     }
 
-    /// The fixed batch's captions, and its images in target order (positives, then each pair's
-    /// hard negatives in turn) as `(side, RGB bytes)`.
-    pub fn view_items(&self) -> (Vec<String>, usize, Vec<Vec<u8>>) {
-        let captions = self.view_samples.iter().map(|s| s.caption.clone()).collect();
-        let mut images: Vec<Vec<u8>> = self.view_samples.iter().map(|s| s.image.as_raw().clone()).collect();
-        images.extend(
-            self.view_samples
-                .iter()
-                .flat_map(|s| s.negative_images.iter().take(self.config.hard_negatives).map(|i| i.as_raw().clone())),
-        );
-        (captions, self.model_config.vision.image_size, images)
+    /// The fixed batch's captions (its queries).
+    pub fn view_captions(&self) -> Vec<String> {
+        self.view_samples.iter().map(|s| s.caption.clone()).collect()
+    }
+
+    /// The fixed batch's images in target order, each with the pair it belongs to: the `n`
+    /// positives, then each pair's hard negatives in turn (as [`make_batch`] lays them out).
+    pub fn view_targets(&self) -> Vec<(usize, &RgbImage)> {
+        let positives = self.view_samples.iter().enumerate().map(|(i, s)| (i, &s.image));
+        let negatives =
+            self.view_samples.iter().enumerate().flat_map(|(i, s)| {
+                s.negative_images.iter().take(self.config.hard_negatives).map(move |image| (i, image))
+            });
+        positives.chain(negatives).collect()
     }
 
     /// What the lab draws of copy `which`, from its view embeddings `values` (`[n + m, d]`, read

@@ -19,9 +19,10 @@ use std::time::Instant;
 use anyhow::{bail, ensure, Context, Result};
 use burn::tensor::Device;
 use ega_core::device::{self, DeviceChoice};
+use ega_core::embed::prompts_input;
 use ega_core::loss::{LossConfig, LossKind, Rescale};
 use ega_core::model::{Embedder, EmbedderInput, ModelConfig};
-use ega_core::prompt::{AssembledBatch, TokenizedPrompt};
+use ega_core::prompt::TokenizedPrompt;
 use ega_core::tensor_util::{floats, to_f32_vec};
 use ega_core::train::{TrainBatch, TrainConfig, Trainer};
 use rand::{Rng, SeedableRng};
@@ -225,14 +226,7 @@ fn embedder_input(
     let count = pixels.len() / (3 * config.vision.image_size * config.vision.image_size);
     let size = config.vision.image_size;
     let images = (count > 0).then(|| floats(pixels.to_vec(), [count, 3, size, size], device));
-    let batch = AssembledBatch::new(
-        prompts,
-        config.vision.image_tokens(),
-        count,
-        &config.special,
-        config.language.max_seq_len,
-    )?;
-    Ok(EmbedderInput::new(&batch, images, device)?)
+    Ok(prompts_input(config, prompts, images, device)?)
 }
 
 /// The training options of both sides (`native train`'s defaults, α held at full strength).

@@ -22,10 +22,13 @@ fn lab_copies_start_identical_and_diverge_only_through_their_loss() {
     let mut lab = small_lab();
     let (n, m) = lab.view_shape();
     assert_eq!((n, m), (4, 8), "4 pairs + 4 hard-negative images");
-    let (captions, side, images) = lab.view_items();
-    assert_eq!(captions.len(), n);
-    assert_eq!(images.len(), m);
-    assert!(images.iter().all(|image| image.len() == side * side * 3));
+    let side = lab.model_config.vision.image_size;
+    assert_eq!(lab.view_captions().len(), n);
+    let targets = lab.view_targets();
+    assert_eq!(targets.len(), m);
+    assert!(targets.iter().all(|(_, image)| image.as_raw().len() == side * side * 3));
+    let owners: Vec<usize> = targets.iter().map(|(owner, _)| *owner).collect();
+    assert_eq!(owners, [0, 1, 2, 3, 0, 1, 2, 3], "positives, then each pair's hard negative");
 
     let before = [lab.view(0, &view_values(&lab, 0)).unwrap(), lab.view(1, &view_values(&lab, 1)).unwrap()];
     assert_eq!(before[0].s, before[1].s, "both copies start from the same weights");
@@ -109,8 +112,8 @@ fn lab_fine_tunes_the_committed_starting_model() {
     let config = LabConfig { preset: "ignored".into(), batch_size: 4, heldout: 16, ..LabConfig::default() };
     let mut lab = Lab::from_bundle(config, bundle, &device).unwrap();
     assert_eq!(lab.config.preset, "tiny", "the bundle's shape wins");
-    let (_, side, _) = lab.view_items();
-    assert_eq!(side, 32);
+    assert_eq!(lab.model_config.vision.image_size, 32);
+    assert_eq!(lab.view_targets()[0].1.width(), 32);
     // The trained model already ranks most held-out captions' images first (a fresh one: ~1/16).
     let before = lab.metrics(&to_f32_vec(lab.heldout_embeddings(1)).unwrap()).unwrap();
     assert!(before.r1 >= 0.25, "held-out R@1 of the starting model: {}", before.r1);

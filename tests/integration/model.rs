@@ -3,8 +3,9 @@
 
 use burn::module::Module;
 use burn::tensor::{Device, Tensor};
+use ega_core::embed::prompts_input;
 use ega_core::model::{Embedder, EmbedderInput, ModelConfig};
-use ega_core::prompt::{tokenize_prompts, AssembledBatch, TokenizedPrompt};
+use ega_core::prompt::{tokenize_prompts, TokenizedPrompt};
 use ega_core::tensor_util::{floats, ints, to_f64_vec};
 use ega_tests::{assert_close, devices, draw_shape, WordTokenizer};
 
@@ -18,16 +19,7 @@ fn input(
     images: Option<Tensor<4>>,
     device: &Device,
 ) -> EmbedderInput {
-    let num_images = images.as_ref().map(|i| i.dims()[0]).unwrap_or(0);
-    let batch = AssembledBatch::new(
-        prompts,
-        config.vision.image_tokens(),
-        num_images,
-        &config.special,
-        config.language.max_seq_len,
-    )
-    .expect("valid batch");
-    EmbedderInput::new(&batch, images, device).expect("valid input")
+    prompts_input(config, prompts, images, device).expect("valid input")
 }
 
 fn queries(config: &ModelConfig, texts: &[&str], tokenizer: &mut WordTokenizer) -> Vec<TokenizedPrompt> {

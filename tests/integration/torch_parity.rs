@@ -15,9 +15,10 @@ use std::process::Command;
 use burn::module::{Module, Param};
 use burn::tensor::{Device, Tensor};
 use ega_core::checkpoint::model_to_bytes;
+use ega_core::embed::prompts_input;
 use ega_core::loss::{contrastive_loss, similarity_matrix, LossConfig, Rescale};
 use ega_core::model::{Embedder, EmbedderInput, ModelConfig};
-use ega_core::prompt::{tokenize_prompts, AssembledBatch, TokenizedPrompt};
+use ega_core::prompt::{tokenize_prompts, TokenizedPrompt};
 use ega_core::tensor_util::{floats, to_f64_vec};
 use ega_tests::{uniform, WordTokenizer};
 use serde_json::{json, Value};
@@ -60,16 +61,7 @@ fn input(
     images: Option<Tensor<4>>,
     device: &Device,
 ) -> EmbedderInput {
-    let num_images = images.as_ref().map_or(0, |i| i.dims()[0]);
-    let batch = AssembledBatch::new(
-        prompts,
-        config.vision.image_tokens(),
-        num_images,
-        &config.special,
-        config.language.max_seq_len,
-    )
-    .expect("valid batch");
-    EmbedderInput::new(&batch, images, device).expect("valid input")
+    prompts_input(config, prompts, images, device).expect("valid input")
 }
 
 fn prompts_json(prompts: &[TokenizedPrompt]) -> Value {

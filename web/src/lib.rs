@@ -417,17 +417,19 @@ impl Lab {
         self.lab.borrow_mut().set_loss(tau, alpha, tau_h, rescale).map_err(js_error)
     }
 
-    /// The fixed batch's captions, image side and image count as JSON `{captions, side, count, n, m}`.
+    /// The fixed batch as JSON `{captions, side, owners, n, m}`: `owners[j]` is the pair target `j`
+    /// belongs to (its positive or one of its hard negatives).
     pub fn view_info(&self) -> String {
         let lab = self.lab.borrow();
-        let (captions, side, images) = lab.view_items();
+        let owners: Vec<usize> = lab.view_targets().iter().map(|(owner, _)| *owner).collect();
         let (n, m) = lab.view_shape();
-        serde_json::json!({"captions": captions, "side": side, "count": images.len(), "n": n, "m": m}).to_string()
+        let side = lab.model_config.vision.image_size;
+        serde_json::json!({"captions": lab.view_captions(), "side": side, "owners": owners, "n": n, "m": m}).to_string()
     }
 
     /// The fixed batch's images (targets in order), RGB bytes one after another.
     pub fn view_pixels(&self) -> Vec<u8> {
-        self.lab.borrow().view_items().2.concat()
+        self.lab.borrow().view_targets().iter().flat_map(|(_, image)| image.as_raw().iter().copied()).collect()
     }
 
     /// One training step of both copies on the same batch: a promise of JSON

@@ -20,8 +20,9 @@ const lab = new web.Lab('{"batch_size": 4, "hard_negatives": 1, "heldout": 8}', 
   read('config.json'), read('model.safetensors'), read('tokenizer.json').toString('utf8'));
 assert.equal(lab.device(), 'cpu');
 const info = JSON.parse(lab.view_info());
-assert.deepEqual([info.n, info.m, info.count], [4, 8, 8]);
-assert.equal(lab.view_pixels().length, info.count * info.side * info.side * 3);
+assert.deepEqual([info.n, info.m, info.owners.length], [4, 8, 8]);
+assert.deepEqual(info.owners, [0, 1, 2, 3, 0, 1, 2, 3]);
+assert.equal(lab.view_pixels().length, info.m * info.side * info.side * 3);
 const started = performance.now();
 const losses = [];
 for (let i = 0; i < 3; i++) losses.push(JSON.parse(await lab.step()).losses);
