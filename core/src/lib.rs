@@ -23,6 +23,7 @@ pub mod kernels;
 pub mod lab;
 pub mod loss;
 pub mod model;
+pub mod pretrained;
 pub mod prompt;
 pub mod tensor_util;
 pub mod tokenizer;

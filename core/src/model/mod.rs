@@ -11,6 +11,7 @@ mod embedder;
 pub mod language;
 pub mod layers;
 pub mod projector;
+pub mod smolvlm;
 pub mod vision;
 
 pub use embedder::{Embedder, EmbedderInput};

@@ -1,0 +1,1 @@
+//! GGUF (llama.cpp) files of Llama-family decoders. (In progress.)
