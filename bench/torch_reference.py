@@ -3,7 +3,7 @@
 
 Written independently of the Rust code, from the model description (README, `native info`,
 core/src/model docs: a ViT, a 2x2-merge projector, a LLaMA-style decoder, last-token pooling,
-L2 normalisation) and from shared/design/EGA.md for the loss. Parameter names and layouts follow
+L2 normalisation) and from docs/ega.md for the loss. Parameter names and layouts follow
 the safetensors files ega-core writes (`vision.blocks.0.attn.qkv.weight`, linear weights stored
 `[d_in, d_out]`), so its weights load here unchanged. Everything runs in float32 on the CPU.
 

@@ -22,6 +22,7 @@ wasm-bindgen --target nodejs --out-dir target/web-node target/wasm32-unknown-unk
 node web/tests/tokenize.mjs target/web-node
 node web/tests/search.mjs target/web-node
 node web/tests/lab.mjs target/web-node
+node web/tests/smolvlm.mjs target/web-node
 
 missing=()
 command -v trunk >/dev/null || missing+=("trunk (cargo install trunk --version 0.21.14 --locked)")

@@ -102,3 +102,50 @@ pub fn draw_shape(size: usize, rgb: [f32; 3], disc: bool, cx: f32, cy: f32, radi
     }
     pixels
 }
+
+/// A Python that imports `modules` (`$PYTHON`, else `bench/.venv/bin/python` from
+/// `bash bench/setup.sh`, else `python3`); `None` after printing SKIPPED loudly, or a panic when
+/// `REQUIRE_TORCH=1` (CI sets it).
+pub fn python_with(modules: &str, test: &str) -> Option<std::path::PathBuf> {
+    use std::path::PathBuf;
+    let venv = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../bench/.venv/bin/python");
+    let candidates: Vec<PathBuf> = match std::env::var_os("PYTHON") {
+        Some(python) => vec![PathBuf::from(python)],
+        None => vec![venv, PathBuf::from("python3")],
+    };
+    let mut tried = Vec::new();
+    for python in candidates {
+        let probe = std::process::Command::new(&python).args(["-c", &format!("import {modules}")]).output();
+        match probe {
+            Ok(out) if out.status.success() => return Some(python),
+            Ok(out) => tried.push(format!(
+                "{}: {}",
+                python.display(),
+                String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or("failed")
+            )),
+            Err(err) => tried.push(format!("{}: {err}", python.display())),
+        }
+    }
+    let why = format!("no Python with {modules} ({}); run `bash bench/setup.sh`", tried.join("; "));
+    if std::env::var("REQUIRE_TORCH").is_ok_and(|v| v == "1") {
+        panic!("{test}: REQUIRE_TORCH=1 but {why}");
+    }
+    eprintln!("\n*** SKIPPED {test}: {why} ***\n");
+    None
+}
+
+/// The real SmolLM2-135M GGUF from `bash scripts/setup-pretrained.sh`; `None` after printing
+/// SKIPPED loudly, or a panic when `REQUIRE_PRETRAINED=1` (CI sets it).
+pub fn pretrained_gguf(test: &str) -> Option<std::path::PathBuf> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../data/pretrained/SmolLM2-135M-Instruct.Q4_1.gguf");
+    if path.is_file() {
+        return Some(path);
+    }
+    let why = format!("{} is missing; run `bash scripts/setup-pretrained.sh`", path.display());
+    if std::env::var("REQUIRE_PRETRAINED").is_ok_and(|v| v == "1") {
+        panic!("{test}: REQUIRE_PRETRAINED=1 but {why}");
+    }
+    eprintln!("\n*** SKIPPED {test}: {why} ***\n");
+    None
+}

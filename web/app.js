@@ -444,8 +444,8 @@ const lab = {
         'info-NCE and one with EGA, from the same weights and on the same batches. Try rescale = none: at α = 1 the ' +
         'extra push adds up and drives the EGA copy\'s embeddings apart (its loss climbs toward ln M); rescale = sum ' +
         'only redistributes the push toward the hard negatives.'
-      : 'EGA.md\'s worked example: S = [[0.9, 0.8, 0.3], [0.1, 0.7, 0.6]], N = 2, M = 3 (target 2 is an extra hard ' +
-        'negative), τ = τ_h = 0.1, α = 1. Every number below can be checked against EGA.md.';
+      : 'The worked example of docs/ega.md: S = [[0.9, 0.8, 0.3], [0.1, 0.7, 0.6]], N = 2, M = 3 (target 2 is an extra hard ' +
+        'negative), τ = τ_h = 0.1, α = 1. Every number below can be checked against docs/ega.md.';
     this.history = [];
     if (this.engine) {
       this.engine.free();

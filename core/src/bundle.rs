@@ -74,8 +74,7 @@ pub fn fnv_hex(parts: &[&[u8]]) -> String {
 
 /// The id of a model: a hash of its safetensors bytes and its config.
 pub fn model_id(weights: &[u8], config: &ModelConfig) -> Result<String> {
-    let config = serde_json::to_vec(config).map_err(|err| EgaError::Data(err.to_string()))?;
-    Ok(fnv_hex(&[weights, &config]))
+    Ok(fnv_hex(&[weights, &config.id_bytes()?]))
 }
 
 /// Writes a bundle folder (each file atomically). Returns its config.
@@ -146,13 +145,13 @@ pub fn from_bytes(
     device: &Device,
 ) -> Result<Bundle> {
     let config = parse_config(config_json, &format!("{name}/config.json"))?;
-    let tokenizer =
-        Tokenizer::from_json(tokenizer_json).map_err(|err| EgaError::Data(format!("{name}/tokenizer.json: {err}")))?;
-    if tokenizer.vocab_size() > config.model.language.vocab_size {
+    let tokenizer = Tokenizer::from_json_with(tokenizer_json, config.model.special)
+        .map_err(|err| EgaError::Data(format!("{name}/tokenizer.json: {err}")))?;
+    if tokenizer.vocab_size() > config.model.vocab_size() {
         return Err(EgaError::Data(format!(
             "{name}: tokenizer.json has {} tokens, the model's table {}",
             tokenizer.vocab_size(),
-            config.model.language.vocab_size
+            config.model.vocab_size()
         )));
     }
     let id = model_id(&weights, &config.model)?;

@@ -15,7 +15,9 @@ use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 
 use crate::loss::LossConfig;
-use crate::model::{Embedder, ModelConfig};
+use crate::model::smolvlm::{Part, SmolVlm};
+use crate::model::{Architecture, Embedder, MiniEmbedder, ModelConfig};
+use crate::pretrained::safetensors::{Rename, SafetensorsSource};
 use crate::tokenizer::Tokenizer;
 use crate::train::TrainConfig;
 use crate::{EgaError, Result};
@@ -42,24 +44,41 @@ pub struct RunState {
     pub data: String,
 }
 
-/// The model's weights as safetensors bytes.
+/// The model's weights as safetensors bytes: a `mini` model's burn tensor names, a `smolvlm`
+/// model's Hugging Face names and layout (blocking read-back: native only).
 pub fn model_to_bytes(model: &Embedder) -> Result<Vec<u8>> {
-    let mut store = SafetensorsStore::from_bytes(None);
-    model.save_into(&mut store).map_err(|err| EgaError::Data(format!("serialising the weights: {err}")))?;
-    store.get_bytes().map_err(|err| EgaError::Data(format!("serialising the weights: {err}")))
+    match model {
+        Embedder::Mini(mini) => {
+            let mut store = SafetensorsStore::from_bytes(None);
+            mini.save_into(&mut store).map_err(|err| EgaError::Data(format!("serialising the weights: {err}")))?;
+            store.get_bytes().map_err(|err| EgaError::Data(format!("serialising the weights: {err}")))
+        }
+        Embedder::Smolvlm(smolvlm) => {
+            crate::pretrained::safetensors::to_bytes(&smolvlm.export()?)
+        }
+    }
 }
 
 /// A model of `config` with the weights of `bytes`; every tensor must be present with its shape.
 pub fn model_from_bytes(config: &ModelConfig, bytes: Vec<u8>, device: &Device, what: &str) -> Result<Embedder> {
-    let mut model = Embedder::new(config, 0, device)?;
-    let mut store = SafetensorsStore::from_bytes(Some(bytes));
-    let result = model
-        .load_from(&mut store)
-        .map_err(|err| EgaError::Data(format!("{what}: not a usable safetensors file for this model: {err}")))?;
-    if !result.is_success() || !result.missing.is_empty() {
-        return Err(EgaError::Data(format!("{what}: the weights do not match the model config: {result}")));
+    match &config.architecture {
+        Architecture::Mini(_) => {
+            let mut model = MiniEmbedder::new(config, 0, device)?;
+            let mut store = SafetensorsStore::from_bytes(Some(bytes));
+            let result = model
+                .load_from(&mut store)
+                .map_err(|err| EgaError::Data(format!("{what}: not a usable safetensors file for this model: {err}")))?;
+            if !result.is_success() || !result.missing.is_empty() {
+                return Err(EgaError::Data(format!("{what}: the weights do not match the model config: {result}")));
+            }
+            Ok(Embedder::Mini(model))
+        }
+        Architecture::Smolvlm(smolvlm) => {
+            let mut source = SafetensorsSource::from_files(what, vec![(what.to_string(), bytes)], Rename::Smolvlm)?;
+            let (model, _) = SmolVlm::build(smolvlm, Some(&mut source), &Part::ALL, 0, device)?;
+            Ok(Embedder::Smolvlm(model))
+        }
     }
-    Ok(model)
 }
 
 fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
@@ -156,7 +175,7 @@ pub fn load(folder: &Path, device: &Device) -> Result<Checkpoint> {
     }
     let tokenizer_json = String::from_utf8(read("tokenizer.json")?)
         .map_err(|_| EgaError::Data(format!("{}: tokenizer.json is not UTF-8", folder.display())))?;
-    let tokenizer = Tokenizer::from_json(&tokenizer_json)?;
+    let tokenizer = Tokenizer::from_json_with(&tokenizer_json, state.model.special)?;
     let model = model_from_bytes(
         &state.model,
         read("model.safetensors")?,

@@ -44,10 +44,10 @@ pub fn prompts_input(
     let num_images = images.as_ref().map_or(0, |i| i.dims()[0]);
     let batch = AssembledBatch::new(
         prompts,
-        config.vision.image_tokens(),
+        &config.image_slot(),
         num_images,
         &config.special,
-        config.language.max_seq_len,
+        config.max_seq_len(),
     )?;
     EmbedderInput::new(&batch, images, device)
 }
@@ -57,11 +57,11 @@ pub fn prompts_input(
 pub fn query_token_budget(config: &ModelConfig, tokenizer: &Tokenizer) -> Result<usize> {
     let template = &config.prompts.query;
     let fixed = encode_prompt(template, "", false, &config.special, &mut |s| tokenizer.encode(s))?.len();
-    let budget = config.language.max_seq_len.saturating_sub(fixed);
+    let budget = config.max_seq_len().saturating_sub(fixed);
     if budget == 0 {
         return Err(EgaError::Prompt(format!(
             "the query template {template:?} alone fills the model's {} tokens",
-            config.language.max_seq_len
+            config.max_seq_len()
         )));
     }
     Ok(budget)
@@ -83,7 +83,7 @@ pub fn query_input(
 
 /// `[B, 3, S, S]` pixels in `[0, 1]` of images resized to the model's input size `S`.
 pub fn image_tensor(config: &ModelConfig, images: &[&RgbImage], device: &Device) -> Tensor<4> {
-    let size = config.vision.image_size;
+    let size = config.image_size();
     let pixels: Vec<f32> = images.iter().flat_map(|image| image_tensor_data(image, size)).collect();
     floats(pixels, [images.len(), 3, size, size], device)
 }

@@ -168,8 +168,8 @@ impl Lab {
         let mut model_config = ModelConfig::preset(&config.preset)?;
         let dataset = Self::dataset(&config, &model_config);
         let corpus = tokenizer_corpus(&dataset, 1000)?;
-        let tokenizer = Tokenizer::train(corpus.iter(), model_config.language.vocab_size)?;
-        model_config.language.vocab_size = tokenizer.vocab_size();
+        let tokenizer = Tokenizer::train(corpus.iter(), model_config.vocab_size())?;
+        model_config.set_vocab_size(tokenizer.vocab_size());
         let model = Embedder::new(&model_config, config.seed, device)?;
         Self::build(config, model, model_config, tokenizer, dataset, true, device)
     }
@@ -186,7 +186,7 @@ impl Lab {
 
     fn dataset(config: &LabConfig, model_config: &ModelConfig) -> ShapesDataset {
         ShapesDataset::new(ShapesConfig {
-            image_size: model_config.vision.image_size as u32,
+            image_size: model_config.image_size() as u32,
             negatives: config.hard_negatives.max(1),
             ..ShapesConfig::default()
         })

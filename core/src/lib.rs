@@ -2,7 +2,7 @@
 //!
 //! - [`model`]: the miniature LLaVA-style multimodal embedder (ViT → projector → decoder-only LM →
 //!   last-token pooling → L2 normalisation).
-//! - [`loss`]: info-NCE, EGA (the Explicit Gradient Amplifier, see `shared/design/EGA.md`), LLaVE
+//! - [`loss`]: info-NCE, EGA (the Explicit Gradient Amplifier, see `docs/ega.md`), LLaVE
 //!   hardness weighting and HCL, as reference implementations in burn tensor ops, plus an
 //!   independent float64 host oracle of EGA ([`loss::oracle`]).
 //! - [`kernels`]: the fused WGSL kernels (EGA loss, top-k search) on wgpu devices.

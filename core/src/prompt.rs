@@ -6,6 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::model::ImageSlot;
 use crate::{EgaError, Result};
 
 /// The placeholder for the caption in a template.
@@ -24,11 +25,17 @@ pub struct SpecialTokens {
     pub eos: u32,
     /// `<image>`: where the image tokens are spliced in.
     pub image: u32,
+    /// `smolvlm`: the token written on both sides of an image (`<fake_token_around_image>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_around: Option<u32>,
+    /// `smolvlm`: the token that says the image is the global (whole) one (`<global-img>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_global: Option<u32>,
 }
 
 impl Default for SpecialTokens {
     fn default() -> Self {
-        Self { pad: 0, bos: 1, eos: 2, image: 3 }
+        Self { pad: 0, bos: 1, eos: 2, image: 3, image_around: None, image_global: None }
     }
 }
 
@@ -137,11 +144,12 @@ pub struct AssembledBatch {
 }
 
 impl AssembledBatch {
-    /// Lays out `prompts` for image tokens of length `image_tokens` (K) and `num_images` images.
-    /// `max_len` bounds the spliced length (the language model's `max_seq_len`).
+    /// Lays out `prompts` for `num_images` images, each `<image>` id becoming `slot` (the slot's
+    /// text ids, then its `K` image tokens, then its closing text ids). `max_len` bounds the
+    /// spliced length (the language model's `max_seq_len`).
     pub fn new(
         prompts: &[TokenizedPrompt],
-        image_tokens: usize,
+        slot: &ImageSlot,
         num_images: usize,
         special: &SpecialTokens,
         max_len: usize,
@@ -171,8 +179,15 @@ impl AssembledBatch {
             if prompt.ids.is_empty() {
                 return Err(EgaError::Prompt(format!("row {row} has no tokens")));
             }
-            let text: Vec<u32> = prompt.ids.iter().copied().filter(|&id| id != special.image).collect();
-            let length = text.len() + placeholders * image_tokens;
+            let mut text = Vec::with_capacity(prompt.ids.len() + slot.before.len() + slot.after.len());
+            for &id in &prompt.ids {
+                if id == special.image {
+                    text.extend(slot.before.iter().chain(&slot.after));
+                } else {
+                    text.push(id);
+                }
+            }
+            let length = text.len() + placeholders * slot.tokens;
             if length > max_len {
                 return Err(EgaError::Prompt(format!(
                     "row {row} is {length} tokens long (image tokens included); the model takes at most {max_len}"
@@ -186,17 +201,23 @@ impl AssembledBatch {
         let seq_len = lengths.iter().copied().max().unwrap_or(1);
         let mut text_ids = vec![special.pad as i64; batch * text_len];
         let mut source = Vec::with_capacity(batch * seq_len);
+        let image_tokens = slot.tokens;
         for (row, prompt) in prompts.iter().enumerate() {
             let mut text_position = 0;
+            let mut push_text = |id: u32, source: &mut Vec<i64>| {
+                text_ids[row * text_len + text_position] = id as i64;
+                source.push((row * text_len + text_position) as i64);
+                text_position += 1;
+            };
             for &id in &prompt.ids {
                 if id == special.image {
+                    slot.before.iter().for_each(|&id| push_text(id, &mut source));
                     let image = prompt.image.unwrap_or(0);
                     let first = batch * text_len + image * image_tokens;
                     source.extend((first..first + image_tokens).map(|s| s as i64));
+                    slot.after.iter().for_each(|&id| push_text(id, &mut source));
                 } else {
-                    text_ids[row * text_len + text_position] = id as i64;
-                    source.push((row * text_len + text_position) as i64);
-                    text_position += 1;
+                    push_text(id, &mut source);
                 }
             }
             let pad_slot = (row * text_len + text_len - 1) as i64;

@@ -20,10 +20,11 @@ use crate::{EgaError, Result};
 /// The special tokens, in id order.
 pub const SPECIAL_TOKENS: [&str; 4] = ["<pad>", "<bos>", "<eos>", "<image>"];
 
-/// A trained or loaded tokenizer.
+/// A trained or loaded tokenizer, with the ids of the special tokens prompts use.
 #[derive(Clone)]
 pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
+    special: SpecialTokens,
 }
 
 impl std::fmt::Debug for Tokenizer {
@@ -61,17 +62,53 @@ impl Tokenizer {
             .build()
             .into();
         inner.train(&mut trainer, texts).map_err(tokenizer_error)?;
-        let tokenizer = Self { inner };
+        let tokenizer = Self { inner, special: SpecialTokens::default() };
         tokenizer.check_special_tokens()?;
         Ok(tokenizer)
     }
 
     /// Loads a Hugging Face `tokenizer.json` (its special tokens must have ids 0–3 in order).
     pub fn from_json(json: &str) -> Result<Self> {
+        Self::from_json_with(json, SpecialTokens::default())
+    }
+
+    /// Loads a Hugging Face `tokenizer.json` whose special tokens have the ids `special` says
+    /// (the default ids 0–3 must be this project's `<pad>`, `<bos>`, `<eos>`, `<image>`; other
+    /// ids, a pretrained tokenizer's, must lie inside its vocabulary).
+    pub fn from_json_with(json: &str, special: SpecialTokens) -> Result<Self> {
         let inner = tokenizers::Tokenizer::from_str(json).map_err(tokenizer_error)?;
-        let tokenizer = Self { inner };
-        tokenizer.check_special_tokens()?;
+        Self::from_tokenizers(inner, special)
+    }
+
+    /// Wraps a `tokenizers` tokenizer (e.g. one built from a GGUF file) with its special ids.
+    pub fn from_tokenizers(inner: tokenizers::Tokenizer, special: SpecialTokens) -> Result<Self> {
+        let tokenizer = Self { inner, special };
+        if special == SpecialTokens::default() {
+            tokenizer.check_special_tokens()?;
+        } else {
+            let size = tokenizer.vocab_size();
+            for id in tokenizer.special_ids() {
+                if id as usize >= size {
+                    return Err(EgaError::Tokenizer(format!(
+                        "special token id {id} lies outside the tokenizer's {size} tokens"
+                    )));
+                }
+            }
+        }
         Ok(tokenizer)
+    }
+
+    /// The `tokenizers` tokenizer inside.
+    pub fn inner(&self) -> &tokenizers::Tokenizer {
+        &self.inner
+    }
+
+    fn special_ids(&self) -> Vec<u32> {
+        let s = &self.special;
+        [Some(s.pad), Some(s.bos), Some(s.eos), Some(s.image), s.image_around, s.image_global]
+            .into_iter()
+            .flatten()
+            .collect()
     }
 
     /// The `tokenizer.json` text.
@@ -93,9 +130,9 @@ impl Tokenizer {
         Ok(())
     }
 
-    /// The special-token ids (always 0–3).
+    /// The special-token ids (0–3 for this project's own tokenizers).
     pub fn special(&self) -> SpecialTokens {
-        SpecialTokens::default()
+        self.special
     }
 
     /// Number of tokens (the model's `vocab_size` must be at least this).
@@ -107,7 +144,11 @@ impl Tokenizer {
     /// image placeholder.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
         let encoding = self.inner.encode(text, false).map_err(tokenizer_error)?;
-        Ok(encoding.get_ids().iter().copied().filter(|&id| id as usize >= SPECIAL_TOKENS.len()).collect())
+        if self.special == SpecialTokens::default() {
+            return Ok(encoding.get_ids().iter().copied().filter(|&id| id as usize >= SPECIAL_TOKENS.len()).collect());
+        }
+        let special = self.special_ids();
+        Ok(encoding.get_ids().iter().copied().filter(|id| !special.contains(id)).collect())
     }
 
     /// Text of ids (special tokens skipped).

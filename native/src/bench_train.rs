@@ -181,7 +181,7 @@ struct SharedBatch {
 fn shared_batch(config: &ModelConfig, pairs: usize, index_batch: usize, seed: u64) -> SharedBatch {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let special = config.special;
-    let vocab = config.language.vocab_size as u32;
+    let vocab = config.vocab_size() as u32;
     let first_word = 4; // after <pad>, <bos>, <eos>, <image>
     let instruction: Vec<u32> = (0..9).map(|_| rng.random_range(first_word..vocab)).collect();
     let target_words: Vec<u32> = (0..6).map(|_| rng.random_range(first_word..vocab)).collect();
@@ -201,7 +201,7 @@ fn shared_batch(config: &ModelConfig, pairs: usize, index_batch: usize, seed: u6
         ids.push(special.eos);
         TokenizedPrompt { ids, image: Some(image) }
     };
-    let pixels_per_image = 3 * config.vision.image_size * config.vision.image_size;
+    let pixels_per_image = 3 * config.image_size() * config.image_size();
     let mut pixels = |count: usize| (0..count * pixels_per_image).map(|_| rng.random_range(0.0f32..1.0)).collect();
     let targets_count = 2 * pairs; // one hard-negative image per pair, as `native train` by default
     SharedBatch {
@@ -223,8 +223,8 @@ fn embedder_input(
     pixels: &[f32],
     device: &Device,
 ) -> Result<EmbedderInput> {
-    let count = pixels.len() / (3 * config.vision.image_size * config.vision.image_size);
-    let size = config.vision.image_size;
+    let count = pixels.len() / (3 * config.image_size() * config.image_size());
+    let size = config.image_size();
     let images = (count > 0).then(|| floats(pixels.to_vec(), [count, 3, size, size], device));
     Ok(prompts_input(config, prompts, images, device)?)
 }

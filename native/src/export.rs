@@ -94,7 +94,7 @@ pub fn export(request: ExportRequest) -> Result<()> {
     let halved = bundle::load(&staging, &device)?;
 
     // Retrieval of both on the same held-out pairs.
-    let dataset = data::open(&source.config.data, source.config.model.vision.image_size, true)?;
+    let dataset = data::open(&source.config.data, source.config.model.image_size(), true)?;
     let split = if dataset.len(Split::Test).unwrap_or(1) > 0 { Split::Test } else { Split::Train };
     let eval = |model: &ega_core::model::Embedder| {
         evaluate(

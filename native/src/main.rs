@@ -2,6 +2,7 @@
 
 mod ablate;
 mod bench;
+mod bench_decoder;
 mod bench_train;
 mod export;
 mod search;
@@ -11,7 +12,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use burn::module::Module;
 use clap::{Args, Parser, Subcommand};
 use ega_core::device::{self, DeviceChoice};
 use ega_core::loss::{self, oracle, LossConfig, Rescale};
@@ -69,6 +69,41 @@ enum BenchCommand {
     /// machine, sides alternating: training samples/s, EGA's step-time overhead over info-NCE, and
     /// images/s embedded for an index, on the CPU (flex) and on wgpu.
     Train(TrainBenchArgs),
+    /// Forward throughput (tokens/s) of a pretrained Llama-family decoder, e.g. the SmolLM2-135M
+    /// GGUF from `bash scripts/setup-pretrained.sh`, in ega-core (flex) against Hugging Face
+    /// transformers (bench/hf_bench.py) with the same threads and token ids, and the load times.
+    Decoder(DecoderBenchArgs),
+}
+
+#[derive(Args, Debug)]
+struct DecoderBenchArgs {
+    /// The checkpoint: a `.gguf` file or a Hugging Face folder.
+    #[arg(long, default_value = "data/pretrained/SmolLM2-135M-Instruct.Q4_1.gguf")]
+    model: PathBuf,
+    /// Sequences per forward.
+    #[arg(long, default_value_t = 8)]
+    batch: usize,
+    /// Tokens per sequence.
+    #[arg(long, default_value_t = 40)]
+    seq: usize,
+    /// Timed forwards per side (after one warm-up); the median is reported.
+    #[arg(long, default_value_t = 5)]
+    rounds: usize,
+    /// Threads of both sides (default: every core).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Measure ega-core only (no Python).
+    #[arg(long)]
+    no_transformers: bool,
+    /// The Python with transformers (default: bench/.venv/bin/python when it exists, else python3).
+    #[arg(long)]
+    python: Option<PathBuf>,
+    /// The transformers side.
+    #[arg(long, default_value = "bench/hf_bench.py")]
+    script: PathBuf,
+    /// Also write the results as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -449,6 +484,11 @@ struct EvalArgs {
 
 #[derive(Args, Debug)]
 struct InfoArgs {
+    /// Describe a checkpoint instead of the presets: a Hugging Face folder (config.json +
+    /// model.safetensors or a sharded index; Idefics3 / SmolVLM or Llama), a `.gguf` file of a
+    /// Llama-family decoder, or a bundle / run folder of this project.
+    #[arg(long, value_name = "PATH")]
+    model: Option<PathBuf>,
     /// Which device to describe: auto (hardware GPU, else CPU), wgpu, cpu.
     #[arg(long, default_value = "auto")]
     device: DeviceChoice,
@@ -482,6 +522,110 @@ struct ExampleArgs {
     device: DeviceChoice,
 }
 
+/// `native info --model PATH`: what a checkpoint holds, without building the model.
+fn info_model(path: &std::path::Path, json: bool) -> Result<()> {
+    use ega_core::pretrained::safetensors::HfModel;
+    // A bundle's config.json has a format_version; a Hugging Face one does not.
+    let bundle_dir = ega_core::bundle::resolve(path).ok().filter(|dir| {
+        std::fs::read(dir.join("config.json"))
+            .ok()
+            .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
+            .is_some_and(|value| value.get("format_version").is_some())
+    });
+    {
+        if let Some(dir) = bundle_dir {
+            let bundle = ega_core::bundle::load(&dir, &burn::tensor::Device::flex())
+                .with_context(|| format!("loading the bundle {}", dir.display()))?;
+            let parts = bundle.model.part_sizes();
+            let total: usize = parts.iter().map(|p| p.1).sum();
+            let c = &bundle.config;
+            if json {
+                let report = serde_json::json!({
+                    "path": dir.display().to_string(), "format": "EGA bundle", "architecture": c.model.architecture_name(),
+                    "model_id": c.model_id, "params": total,
+                    "parts": parts.iter().map(|(n, v)| (n.to_string(), serde_json::json!(v))).collect::<serde_json::Map<_, _>>(),
+                    "weights_dtype": c.weights_dtype, "tokenizer_tokens": bundle.tokenizer.vocab_size(), "config": c.model,
+                });
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!("{}: EGA bundle, architecture {}, model id {}", dir.display(), c.model.architecture_name(), c.model_id);
+                for (name, count) in &parts {
+                    println!("  {name:<14} {count:>12} parameters");
+                }
+                println!("  {:<14} {total:>12} parameters ({:.1} M)", "total", total as f64 / 1e6);
+                println!("  weights stored as {:?}; tokenizer {} tokens; {} steps on {}", c.weights_dtype, bundle.tokenizer.vocab_size(), c.steps, c.data);
+            }
+            return Ok(());
+        }
+    }
+    let checkpoint = ega_core::pretrained::open(path).with_context(|| format!("reading {}", path.display()))?;
+    let (parts, dtypes) = checkpoint.summary();
+    let total: usize = parts.iter().map(|p| p.1).sum();
+    let text = checkpoint.text_config();
+    let architecture = match &checkpoint.model {
+        HfModel::Smolvlm { .. } => "smolvlm (Idefics3: SigLIP + connector + Llama decoder)",
+        HfModel::Llama(_) => "llama decoder (the text_model of a smolvlm embedder)",
+    };
+    let tokenizer = checkpoint.tokenizer.as_ref().map(|t| t.get_vocab_size(true));
+    if json {
+        let report = serde_json::json!({
+            "path": checkpoint.path, "format": checkpoint.format, "architecture": architecture, "params": total,
+            "parts": parts.iter().map(|(n, v)| (n.clone(), serde_json::json!(v))).collect::<serde_json::Map<_, _>>(),
+            "stored_types": dtypes.iter().map(|(n, v)| (n.clone(), serde_json::json!(v))).collect::<serde_json::Map<_, _>>(),
+            "text_config": text, "vision_config": checkpoint.smolvlm_config().map(|c| &c.vision_config),
+            "tokenizer_tokens": tokenizer,
+            "details": checkpoint.details.iter().map(|(k, v)| (k.clone(), serde_json::json!(v))).collect::<serde_json::Map<_, _>>(),
+        });
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    println!("{}: {}", checkpoint.path, checkpoint.format);
+    println!("architecture: {architecture}");
+    for (key, value) in &checkpoint.details {
+        println!("  {key}: {value}");
+    }
+    println!(
+        "decoder: {} layers, width {}, FFN {}, {} query / {} key-value heads of {}, vocabulary {}, RoPE θ {}, RMSNorm ε {:e}, context {}, output head {}",
+        text.num_hidden_layers,
+        text.hidden_size,
+        text.intermediate_size,
+        text.num_attention_heads,
+        text.num_key_value_heads,
+        text.head_dim(),
+        text.vocab_size,
+        text.rope_theta,
+        text.rms_norm_eps,
+        text.max_position_embeddings,
+        if text.tie_word_embeddings { "tied to the token embedding" } else { "separate" }
+    );
+    if let Some(c) = checkpoint.smolvlm_config() {
+        let v = &c.vision_config;
+        println!(
+            "vision: SigLIP {} layers, width {}, MLP {}, {} heads, {} px images in {} px patches; pixel shuffle ×{} → {} image tokens",
+            v.num_hidden_layers,
+            v.hidden_size,
+            v.intermediate_size,
+            v.num_attention_heads,
+            v.image_size,
+            v.patch_size,
+            c.scale_factor,
+            v.num_patches() / (c.scale_factor * c.scale_factor)
+        );
+    }
+    println!("parameters:");
+    for (name, count) in &parts {
+        println!("  {name:<14} {count:>12}");
+    }
+    println!("  {:<14} {total:>12} ({:.1} M)", "total", total as f64 / 1e6);
+    let types: Vec<String> = dtypes.iter().map(|(d, n)| format!("{d} × {n}")).collect();
+    println!("stored as: {}", types.join(", "));
+    match tokenizer {
+        Some(n) => println!("tokenizer: {n} tokens"),
+        None => println!("tokenizer: none in the checkpoint"),
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -512,6 +656,7 @@ fn main() -> ExitCode {
         Command::Example(args) => example(args),
         Command::Bench(BenchCommand::Kernels(args)) => bench_kernels(args),
         Command::Bench(BenchCommand::Train(args)) => bench_train(args),
+        Command::Bench(BenchCommand::Decoder(args)) => bench_decoder(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -719,6 +864,30 @@ fn bench_kernels(args: KernelBenchArgs) -> Result<()> {
     bench::run(&options, args.json.as_deref())
 }
 
+fn bench_decoder(args: DecoderBenchArgs) -> Result<()> {
+    let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    anyhow::ensure!(threads >= 1, "--threads must be at least 1");
+    // flex's rayon pool: the same number of threads as the transformers side.
+    rayon::ThreadPoolBuilder::new().num_threads(threads).build_global().context("setting the thread count")?;
+    let venv = PathBuf::from("bench/.venv/bin/python");
+    let python = (!args.no_transformers)
+        .then(|| args.python.unwrap_or_else(|| if venv.is_file() { venv } else { PathBuf::from("python3") }));
+    let options = bench_decoder::DecoderBenchOptions {
+        model: args.model,
+        batch: args.batch,
+        seq: args.seq,
+        rounds: args.rounds,
+        threads,
+        python,
+        script: args.script,
+    };
+    let report = bench_decoder::run(&options)?;
+    if let Some(path) = args.json {
+        std::fs::write(&path, serde_json::to_string_pretty(&report)?).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
 fn bench_train(args: TrainBenchArgs) -> Result<()> {
     let counts = [args.threads, args.batch_size, args.wgpu_batch_size, args.index_batch, args.wgpu_index_batch];
     anyhow::ensure!(counts.iter().all(|&n| n >= 1), "--threads and the batch sizes must be at least 1");
@@ -756,17 +925,16 @@ fn bench_train(args: TrainBenchArgs) -> Result<()> {
 }
 
 fn info(args: InfoArgs) -> Result<()> {
+    if let Some(path) = &args.model {
+        return info_model(path, args.json);
+    }
     let cpu = burn::tensor::Device::flex();
     let mut presets = Vec::new();
     for name in PRESETS {
         let config = ModelConfig::preset(name)?;
         let model = Embedder::new(&config, 0, &cpu)?;
-        presets.push((
-            config.clone(),
-            model.vision.num_params(),
-            model.projector.num_params(),
-            model.language.num_params(),
-        ));
+        let parts = model.part_sizes();
+        presets.push((config.clone(), parts[0].1, parts[1].1, parts[2].1));
     }
     let selected = device::select(args.device);
     let wgpu = device::wgpu_adapter();
@@ -775,7 +943,7 @@ fn info(args: InfoArgs) -> Result<()> {
             .iter()
             .map(|(c, v, p, l)| {
                 serde_json::json!({
-                    "preset": c.preset, "image_size": c.vision.image_size, "image_tokens": c.vision.image_tokens(),
+                    "preset": c.preset, "image_size": c.image_size(), "image_tokens": c.image_tokens(),
                     "embed_dim": c.embed_dim(), "params": v + p + l, "vision_params": v,
                     "projector_params": p, "language_params": l, "config": c,
                 })
@@ -800,8 +968,8 @@ fn info(args: InfoArgs) -> Result<()> {
         println!(
             "| {} | {} px | {} | {} | {} | {} | {} ({:.1} M) | {} |",
             c.preset,
-            c.vision.image_size,
-            c.vision.image_tokens(),
+            c.image_size(),
+            c.image_tokens(),
             v,
             p,
             l,

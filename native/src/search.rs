@@ -109,7 +109,7 @@ pub fn write_index(
     request: &IndexRequest,
     device: &burn::tensor::Device,
 ) -> Result<usize> {
-    let size = loaded.config.vision.image_size;
+    let size = loaded.config.image_size();
 
     // The sources: a folder of files, or a dataset (built-in or JSONL).
     let mut skipped: Vec<String> = Vec::new();

@@ -95,11 +95,11 @@ pub fn run(request: TrainRequest) -> Result<Option<SplitMetrics>> {
         let checkpoint = checkpoint::load_latest(&request.out, &device)?;
         eprintln!("resuming {} at step {}", checkpoint.folder.display(), checkpoint.state.step);
         let state = checkpoint.state;
-        let dataset = data::open(&state.data, state.model.vision.image_size, request.skip_bad)?;
+        let dataset = data::open(&state.data, state.model.image_size(), request.skip_bad)?;
         (state, checkpoint.model, checkpoint.tokenizer, Some(checkpoint.optimizer), dataset)
     } else {
         let mut model_config = ModelConfig::preset(&request.preset)?;
-        let dataset = data::open(&request.data, model_config.vision.image_size, request.skip_bad)?;
+        let dataset = data::open(&request.data, model_config.image_size(), request.skip_bad)?;
         if request.out.join("checkpoints").exists() {
             bail!(
                 "{} already holds a run; use --resume {0} to continue it, or choose another --out",
@@ -108,9 +108,9 @@ pub fn run(request: TrainRequest) -> Result<Option<SplitMetrics>> {
         }
         let started = Instant::now();
         let corpus = data::tokenizer_corpus(dataset.as_ref(), 2000)?;
-        let tokenizer = Tokenizer::train(corpus.iter(), model_config.language.vocab_size)?;
+        let tokenizer = Tokenizer::train(corpus.iter(), model_config.vocab_size())?;
         // The model's table matches the trained vocabulary (never larger than the preset's).
-        model_config.language.vocab_size = tokenizer.vocab_size();
+        model_config.set_vocab_size(tokenizer.vocab_size());
         eprintln!(
             "tokenizer: {} tokens, trained on {} texts in {:.1} s",
             tokenizer.vocab_size(),
@@ -331,7 +331,7 @@ pub fn eval(model: &Path, data: Option<&str>, count: usize, device: DeviceChoice
     let device = selected.device.clone();
     let loaded = load_model(model, &device)?;
     let spec = data.unwrap_or(&loaded.data);
-    let dataset = data::open(spec, loaded.config.vision.image_size, false)?;
+    let dataset = data::open(spec, loaded.config.image_size(), false)?;
     eprintln!("evaluating {} on {} with {}", loaded.description, dataset.name(), selected.description);
     let mut results = Vec::new();
     for split in report_splits(dataset.as_ref()) {

@@ -122,12 +122,12 @@ fn tiny_batch(config: &ModelConfig, device: &Device) -> (EmbedderInput, Embedder
     let texts: Vec<_> = captions.iter().map(|c| (*c, None)).collect();
     let images: Vec<_> = (0..n).map(|i| ("", Some(i))).collect();
     let mut encode = |s: &str| Ok(tokenizer.encode(s));
-    let k = config.vision.image_tokens();
-    let max_len = config.language.max_seq_len;
+    let k = config.image_slot();
+    let max_len = config.max_seq_len();
     let queries = tokenize_prompts(&config.prompts.query, &config.special, &texts, &mut encode).unwrap();
     let targets = tokenize_prompts(&config.prompts.target, &config.special, &images, &mut encode).unwrap();
-    let queries = AssembledBatch::new(&queries, k, 0, &config.special, max_len).unwrap();
-    let targets = AssembledBatch::new(&targets, k, n, &config.special, max_len).unwrap();
+    let queries = AssembledBatch::new(&queries, &k, 0, &config.special, max_len).unwrap();
+    let targets = AssembledBatch::new(&targets, &k, n, &config.special, max_len).unwrap();
     (
         EmbedderInput::new(&queries, None, device).unwrap(),
         EmbedderInput::new(&targets, Some(floats(pixels, [n, 3, 32, 32], device)), device).unwrap(),
@@ -163,8 +163,8 @@ fn fused_and_reference_give_the_same_gradients_through_a_training_step() {
             let loss = loss_of(similarity_matrix(model.embed(&queries), model.embed(&targets)));
             let value = to_f64_vec(loss.clone()).unwrap()[0];
             let grads = loss.backward();
-            let grad_tokens = to_f64_vec(model.language.token_embed.val().grad(&grads).unwrap()).unwrap();
-            let grad_patches = to_f64_vec(model.vision.patch_embed.weight.val().grad(&grads).unwrap()).unwrap();
+            let grad_tokens = to_f64_vec(model.as_mini().unwrap().language.token_embed.val().grad(&grads).unwrap()).unwrap();
+            let grad_patches = to_f64_vec(model.as_mini().unwrap().vision.patch_embed.weight.val().grad(&grads).unwrap()).unwrap();
             results.push((value, grad_q, grad_t, grad_tokens, grad_patches));
         }
         let (fused, reference) = (&results[0], &results[1]);

@@ -22,7 +22,7 @@ fn lab_copies_start_identical_and_diverge_only_through_their_loss() {
     let mut lab = small_lab();
     let (n, m) = lab.view_shape();
     assert_eq!((n, m), (4, 8), "4 pairs + 4 hard-negative images");
-    let side = lab.model_config.vision.image_size;
+    let side = lab.model_config.image_size();
     assert_eq!(lab.view_captions().len(), n);
     let targets = lab.view_targets();
     assert_eq!(targets.len(), m);
@@ -112,7 +112,7 @@ fn lab_fine_tunes_the_committed_starting_model() {
     let config = LabConfig { preset: "ignored".into(), batch_size: 4, heldout: 16, ..LabConfig::default() };
     let mut lab = Lab::from_bundle(config, bundle, &device).unwrap();
     assert_eq!(lab.config.preset, "tiny", "the bundle's shape wins");
-    assert_eq!(lab.model_config.vision.image_size, 32);
+    assert_eq!(lab.model_config.image_size(), 32);
     assert_eq!(lab.view_targets()[0].1.width(), 32);
     // The trained model already ranks most held-out captions' images first (a fresh one: ~1/16).
     let before = lab.metrics(&to_f32_vec(lab.heldout_embeddings(1)).unwrap()).unwrap();

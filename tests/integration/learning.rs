@@ -40,10 +40,10 @@ fn train_one_batch(name: &str, device: &Device) {
     let mut encode = |s: &str| Ok(tokenizer.encode(s));
     let query_prompts = tokenize_prompts(&config.prompts.query, &config.special, &texts, &mut encode).unwrap();
     let target_prompts = tokenize_prompts(&config.prompts.target, &config.special, &images, &mut encode).unwrap();
-    let k = config.vision.image_tokens();
-    let max_len = config.language.max_seq_len;
-    let query_batch = AssembledBatch::new(&query_prompts, k, 0, &config.special, max_len).unwrap();
-    let target_batch = AssembledBatch::new(&target_prompts, k, n, &config.special, max_len).unwrap();
+    let k = config.image_slot();
+    let max_len = config.max_seq_len();
+    let query_batch = AssembledBatch::new(&query_prompts, &k, 0, &config.special, max_len).unwrap();
+    let target_batch = AssembledBatch::new(&target_prompts, &k, n, &config.special, max_len).unwrap();
     let queries = EmbedderInput::new(&query_batch, None, &device).unwrap();
     let targets = EmbedderInput::new(&target_batch, Some(floats(pixels, [n, 3, 32, 32], &device)), &device).unwrap();
 

@@ -7,6 +7,8 @@ mod lab;
 mod learning;
 mod loss;
 mod model;
+mod pretrained;
 mod prompt;
+mod smolvlm;
 mod torch_parity;
 mod train;

@@ -63,7 +63,7 @@ fn embeddings_have_the_right_shape_and_unit_norm() {
         let target_input = input(&config, &targets, Some(two_images(&device)), &device);
         assert_eq!(target_input.seq_len, targets[0].ids.len() - 1 + 4, "{name}: <image> becomes K = 4 tokens");
         assert_eq!(model.embed(&target_input).dims(), [2, 64]);
-        assert_eq!(model.image_tokens(two_images(&device)).dims(), [2, 4, 64]);
+        assert_eq!(model.as_mini().unwrap().image_tokens(two_images(&device)).dims(), [2, 4, 64]);
     }
 }
 
@@ -183,8 +183,8 @@ fn same_seed_same_model_on_every_device() {
             to_f64_vec(model.embed(&input(&config, &targets, Some(two_images(&device)), &device))).unwrap();
         let other = Embedder::new(&config, 10, &device).unwrap();
         assert_ne!(
-            to_f64_vec(other.language.token_embed.val()).unwrap(),
-            to_f64_vec(model.language.token_embed.val()).unwrap()
+            to_f64_vec(other.as_mini().unwrap().language.token_embed.val()).unwrap(),
+            to_f64_vec(model.as_mini().unwrap().language.token_embed.val()).unwrap()
         );
         results.push((name, embeddings));
     }
@@ -208,10 +208,10 @@ fn presets_have_the_documented_sizes_and_configs_round_trip() {
     }
     assert!(ModelConfig::preset("huge").unwrap_err().to_string().contains("tiny, small, base"));
     let mut bad = ModelConfig::tiny();
-    bad.vision.image_size = 36;
+    bad.mini_mut().unwrap().vision.image_size = 36;
     assert!(bad.validate().unwrap_err().to_string().contains("vision.image_size"));
     let mut bad = ModelConfig::tiny();
-    bad.language.heads = 5;
+    bad.mini_mut().unwrap().language.heads = 5;
     assert!(bad.validate().unwrap_err().to_string().contains("language.heads"));
     let mut bad = ModelConfig::tiny();
     bad.prompts.query = "{text} {text}".into();
@@ -230,7 +230,7 @@ fn bundles_round_trip_in_f32_and_f16_and_refuse_damage() {
     let model = ega_core::model::Embedder::new(&config, 3, &device).unwrap();
     let mut corpus = ega_core::data::shapes::caption_vocabulary();
     corpus.push("a red circle".into());
-    let tokenizer = ega_core::tokenizer::Tokenizer::train(corpus.iter(), config.language.vocab_size).unwrap();
+    let tokenizer = ega_core::tokenizer::Tokenizer::train(corpus.iter(), config.vocab_size()).unwrap();
     let dir = std::env::temp_dir().join(format!("ega-bundle-{}", std::process::id()));
     let captions = ["a red circle", "two blue squares above a star"];
     let embed = |model: &ega_core::model::Embedder| {

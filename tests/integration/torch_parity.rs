@@ -103,7 +103,7 @@ fn small_model_and_ega_gradients_match_pytorch() {
     let targets =
         tokenize_prompts(&config.prompts.target, &config.special, &image_items, &mut |s| Ok(tokenizer.encode(s)))
             .unwrap();
-    let size = config.vision.image_size;
+    let size = config.image_size();
     let pixels = uniform(6 * 3 * size * size, 0.0, 1.0, 77);
     let images = floats(pixels.iter().map(|&v| v as f32).collect(), [6, 3, size, size], &device);
 
@@ -115,16 +115,17 @@ fn small_model_and_ega_gradients_match_pytorch() {
     let loss_value = values(loss.clone())[0];
     let grads = loss.backward();
     let mut param_grads = serde_json::Map::new();
-    let lm = &model.language;
+    let mini = model.as_mini().expect("a mini model");
+    let lm = &mini.language;
     for (name, grad) in [
         ("language.token_embed", param_grad(&lm.token_embed, &grads)),
         ("language.blocks.3.down.weight", param_grad(&lm.blocks[3].down.weight, &grads)),
         ("language.blocks.0.attn.qkv.weight", param_grad(&lm.blocks[0].attn.qkv.weight, &grads)),
         ("language.norm.gain", param_grad(&lm.norm.gain, &grads)),
-        ("projector.fc1.weight", param_grad(&model.projector.fc1.weight, &grads)),
-        ("vision.blocks.2.fc1.bias", param_grad(model.vision.blocks[2].fc1.bias.as_ref().unwrap(), &grads)),
-        ("vision.patch_embed.weight", param_grad(&model.vision.patch_embed.weight, &grads)),
-        ("vision.pos_embed", param_grad(&model.vision.pos_embed, &grads)),
+        ("projector.fc1.weight", param_grad(&mini.projector.fc1.weight, &grads)),
+        ("vision.blocks.2.fc1.bias", param_grad(mini.vision.blocks[2].fc1.bias.as_ref().unwrap(), &grads)),
+        ("vision.patch_embed.weight", param_grad(&model.as_mini().unwrap().vision.patch_embed.weight, &grads)),
+        ("vision.pos_embed", param_grad(&mini.vision.pos_embed, &grads)),
     ] {
         param_grads.insert(name.into(), json!(grad));
     }

@@ -16,8 +16,8 @@ fn setup() -> (ModelConfig, ShapesDataset, Tokenizer, TrainConfig) {
     let mut config = ModelConfig::tiny();
     let data = ShapesDataset::new(ShapesConfig { image_size: 32, ..ShapesConfig::default() });
     let corpus = ega_core::data::tokenizer_corpus(&data, 200).unwrap();
-    let tokenizer = Tokenizer::train(corpus.iter(), config.language.vocab_size).unwrap();
-    config.language.vocab_size = tokenizer.vocab_size();
+    let tokenizer = Tokenizer::train(corpus.iter(), config.vocab_size()).unwrap();
+    config.set_vocab_size(tokenizer.vocab_size());
     let train = TrainConfig {
         steps: 8,
         batch_size: 6,
@@ -85,7 +85,7 @@ fn a_resumed_run_continues_exactly() {
 
     assert_close("loss curve, resumed vs uninterrupted", &resumed_losses, &uninterrupted, 1e-6, 1e-6);
     assert!(uninterrupted[0] != uninterrupted[7], "training must move the loss");
-    let weights = |t: &Trainer| ega_core::tensor_util::to_f64_vec(t.model().language.token_embed.val()).unwrap();
+    let weights = |t: &Trainer| ega_core::tensor_util::to_f64_vec(t.model().as_mini().unwrap().language.token_embed.val()).unwrap();
     assert_close("weights after 8 steps", &weights(&second), &weights(&straight), 1e-7, 1e-6);
 }
 

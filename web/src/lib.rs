@@ -178,6 +178,52 @@ pub fn tokenize(tokenizer_json: &str, texts: Vec<String>) -> Result<String, JsEr
     Ok(serde_json::to_string(&ids.map_err(js_error)?)?)
 }
 
+/// Unit-norm embeddings of `texts` (as queries) and of `images` (`[n, 3, S, S]` values in
+/// `[0, 1]`, as targets) under a bundle given as its files' bytes, on the backend chosen by
+/// [`init_backend`]: a promise of JSON `{"texts": [[…]], "images": [[…]]}`. The same ega-core code
+/// as natively; `web/tests/smolvlm.mjs` checks a tiny `smolvlm` bundle embeds here as it does
+/// natively.
+#[wasm_bindgen]
+pub fn embed_bundle(
+    config_json: &[u8],
+    weights: Vec<u8>,
+    tokenizer_json: &str,
+    texts: Vec<String>,
+    images: Vec<f32>,
+) -> Result<Promise, JsError> {
+    let backend = backend();
+    let bundle = ega_core::bundle::from_bytes(config_json, weights, tokenizer_json, None, "model", &backend.device)
+        .map_err(js_error)?;
+    Ok(future_to_promise(async move {
+        let config = &bundle.config.model;
+        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let texts = ega_core::embed::embed_captions(&bundle.model, config, &bundle.tokenizer, &refs, 8, &backend.device)
+            .map_err(js_value)?;
+        let dim = config.embed_dim();
+        let text_rows = read(texts).await?;
+        let size = config.image_size();
+        let per_image = 3 * size * size;
+        let mut image_rows = Vec::new();
+        if !images.is_empty() {
+            if images.len() % per_image != 0 {
+                return Err(JsError::new(&format!("images: {} values is not a whole number of 3×{size}×{size} images", images.len())).into());
+            }
+            let n = images.len() / per_image;
+            let pixels = ega_core::tensor_util::floats(images, [n, 3, size, size], &backend.device);
+            let items: Vec<(&str, Option<usize>)> = (0..n).map(|i| ("", Some(i))).collect();
+            let prompts = ega_core::prompt::tokenize_prompts(&config.prompts.target, &config.special, &items, &mut |t| {
+                bundle.tokenizer.encode(t)
+            })
+            .map_err(js_value)?;
+            let input = ega_core::embed::prompts_input(config, &prompts, Some(pixels), &backend.device).map_err(js_value)?;
+            image_rows = read(bundle.model.embed(&input)).await?;
+        }
+        let rows = |values: &[f32]| -> Vec<Vec<f32>> { values.chunks(dim).map(<[f32]>::to_vec).collect() };
+        let out = serde_json::json!({ "texts": rows(&text_rows), "images": rows(&image_rows) });
+        Ok(JsValue::from_str(&out.to_string()))
+    }))
+}
+
 struct SearchState {
     bundle: ega_core::bundle::Bundle,
     entries: Vec<IndexEntry>,
@@ -242,7 +288,7 @@ impl Searcher {
 
     /// The side of the model's square image input, in pixels.
     pub fn image_size(&self) -> usize {
-        self.state.borrow().bundle.config.model.vision.image_size
+        self.state.borrow().bundle.config.model.image_size()
     }
 
     /// The top `k` gallery rows for a text query: a promise of JSON
@@ -423,7 +469,7 @@ impl Lab {
         let lab = self.lab.borrow();
         let owners: Vec<usize> = lab.view_targets().iter().map(|(owner, _)| *owner).collect();
         let (n, m) = lab.view_shape();
-        let side = lab.model_config.vision.image_size;
+        let side = lab.model_config.image_size();
         serde_json::json!({"captions": lab.view_captions(), "side": side, "owners": owners, "n": n, "m": m}).to_string()
     }
 

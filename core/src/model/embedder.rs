@@ -9,17 +9,101 @@ use super::language::LanguageModel;
 use super::layers::Init;
 use super::projector::Projector;
 use super::vision::VisionEncoder;
-use super::ModelConfig;
+use super::smolvlm::SmolVlm;
+use super::{Architecture, ModelConfig};
 use crate::prompt::AssembledBatch;
 use crate::tensor_util::{floats, ints};
 use crate::{EgaError, Result};
 
 /// Attention-bias value of a masked position: `exp` of it underflows to exactly 0.
-const MASKED: f32 = -1.0e9;
+pub(crate) const MASKED: f32 = -1.0e9;
 
-/// The whole model.
+/// An embedder of any architecture: token and image inputs to unit-norm embeddings.
+///
+/// Saved weights carry no variant name (stores skip enum variants), so a `mini` model's tensor
+/// names are those of [`MiniEmbedder`], a `smolvlm` model's those of Hugging Face.
 #[derive(Module, Debug)]
-pub struct Embedder {
+pub enum Embedder {
+    /// The from-scratch model.
+    Mini(MiniEmbedder),
+    /// SigLIP + Idefics3 connector + Llama decoder.
+    Smolvlm(SmolVlm),
+}
+
+impl Embedder {
+    /// A freshly initialised model; the same `seed` gives the same weights on every device.
+    pub fn new(config: &ModelConfig, seed: u64, device: &Device) -> Result<Self> {
+        config.validate()?;
+        Ok(match &config.architecture {
+            Architecture::Mini(_) => Embedder::Mini(MiniEmbedder::new(config, seed, device)?),
+            Architecture::Smolvlm(smolvlm) => Embedder::Smolvlm(SmolVlm::build(smolvlm, None, &[], seed, device)?.0),
+        })
+    }
+
+    /// The `mini` model inside, if it is one.
+    pub fn as_mini(&self) -> Option<&MiniEmbedder> {
+        match self {
+            Embedder::Mini(mini) => Some(mini),
+            Embedder::Smolvlm(_) => None,
+        }
+    }
+
+    /// The `smolvlm` model inside, if it is one.
+    pub fn as_smolvlm(&self) -> Option<&SmolVlm> {
+        match self {
+            Embedder::Smolvlm(smolvlm) => Some(smolvlm),
+            Embedder::Mini(_) => None,
+        }
+    }
+
+    /// Final hidden states of every position.
+    ///
+    /// # Shapes
+    /// - → `[B, L, D]`
+    pub fn hidden_states(&self, input: &EmbedderInput) -> Tensor<3> {
+        match self {
+            Embedder::Mini(mini) => mini.hidden_states(input),
+            Embedder::Smolvlm(smolvlm) => smolvlm.hidden_states(input),
+        }
+    }
+
+    /// Unit-norm embeddings: the hidden state at each row's last real token, L2-normalised.
+    ///
+    /// # Shapes
+    /// - → `[B, D]`
+    pub fn embed(&self, input: &EmbedderInput) -> Tensor<2> {
+        pool_last(self.hidden_states(input), &input.last)
+    }
+
+    /// Parameter counts by part, named as the architecture names its parts.
+    pub fn part_sizes(&self) -> Vec<(&'static str, usize)> {
+        match self {
+            Embedder::Mini(m) => vec![
+                ("vision", m.vision.num_params()),
+                ("projector", m.projector.num_params()),
+                ("language", m.language.num_params()),
+            ],
+            Embedder::Smolvlm(s) => vec![
+                ("vision_model", s.vision_model.num_params()),
+                ("connector", s.connector.num_params()),
+                ("text_model", s.text_model.num_params()),
+            ],
+        }
+    }
+}
+
+/// The hidden state at each row's last real position, L2-normalised.
+///
+/// # Shapes
+/// - hidden: `[B, L, D]`, last: `[B]` flat indices → `[B, D]`
+pub fn pool_last(hidden: Tensor<3>, last: &Tensor<1, Int>) -> Tensor<2> {
+    let [b, l, d] = hidden.dims();
+    l2_normalize(hidden.reshape([b * l, d]).select(0, last.clone()))
+}
+
+/// The `mini` model.
+#[derive(Module, Debug)]
+pub struct MiniEmbedder {
     /// The ViT.
     pub vision: VisionEncoder,
     /// Patch merge + MLP into the language model's width.
@@ -71,15 +155,16 @@ impl EmbedderInput {
     }
 }
 
-impl Embedder {
+impl MiniEmbedder {
     /// A freshly initialised model; the same `seed` gives the same weights on every device.
     pub fn new(config: &ModelConfig, seed: u64, device: &Device) -> Result<Self> {
         config.validate()?;
+        let mini = config.mini().ok_or_else(|| EgaError::Data("not a mini config".into()))?;
         let mut init = Init { rng: rand::rngs::StdRng::seed_from_u64(seed), device, created: 0 };
         Ok(Self {
-            vision: VisionEncoder::new(&mut init, &config.vision),
-            projector: Projector::new(&mut init, config.vision.width, config.language.width, config.vision.grid()),
-            language: LanguageModel::new(&mut init, &config.language),
+            vision: VisionEncoder::new(&mut init, &mini.vision),
+            projector: Projector::new(&mut init, mini.vision.width, mini.language.width, mini.vision.grid()),
+            language: LanguageModel::new(&mut init, &mini.language),
         })
     }
 
@@ -113,10 +198,7 @@ impl Embedder {
     /// # Shapes
     /// - → `[B, D]`
     pub fn embed(&self, input: &EmbedderInput) -> Tensor<2> {
-        let hidden = self.hidden_states(input); // [B, L, D]
-        let [b, l, d] = hidden.dims();
-        let pooled = hidden.reshape([b * l, d]).select(0, input.last.clone()); // [B, D]
-        l2_normalize(pooled)
+        pool_last(self.hidden_states(input), &input.last)
     }
 }
 

@@ -33,6 +33,16 @@ pub struct Init<'a> {
 
 impl Init<'_> {
     /// A parameter holding `tensor`, with the next deterministic id.
+    pub fn param_from<const D: usize>(&mut self, tensor: Tensor<D>) -> Param<Tensor<D>> {
+        self.param(tensor)
+    }
+
+    /// `count` uniform values with mean 0 and standard deviation `std` (`U(−√3·std, √3·std)`).
+    pub fn uniform_values(&mut self, count: usize, std: f64) -> Vec<f32> {
+        let bound = (3.0f64).sqrt() * std;
+        (0..count).map(|_| self.rng.random_range(-bound..bound) as f32).collect()
+    }
+
     fn param<const D: usize>(&mut self, tensor: Tensor<D>) -> Param<Tensor<D>> {
         let (_, value, mapper) = Param::from_tensor(tensor).consume();
         self.created += 1;

@@ -14,9 +14,11 @@ pub mod projector;
 pub mod smolvlm;
 pub mod vision;
 
-pub use embedder::{Embedder, EmbedderInput};
+pub use embedder::{l2_normalize, pool_last, Embedder, EmbedderInput, MiniEmbedder};
 
 use serde::{Deserialize, Serialize};
+
+pub use smolvlm::{LlamaConfig, SiglipConfig};
 
 use crate::prompt::{PromptConfig, SpecialTokens};
 use crate::{EgaError, Result};
@@ -78,22 +80,103 @@ pub struct LanguageConfig {
     pub rope_theta: f64,
 }
 
-/// Everything that defines the model; saved with every checkpoint.
+/// The `mini` architecture: the small from-scratch model (ViT → 2×2 merge MLP → LLaMA-style LM).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ModelConfig {
-    /// The preset this config started from (`tiny`, `small`, `base`), or `custom`.
-    pub preset: String,
+pub struct MiniConfig {
     /// The vision encoder.
     pub vision: VisionConfig,
     /// The language model.
     pub language: LanguageConfig,
-    /// Ids of `<pad>`, `<bos>`, `<eos>`, `<image>`.
-    #[serde(default)]
+}
+
+/// The `smolvlm` architecture (Idefics3 / SmolVLM): Hugging Face's `vision_config`,
+/// `text_config` and `scale_factor`, plus the longest prompt this embedder accepts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmolVlmConfig {
+    /// The SigLIP vision tower.
+    pub vision_config: SiglipConfig,
+    /// The Llama-family decoder.
+    pub text_config: LlamaConfig,
+    /// Pixel-shuffle factor of the connector (a `g×g` patch grid becomes `(g/s)²` image tokens).
+    pub scale_factor: usize,
+    /// Longest prompt, image tokens included (at most `text_config.max_position_embeddings`).
+    pub max_seq_len: usize,
+}
+
+/// The architecture a model is built with: serialised as `"architecture": "mini" | "smolvlm"`
+/// beside its own fields. Configs written before architectures existed have no such field and
+/// are `mini`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "architecture", rename_all = "lowercase")]
+pub enum Architecture {
+    /// The from-scratch model.
+    Mini(MiniConfig),
+    /// SigLIP + Idefics3 connector + Llama decoder.
+    Smolvlm(SmolVlmConfig),
+}
+
+/// Everything that defines an embedder; saved with every checkpoint and bundle: the architecture
+/// and its shape, plus what is not part of any architecture (the special-token ids the prompts
+/// use, and the prompt templates).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelConfig {
+    /// The preset this config started from (`tiny`, `small`, `base`, a checkpoint's name), or `custom`.
+    pub preset: String,
+    /// The architecture and its shape.
+    pub architecture: Architecture,
+    /// Ids of `<pad>`, `<bos>`, `<eos>`, `<image>` (and the image wrapper tokens of `smolvlm`).
     pub special: SpecialTokens,
     /// Query and target instructions.
-    #[serde(default)]
     pub prompts: PromptConfig,
+}
+
+/// The serialised form of [`ModelConfig`] (the architecture's fields beside `preset`).
+#[derive(Serialize, Deserialize)]
+struct ModelConfigRepr {
+    preset: String,
+    #[serde(flatten)]
+    architecture: Architecture,
+    #[serde(default)]
+    special: SpecialTokens,
+    #[serde(default)]
+    prompts: PromptConfig,
+}
+
+/// The `mini` config exactly as it was serialised before architectures existed: the model id of
+/// a `mini` model hashes this, so ids of earlier bundles and indexes stay valid.
+#[derive(Serialize)]
+struct LegacyMiniRepr<'a> {
+    preset: &'a str,
+    vision: &'a VisionConfig,
+    language: &'a LanguageConfig,
+    special: &'a SpecialTokens,
+    prompts: &'a PromptConfig,
+}
+
+impl Serialize for ModelConfig {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        ModelConfigRepr {
+            preset: self.preset.clone(),
+            architecture: self.architecture.clone(),
+            special: self.special,
+            prompts: self.prompts.clone(),
+        }
+        .serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for ModelConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+        let mut value = serde_json::Value::deserialize(deserializer)?;
+        if let Some(object) = value.as_object_mut() {
+            // Configs from before the architecture seam are `mini`.
+            object.entry("architecture").or_insert_with(|| serde_json::Value::from("mini"));
+        }
+        let repr: ModelConfigRepr = serde_json::from_value(value).map_err(serde::de::Error::custom)?;
+        Ok(Self { preset: repr.preset, architecture: repr.architecture, special: repr.special, prompts: repr.prompts })
+    }
 }
 
 /// The names of the presets, smallest first.
@@ -104,7 +187,8 @@ impl ModelConfig {
     pub fn tiny() -> Self {
         Self {
             preset: "tiny".into(),
-            vision: VisionConfig {
+            architecture: Architecture::Mini(MiniConfig {
+                vision: VisionConfig {
                 image_size: 32,
                 patch_size: 8,
                 channels: 3,
@@ -113,7 +197,7 @@ impl ModelConfig {
                 heads: 4,
                 mlp_ratio: 4,
             },
-            language: LanguageConfig {
+                language: LanguageConfig {
                 vocab_size: 512,
                 width: 64,
                 layers: 2,
@@ -122,6 +206,7 @@ impl ModelConfig {
                 max_seq_len: 64,
                 rope_theta: 10_000.0,
             },
+            }),
             special: SpecialTokens::default(),
             prompts: PromptConfig::default(),
         }
@@ -132,7 +217,8 @@ impl ModelConfig {
     pub fn small() -> Self {
         Self {
             preset: "small".into(),
-            vision: VisionConfig {
+            architecture: Architecture::Mini(MiniConfig {
+                vision: VisionConfig {
                 image_size: 64,
                 patch_size: 8,
                 channels: 3,
@@ -141,7 +227,7 @@ impl ModelConfig {
                 heads: 4,
                 mlp_ratio: 4,
             },
-            language: LanguageConfig {
+                language: LanguageConfig {
                 vocab_size: 2048,
                 width: 256,
                 layers: 4,
@@ -150,6 +236,7 @@ impl ModelConfig {
                 max_seq_len: 96,
                 rope_theta: 10_000.0,
             },
+            }),
             special: SpecialTokens::default(),
             prompts: PromptConfig::default(),
         }
@@ -159,7 +246,8 @@ impl ModelConfig {
     pub fn base() -> Self {
         Self {
             preset: "base".into(),
-            vision: VisionConfig {
+            architecture: Architecture::Mini(MiniConfig {
+                vision: VisionConfig {
                 image_size: 128,
                 patch_size: 16,
                 channels: 3,
@@ -168,7 +256,7 @@ impl ModelConfig {
                 heads: 6,
                 mlp_ratio: 4,
             },
-            language: LanguageConfig {
+                language: LanguageConfig {
                 vocab_size: 8192,
                 width: 512,
                 layers: 8,
@@ -177,6 +265,7 @@ impl ModelConfig {
                 max_seq_len: 128,
                 rope_theta: 10_000.0,
             },
+            }),
             special: SpecialTokens::default(),
             prompts: PromptConfig::default(),
         }
@@ -192,11 +281,160 @@ impl ModelConfig {
         }
     }
 
-    /// Embedding dimension (the language model's width).
-    pub fn embed_dim(&self) -> usize {
-        self.language.width
+    /// The `mini` shapes, when this is a `mini` model.
+    pub fn mini(&self) -> Option<&MiniConfig> {
+        match &self.architecture {
+            Architecture::Mini(mini) => Some(mini),
+            Architecture::Smolvlm(_) => None,
+        }
     }
 
+    /// The `mini` shapes, mutably (tests and presets edit them).
+    pub fn mini_mut(&mut self) -> Option<&mut MiniConfig> {
+        match &mut self.architecture {
+            Architecture::Mini(mini) => Some(mini),
+            Architecture::Smolvlm(_) => None,
+        }
+    }
+
+    /// The `smolvlm` shapes, when this is a `smolvlm` model.
+    pub fn smolvlm(&self) -> Option<&SmolVlmConfig> {
+        match &self.architecture {
+            Architecture::Smolvlm(smolvlm) => Some(smolvlm),
+            Architecture::Mini(_) => None,
+        }
+    }
+
+    /// The architecture's name as configs spell it (`mini`, `smolvlm`).
+    pub fn architecture_name(&self) -> &'static str {
+        match &self.architecture {
+            Architecture::Mini(_) => "mini",
+            Architecture::Smolvlm(_) => "smolvlm",
+        }
+    }
+
+    /// Embedding dimension (the language model's width).
+    pub fn embed_dim(&self) -> usize {
+        match &self.architecture {
+            Architecture::Mini(m) => m.language.width,
+            Architecture::Smolvlm(s) => s.text_config.hidden_size,
+        }
+    }
+
+    /// Side of the square images the model reads, in pixels.
+    pub fn image_size(&self) -> usize {
+        match &self.architecture {
+            Architecture::Mini(m) => m.vision.image_size,
+            Architecture::Smolvlm(s) => s.vision_config.image_size,
+        }
+    }
+
+    /// Image tokens `K` one image becomes in the language model's input.
+    pub fn image_tokens(&self) -> usize {
+        match &self.architecture {
+            Architecture::Mini(m) => m.vision.image_tokens(),
+            Architecture::Smolvlm(s) => s.vision_config.num_patches() / (s.scale_factor * s.scale_factor),
+        }
+    }
+
+    /// How one `<image>` of a prompt is laid out: text ids before the `K` image tokens, `K`, text
+    /// ids after. `mini`: just the image tokens; `smolvlm`: as the SmolVLM processor writes one
+    /// global image, `<fake_token_around_image> <global-img> <image>×K <fake_token_around_image>`.
+    pub fn image_slot(&self) -> ImageSlot {
+        let tokens = self.image_tokens();
+        match &self.architecture {
+            Architecture::Mini(_) => ImageSlot { before: vec![], tokens, after: vec![] },
+            Architecture::Smolvlm(_) => {
+                let around = self.special.image_around.into_iter();
+                let before = around.clone().chain(self.special.image_global).collect();
+                ImageSlot { before, tokens, after: around.collect() }
+            }
+        }
+    }
+
+    /// Size of the token embedding table.
+    pub fn vocab_size(&self) -> usize {
+        match &self.architecture {
+            Architecture::Mini(m) => m.language.vocab_size,
+            Architecture::Smolvlm(s) => s.text_config.vocab_size,
+        }
+    }
+
+    /// Sets the size of the token embedding table (to a trained tokenizer's).
+    pub fn set_vocab_size(&mut self, vocab_size: usize) {
+        match &mut self.architecture {
+            Architecture::Mini(m) => m.language.vocab_size = vocab_size,
+            Architecture::Smolvlm(s) => s.text_config.vocab_size = vocab_size,
+        }
+    }
+
+    /// Longest prompt, image tokens included.
+    pub fn max_seq_len(&self) -> usize {
+        match &self.architecture {
+            Architecture::Mini(m) => m.language.max_seq_len,
+            Architecture::Smolvlm(s) => s.max_seq_len,
+        }
+    }
+
+    /// The bytes a model id hashes for this config (see [`crate::bundle::model_id`]). A `mini`
+    /// config hashes its pre-architecture serialisation, so earlier ids stay valid.
+    pub fn id_bytes(&self) -> Result<Vec<u8>> {
+        let bytes = match &self.architecture {
+            Architecture::Mini(m) => serde_json::to_vec(&LegacyMiniRepr {
+                preset: &self.preset,
+                vision: &m.vision,
+                language: &m.language,
+                special: &self.special,
+                prompts: &self.prompts,
+            }),
+            Architecture::Smolvlm(_) => serde_json::to_vec(self),
+        };
+        bytes.map_err(|err| EgaError::Data(err.to_string()))
+    }
+
+    /// Checks that the shapes fit together.
+    pub fn validate(&self) -> Result<()> {
+        match &self.architecture {
+            Architecture::Mini(mini) => mini.validate()?,
+            Architecture::Smolvlm(smolvlm) => smolvlm.validate()?,
+        }
+        let s = &self.special;
+        let largest_special = [Some(s.pad), Some(s.bos), Some(s.eos), Some(s.image), s.image_around, s.image_global]
+            .into_iter()
+            .flatten()
+            .max()
+            .unwrap_or(0) as usize;
+        if largest_special >= self.vocab_size() {
+            return Err(EgaError::config("vocab_size", self.vocab_size(), "must exceed every special token id"));
+        }
+        self.prompts.validate()
+    }
+}
+
+/// How one image is laid out in a prompt (see [`ModelConfig::image_slot`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageSlot {
+    /// Text ids before the image tokens.
+    pub before: Vec<u32>,
+    /// Image tokens `K`.
+    pub tokens: usize,
+    /// Text ids after the image tokens.
+    pub after: Vec<u32>,
+}
+
+impl ImageSlot {
+    /// Positions one image takes in a prompt.
+    pub fn len(&self) -> usize {
+        self.before.len() + self.tokens + self.after.len()
+    }
+
+    /// Whether the slot takes no positions.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl MiniConfig {
     /// Checks that the shapes fit together.
     pub fn validate(&self) -> Result<()> {
         let v = &self.vision;
@@ -236,14 +474,59 @@ impl ModelConfig {
                 format!("must divide language.width {} into an even head size (RoPE rotates pairs)", l.width),
             ));
         }
-        let s = &self.special;
-        let largest_special = s.pad.max(s.bos).max(s.eos).max(s.image) as usize;
-        if largest_special >= l.vocab_size {
-            return Err(EgaError::config("language.vocab_size", l.vocab_size, "must exceed every special token id"));
-        }
         if !(l.rope_theta.is_finite() && l.rope_theta > 1.0) {
             return Err(EgaError::config("language.rope_theta", l.rope_theta, "must be a finite number > 1"));
         }
-        self.prompts.validate()
+        Ok(())
+    }
+}
+
+impl SmolVlmConfig {
+    /// Checks that the shapes fit together.
+    pub fn validate(&self) -> Result<()> {
+        let v = &self.vision_config;
+        for (field, value) in [
+            ("vision_config.hidden_size", v.hidden_size),
+            ("vision_config.intermediate_size", v.intermediate_size),
+            ("vision_config.num_attention_heads", v.num_attention_heads),
+            ("vision_config.num_channels", v.num_channels),
+            ("vision_config.image_size", v.image_size),
+            ("vision_config.patch_size", v.patch_size),
+            ("scale_factor", self.scale_factor),
+            ("max_seq_len", self.max_seq_len),
+        ] {
+            if value == 0 {
+                return Err(EgaError::config(field, value, "must be > 0"));
+            }
+        }
+        if v.image_size % v.patch_size != 0 || v.grid() % self.scale_factor != 0 {
+            return Err(EgaError::config(
+                "vision_config.image_size",
+                v.image_size,
+                format!(
+                    "must be a multiple of patch_size {} whose patch grid scale_factor {} divides",
+                    v.patch_size, self.scale_factor
+                ),
+            ));
+        }
+        if v.hidden_size % v.num_attention_heads != 0 {
+            return Err(EgaError::config(
+                "vision_config.num_attention_heads",
+                v.num_attention_heads,
+                format!("must divide vision_config.hidden_size {}", v.hidden_size),
+            ));
+        }
+        if !(v.layer_norm_eps.is_finite() && v.layer_norm_eps > 0.0) {
+            return Err(EgaError::config("vision_config.layer_norm_eps", v.layer_norm_eps, "must be a finite number > 0"));
+        }
+        self.text_config.validate()?;
+        if self.max_seq_len > self.text_config.max_position_embeddings {
+            return Err(EgaError::config(
+                "max_seq_len",
+                self.max_seq_len,
+                format!("must not exceed text_config.max_position_embeddings {}", self.text_config.max_position_embeddings),
+            ));
+        }
+        Ok(())
     }
 }

@@ -53,3 +53,95 @@ pub trait TensorSource {
     /// once it has been handed out.
     fn take(&mut self, key: &str) -> Result<Option<HostTensor>>;
 }
+
+use std::path::Path;
+
+use crate::model::{LlamaConfig, SmolVlmConfig};
+use crate::EgaError;
+use self::safetensors::{HfFolder, HfModel};
+
+/// What a checkpoint holds, for `native info` and for building a model from it.
+pub struct Pretrained {
+    /// The path as given.
+    pub path: String,
+    /// `Hugging Face folder (safetensors)` or `GGUF`.
+    pub format: &'static str,
+    /// The architecture it describes.
+    pub model: HfModel,
+    /// Its tensors.
+    pub source: Box<dyn TensorSource>,
+    /// Its tokenizer, when it carries one.
+    pub tokenizer: Option<tokenizers::Tokenizer>,
+    /// Format-specific facts worth printing (`general.name`, file type, …).
+    pub details: Vec<(String, String)>,
+}
+
+impl Pretrained {
+    /// The decoder's config (of a whole SmolVLM or of a Llama checkpoint).
+    pub fn text_config(&self) -> &LlamaConfig {
+        match &self.model {
+            HfModel::Smolvlm { config, .. } => &config.text_config,
+            HfModel::Llama(config) => config,
+        }
+    }
+
+    /// The whole SmolVLM config, when the checkpoint is one.
+    pub fn smolvlm_config(&self) -> Option<&SmolVlmConfig> {
+        match &self.model {
+            HfModel::Smolvlm { config, .. } => Some(config),
+            HfModel::Llama(_) => None,
+        }
+    }
+
+    /// Parameter counts by part (`vision_model`, `connector`, `text_model`, `lm_head`) and the
+    /// stored types with how many tensors use each.
+    pub fn summary(&self) -> (Vec<(String, usize)>, Vec<(String, usize)>) {
+        let mut parts: Vec<(String, usize)> = Vec::new();
+        let mut dtypes: Vec<(String, usize)> = Vec::new();
+        for tensor in self.source.stored() {
+            let part = tensor.name.split('.').next().unwrap_or("").to_string();
+            let count: usize = tensor.shape.iter().product();
+            match parts.iter_mut().find(|(p, _)| *p == part) {
+                Some(entry) => entry.1 += count,
+                None => parts.push((part, count)),
+            }
+            match dtypes.iter_mut().find(|(d, _)| *d == tensor.dtype) {
+                Some(entry) => entry.1 += 1,
+                None => dtypes.push((tensor.dtype.clone(), 1)),
+            }
+        }
+        (parts, dtypes)
+    }
+}
+
+/// Opens a checkpoint: a Hugging Face folder (`config.json` + safetensors) or a `.gguf` file.
+pub fn open(path: &Path) -> Result<Pretrained> {
+    let shown = path.display().to_string();
+    if path.is_dir() {
+        let folder = HfFolder::open(path)?;
+        let tokenizer = match &folder.tokenizer_json {
+            Some(json) => Some(
+                json.parse::<tokenizers::Tokenizer>()
+                    .map_err(|err| EgaError::Data(format!("{shown}/tokenizer.json: {err}")))?,
+            ),
+            None => None,
+        };
+        return Ok(Pretrained {
+            path: shown,
+            format: "Hugging Face folder (safetensors)",
+            model: folder.model,
+            source: Box::new(folder.source),
+            tokenizer,
+            details: vec![],
+        });
+    }
+    if !path.exists() {
+        return Err(EgaError::Data(format!("{shown}: no such file or folder")));
+    }
+    open_gguf(path)
+}
+
+/// A `.gguf` file as a [`Pretrained`].
+fn open_gguf(path: &Path) -> Result<Pretrained> {
+    Err(EgaError::Data(format!("{}: GGUF loading is not built yet", path.display())))
+}
