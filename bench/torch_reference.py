@@ -276,7 +276,7 @@ def build(preset):
 
 
 # ---------------------------------------------------------------------------------------------
-# The losses (EGA.md)
+# The losses (docs/ega.md)
 # ---------------------------------------------------------------------------------------------
 
 
@@ -304,7 +304,7 @@ class EgaFunction(torch.autograd.Function):
 
 
 def ega_grad(s, tau, alpha, tau_h, rescale):
-    """∂L/∂S of EGA (EGA.md, "Backward"), no graph."""
+    """∂L/∂S of EGA (docs/ega.md, "Backward"), no graph."""
     n, m = s.shape
     s = s.detach()
     p = torch.softmax(s / tau, dim=1)

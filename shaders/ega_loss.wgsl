@@ -1,4 +1,4 @@
-// ega_loss.wgsl: forward pass of the info-NCE / EGA loss (EGA.md, "Forward"), one row per workgroup.
+// ega_loss.wgsl: forward pass of the info-NCE / EGA loss (docs/ega.md, "Forward"), one row per workgroup.
 //
 // What it computes. S is the similarity matrix [N, M] (row-major f32, M >= N; row i's positive
 // is column i, columns N..M are extra negatives). With Z = S / tau, for every row i < N:

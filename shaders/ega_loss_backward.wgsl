@@ -1,4 +1,4 @@
-// ega_loss_backward.wgsl: EGA's gradient of the loss with respect to S (EGA.md, "Backward"),
+// ega_loss_backward.wgsl: EGA's gradient of the loss with respect to S (docs/ega.md, "Backward"),
 // one row per workgroup. alpha = 0 gives info-NCE's true gradient (P - I) / (N tau) when the
 // upstream gradients are those of the mean, 1/N per row.
 //
@@ -61,8 +61,8 @@ var<workgroup> red_pb: array<f32, WG>;
 
 // 1 + alpha * h[i][j] for an off-diagonal entry. e_ij = exp(Z[i][j] - max_i) and
 // e_ii = exp(Z[i][i] - max_i) are the unnormalised probabilities the caller already has: when
-// tau_h = tau, h = sigma(Z_ij - Z_ii) = e_ij / (e_ij + e_ii) (EGA.md: "how often j would beat the
-// positive in a two-way contest"), which costs a division instead of a second exp. When both
+// tau_h = tau, h = sigma(Z_ij - Z_ii) = e_ij / (e_ij + e_ii) (docs/ega.md, "Backward": the
+// probability that j wins a softmax over just {i, j}), which costs a division instead of a second exp. When both
 // underflow to 0, or tau_h != tau, the clamped sigmoid is used.
 fn amplification(s_ij: f32, s_ii: f32, e_ij: f32, e_ii: f32) -> f32 {
     var h: f32;

@@ -52,7 +52,7 @@ enum Command {
     GenData(GenDataArgs),
     /// Show the model presets with their parameter counts, and the devices this machine offers.
     Info(InfoArgs),
-    /// Compute EGA on a small similarity matrix (default: EGA.md's worked example) and print
+    /// Compute EGA on a small similarity matrix (default: docs/ega.md's worked example) and print
     /// P, the hardness h, the amplified P̄ and the gradients of info-NCE and EGA.
     Example(ExampleArgs),
     /// Benchmarks, measured in one run on one device; results as ratios.
@@ -190,7 +190,7 @@ struct KernelBenchArgs {
     json: Option<PathBuf>,
 }
 
-/// The loss and its options (EGA.md).
+/// The loss and its options (docs/ega.md).
 #[derive(Args, Debug, Clone)]
 struct LossArgs {
     /// Loss: ega, infonce, llave or hcl.

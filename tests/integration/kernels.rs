@@ -1,4 +1,4 @@
-//! The WGSL kernels: naga validation of every shader (no adapter needed), EGA.md oracle 4 for the
+//! The WGSL kernels: naga validation of every shader (no adapter needed), docs/ega.md oracle 4 for the
 //! fused loss (value and `G`), gradient parity through a real tiny-model training step, and top-k
 //! against a sort-based reference. GPU parts run on the wgpu adapter (lavapipe in CI).
 
@@ -45,7 +45,7 @@ fn near_unit_similarities(n: usize, m: usize, seed: u64) -> Vec<f64> {
     uniform(n * m, -1.0, 1.0, seed).iter().map(|v| v.signum() * (1.0 - v.abs() * 0.05)).collect()
 }
 
-/// EGA.md oracle 4: the fused kernels (value and `G`) equal the float64 oracle for
+/// docs/ega.md oracle 4: the fused kernels (value and `G`) equal the float64 oracle for
 /// N ∈ {1, 2, 7, 64, 257, 1024}, M ∈ {N, N + 13}, τ ∈ {0.01, 0.05, 1.0}, similarities near ±1,
 /// |a − b| ≤ 1e-5 + 1e-4·|ref|, with both rescale modes.
 #[test]

@@ -1,5 +1,5 @@
 //! The browser lab's engine (`ega_core::lab`), run natively on the CPU backend: both copies start
-//! identical, take the same batches, and only their gradients differ; the views are EGA.md's
+//! identical, take the same batches, and only their gradients differ; the views are docs/ega.md's
 //! matrices of the copies' own similarities; the PCA finds a known plane.
 
 use burn::tensor::Device;

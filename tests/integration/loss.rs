@@ -1,4 +1,4 @@
-//! The loss references against EGA.md's oracles 1, 2, 3 and 5, on flex and on wgpu.
+//! The loss references against docs/ega.md's oracles 1, 2, 3 and 5, on flex and on wgpu.
 
 use burn::tensor::{Device, Tensor};
 use ega_core::loss::{
@@ -41,7 +41,7 @@ fn random_similarities(n: usize, m: usize, seed: u64) -> Vec<f64> {
     uniform(n * m, -1.0, 1.0, seed)
 }
 
-/// EGA.md oracle 3: the worked example, to 1e-5, for the host oracle and on every device.
+/// docs/ega.md oracle 3: the worked example, to 1e-5, for the host oracle and on every device.
 #[test]
 fn worked_example_matches_ega_md() {
     let probs = [0.729736, 0.268455, 0.001809, 0.001809, 0.729736, 0.268455];
@@ -51,7 +51,7 @@ fn worked_example_matches_ega_md() {
     let grad_ega = [-1.351319, 1.703268, 0.009067, 0.009067, -1.351319, 1.703268];
     let grad_ega_sum = [-1.351319, 1.344164, 0.007155, 0.007155, -1.351319, 1.344164];
     let loss_value = 0.315072;
-    // EGA.md prints 6 decimals; 1e-5 leaves room for the last digit's rounding.
+    // docs/ega.md prints 6 decimals; 1e-5 leaves room for the last digit's rounding.
     let tol = 1e-5;
 
     let host = oracle::ega_one_direction(&WORKED_S, 2, 3, &worked_config(Rescale::None));
@@ -84,7 +84,7 @@ fn worked_example_matches_ega_md() {
     }
 }
 
-/// EGA.md oracle 1: alpha = 0 gives exactly the autodiff gradient of info-NCE.
+/// docs/ega.md oracle 1: alpha = 0 gives exactly the autodiff gradient of info-NCE.
 #[test]
 fn ega_with_alpha_zero_equals_infonce_autodiff() {
     let shapes = [(1, 1), (2, 3), (7, 7), (7, 20), (33, 33), (16, 29)];
@@ -108,7 +108,7 @@ fn ega_with_alpha_zero_equals_infonce_autodiff() {
     }
 }
 
-/// EGA.md oracle 2: the info-NCE reference gradient equals central finite differences in f64.
+/// docs/ega.md oracle 2: the info-NCE reference gradient equals central finite differences in f64.
 #[test]
 fn infonce_gradient_matches_finite_differences() {
     let (n, m) = (5, 9);
@@ -127,7 +127,7 @@ fn infonce_gradient_matches_finite_differences() {
     // The f64 oracle's analytic gradient (P − I)/(Nτ) agrees to rel 1e-4 ...
     let host = oracle::ega_one_direction(&s, n, m, &LossConfig::infonce(tau));
     assert_close("oracle (P − I)/(Nτ) vs finite differences", &host.grad_infonce, &finite_differences, 1e-8, 1e-4);
-    // ... and so does burn's autodiff of the reference, on every device (f32: atol 1e-5 as in EGA.md).
+    // ... and so does burn's autodiff of the reference, on every device (f32: atol 1e-5 as in docs/ega.md).
     for (name, device) in devices("infonce_gradient_matches_finite_differences") {
         let (_, grad) = value_and_grad(&s, n, m, &LossConfig::infonce(tau), &device);
         assert_close(&format!("{name} autodiff vs finite differences"), &grad, &finite_differences, 1e-5, 1e-4);
@@ -243,7 +243,7 @@ fn llave_and_hcl_reduce_to_infonce_and_match_host_formulas() {
     }
 }
 
-/// EGA.md oracle 5: no NaN or Inf for finite input, including equal rows and τ = 0.01 with
+/// docs/ega.md oracle 5: no NaN or Inf for finite input, including equal rows and τ = 0.01 with
 /// similarities near ±1, for every loss and option.
 #[test]
 fn no_nan_or_inf_on_extreme_inputs() {

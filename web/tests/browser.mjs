@@ -204,7 +204,7 @@ await page.waitForSelector('table[data-matrix="ega-grad"] td', { timeout: 180_00
 for (const [name, expected] of Object.entries(EXAMPLE)) {
   const shown = await readMatrix(name);
   const want = expected.map((v) => (v === null ? '–' : v.toFixed(4)));
-  check(JSON.stringify(shown) === JSON.stringify(want), `worked example: ${name} shows EGA.md's numbers`, `${shown} vs ${want}`);
+  check(JSON.stringify(shown) === JSON.stringify(want), `worked example: ${name} shows docs/ega.md's numbers`, `${shown} vs ${want}`);
 }
 const lossCaption = await page.$eval('table[data-matrix="ega-s"] caption', (el) => el.textContent);
 check(lossCaption.includes('0.3151'), 'worked example: the loss is 0.3151', lossCaption);
@@ -214,7 +214,7 @@ await page.waitForFunction(() => document.querySelector('table[data-matrix="ega-
   { timeout: 30_000 }).catch(() => {});
 const rescaled = await readMatrix('ega-grad');
 check(JSON.stringify(rescaled) === JSON.stringify(['-1.3513', '1.3442', '0.0072', '0.0072', '-1.3513', '1.3442']),
-  'worked example, rescale = sum: G shows EGA.md\'s numbers', rescaled.join(', '));
+  'worked example, rescale = sum: G shows docs/ega.md\'s numbers', rescaled.join(', '));
 
 await page.goto(`${base}/#view=lab&mode=live&alpha=2&bs=4&neg=1`);
 await page.reload();

@@ -33,7 +33,7 @@ fn workgroup_for(m: usize) -> u32 {
     }
 }
 
-/// The scalar options the kernels read (EGA.md's options, in f32).
+/// The scalar options the kernels read (docs/ega.md's options, in f32).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct EgaKernelParams {
     /// Temperature τ of the logits.

@@ -1,4 +1,4 @@
-//! The Explicit Gradient Amplifier (EGA.md): info-NCE's value, with a backward pass that pushes
+//! The Explicit Gradient Amplifier (docs/ega.md): info-NCE's value, with a backward pass that pushes
 //! hard negatives harder.
 //!
 //! ```text

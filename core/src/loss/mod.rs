@@ -4,7 +4,7 @@
 //! Reference implementations in burn tensor ops, which every faster path is tested against:
 //! - [`infonce()`]: the plain contrastive cross-entropy.
 //! - [`ega()`]: the Explicit Gradient Amplifier. Same value as info-NCE; its gradient with respect
-//!   to `S` is `(P̄ − I)/(Nτ)` with hard negatives' probabilities amplified (EGA.md).
+//!   to `S` is `(P̄ − I)/(Nτ)` with hard negatives' probabilities amplified (docs/ega.md).
 //! - [`llave()`]: LLaVE hardness weighting (a real change of the forward loss).
 //! - [`hcl()`]: HCL importance-weighted negatives (Robinson et al. 2021).
 //!

@@ -1,4 +1,4 @@
-//! An independent float64 host implementation of info-NCE and EGA (EGA.md), written with plain
+//! An independent float64 host implementation of info-NCE and EGA (docs/ega.md), written with plain
 //! loops. It is the oracle that the burn reference and the WGSL kernels are tested against, and
 //! it computes the lab's worked example exactly.
 
