@@ -153,7 +153,11 @@ impl GgufValue {
             GgufValue::Bool(v) => v.to_string(),
             GgufValue::F32(v) => v.to_string(),
             GgufValue::F64(v) => v.to_string(),
-            other => other.as_i64().map(|v| v.to_string()).or_else(|| other.as_u64().map(|v| v.to_string())).unwrap_or_default(),
+            other => other
+                .as_i64()
+                .map(|v| v.to_string())
+                .or_else(|| other.as_u64().map(|v| v.to_string()))
+                .unwrap_or_default(),
         }
     }
 }
@@ -388,7 +392,9 @@ impl GgufFile {
         // a key-value at least 8 (key length) + 4 (type) + 1 byte.
         let tensor_count = cursor.u64(&"the tensor count")?;
         if tensor_count > MAX_TENSORS {
-            return Err(cursor.error(format_args!("the tensor count is {tensor_count}, over the limit of {MAX_TENSORS}")));
+            return Err(
+                cursor.error(format_args!("the tensor count is {tensor_count}, over the limit of {MAX_TENSORS}"))
+            );
         }
         let kv_count = cursor.count(&"the metadata count", MAX_METADATA, 13)?;
         let mut metadata = BTreeMap::new();
@@ -413,7 +419,9 @@ impl GgufFile {
             let tensor_name = cursor.string(&format_args!("the name of tensor #{index}"))?;
             let n_dims = cursor.u32(&format_args!("the dimension count of {tensor_name}"))?;
             if n_dims > MAX_DIMS {
-                return Err(cursor.error(format_args!("{tensor_name} has {n_dims} dimensions, over the limit of {MAX_DIMS}")));
+                return Err(
+                    cursor.error(format_args!("{tensor_name} has {n_dims} dimensions, over the limit of {MAX_DIMS}"))
+                );
             }
             let mut dims = Vec::with_capacity(n_dims as usize);
             let mut numel: usize = 1;
@@ -426,8 +434,9 @@ impl GgufFile {
             }
             let kind = GgmlType(cursor.u32(&format_args!("the type of {tensor_name}"))?);
             let offset = cursor.u64(&format_args!("the data offset of {tensor_name}"))?;
-            let offset = usize::try_from(offset)
-                .map_err(|_| cursor.error(format_args!("the data offset of {tensor_name} is {offset}, past any file")))?;
+            let offset = usize::try_from(offset).map_err(|_| {
+                cursor.error(format_args!("the data offset of {tensor_name} is {offset}, past any file"))
+            })?;
             let byte_len = match kind.block() {
                 Some((block_values, block_bytes)) => {
                     let inner = dims.first().copied().unwrap_or(1);
@@ -437,9 +446,11 @@ impl GgufFile {
                             kind.name()
                         )));
                     }
-                    Some((numel / block_values).checked_mul(block_bytes).ok_or_else(|| {
-                        cursor.error(format_args!("the byte size of {tensor_name} overflows"))
-                    })?)
+                    Some(
+                        (numel / block_values)
+                            .checked_mul(block_bytes)
+                            .ok_or_else(|| cursor.error(format_args!("the byte size of {tensor_name} overflows")))?,
+                    )
                 }
                 None => None,
             };
@@ -532,7 +543,9 @@ impl GgufFile {
 
     /// A string value, or an error naming the key.
     fn str_of(&self, key: &str) -> Result<&str> {
-        self.get(key).and_then(GgufValue::as_str).ok_or_else(|| self.error(format_args!("{key} is missing or not a string")))
+        self.get(key)
+            .and_then(GgufValue::as_str)
+            .ok_or_else(|| self.error(format_args!("{key} is missing or not a string")))
     }
 
     /// A whole-number value, or an error naming the key.
@@ -545,7 +558,10 @@ impl GgufFile {
 
     /// An array of strings, or an error naming the key.
     fn strings_of(&self, key: &str) -> Result<Vec<&str>> {
-        let items = self.get(key).and_then(GgufValue::as_array).ok_or_else(|| self.error(format_args!("{key} is missing or not an array")))?;
+        let items = self
+            .get(key)
+            .and_then(GgufValue::as_array)
+            .ok_or_else(|| self.error(format_args!("{key} is missing or not an array")))?;
         items
             .iter()
             .enumerate()
@@ -558,7 +574,9 @@ impl GgufFile {
         let len = info.byte_len.ok_or_else(|| self.unsupported(info))?;
         let start = self.data_start.saturating_add(info.offset);
         // Checked in `parse`; checked again so a logic error is an error, not a panic.
-        self.bytes.get(start..start.saturating_add(len)).ok_or_else(|| self.error(format_args!("{} lies outside the file", info.name)))
+        self.bytes
+            .get(start..start.saturating_add(len))
+            .ok_or_else(|| self.error(format_args!("{} lies outside the file", info.name)))
     }
 
     fn unsupported(&self, info: &GgufTensorInfo) -> EgaError {
@@ -636,7 +654,9 @@ pub fn dequantize(kind: GgmlType, bytes: &[u8], numel: usize) -> Option<Vec<f32>
                 let nibbles = &block[head + 4..head + 20];
                 let fifth = |j: usize| (((qh >> j) & 1) << 4) as u8;
                 out.extend(nibbles.iter().enumerate().map(|(j, &q)| d * (((q & 0x0F) | fifth(j)) as f32 - offset) + m));
-                out.extend(nibbles.iter().enumerate().map(|(j, &q)| d * (((q >> 4) | fifth(j + 16)) as f32 - offset) + m));
+                out.extend(
+                    nibbles.iter().enumerate().map(|(j, &q)| d * (((q >> 4) | fifth(j + 16)) as f32 - offset) + m),
+                );
             }
         }
         _ => return None,
@@ -662,7 +682,8 @@ pub fn unpermute_heads(weight: &[f32], rows: usize, cols: usize, n_head: usize) 
             for i in 0..half {
                 let hf_row = h * head_dim + j * half + i;
                 let gguf_row = h * head_dim + 2 * i + j;
-                out[hf_row * cols..(hf_row + 1) * cols].copy_from_slice(&weight[gguf_row * cols..(gguf_row + 1) * cols]);
+                out[hf_row * cols..(hf_row + 1) * cols]
+                    .copy_from_slice(&weight[gguf_row * cols..(gguf_row + 1) * cols]);
             }
         }
     }
@@ -992,8 +1013,9 @@ impl GgufCheckpoint {
                 tokenizer.with_pre_tokenizer(Some(ByteLevel::new(false, true, true)));
             }
             Some(pattern) => {
-                let split = Split::new(SplitPattern::Regex(pattern.to_string()), SplitDelimiterBehavior::Isolated, false)
-                    .map_err(|err| EgaError::Tokenizer(format!("{}: the split regex: {err}", file.name)))?;
+                let split =
+                    Split::new(SplitPattern::Regex(pattern.to_string()), SplitDelimiterBehavior::Isolated, false)
+                        .map_err(|err| EgaError::Tokenizer(format!("{}: the split regex: {err}", file.name)))?;
                 tokenizer.with_pre_tokenizer(Some(PreSequence::new(vec![
                     split.into(),
                     ByteLevel::new(false, true, false).into(),
@@ -1097,7 +1119,10 @@ impl TensorSource for GgufCheckpoint {
                     return Err(self.file.error(format_args!("{} has shape {shape:?}, not a matrix", info.name)));
                 };
                 unpermute_heads(&data, rows, cols, heads).ok_or_else(|| {
-                    self.file.error(format_args!("{} has {rows} rows, not a whole number of {heads} heads of even size", info.name))
+                    self.file.error(format_args!(
+                        "{} has {rows} rows, not a whole number of {heads} heads of even size",
+                        info.name
+                    ))
                 })?
             }
         };
