@@ -440,7 +440,7 @@ impl GgufFile {
             let byte_len = match kind.block() {
                 Some((block_values, block_bytes)) => {
                     let inner = dims.first().copied().unwrap_or(1);
-                    if inner % block_values != 0 {
+                    if !inner.is_multiple_of(block_values) {
                         return Err(cursor.error(format_args!(
                             "{tensor_name}: the inner dimension {inner} is not a multiple of the {} block of {block_values}",
                             kind.name()
@@ -474,7 +474,7 @@ impl GgufFile {
         let data_start = cursor.pos.div_ceil(alignment) * alignment;
         let data_len = bytes.len().saturating_sub(data_start);
         for tensor in &tensors {
-            if tensor.offset % alignment != 0 {
+            if !tensor.offset.is_multiple_of(alignment) {
                 return Err(cursor.error(format_args!(
                     "the data offset {} of {} is not a multiple of the alignment {alignment}",
                     tensor.offset, tensor.name
@@ -613,7 +613,7 @@ fn f16_at(bytes: &[u8], at: usize) -> f32 {
 /// - Q5_1: `d`, `m`, u32 `qh`, nibbles as Q5_0; `x = d·q + m`.
 pub fn dequantize(kind: GgmlType, bytes: &[u8], numel: usize) -> Option<Vec<f32>> {
     let (block_values, block_bytes) = kind.block()?;
-    if numel % block_values != 0 || bytes.len() != numel / block_values * block_bytes {
+    if !numel.is_multiple_of(block_values) || bytes.len() != numel / block_values * block_bytes {
         return None;
     }
     let mut out = Vec::with_capacity(numel);
@@ -671,7 +671,7 @@ pub fn dequantize(kind: GgmlType, bytes: &[u8], numel: usize) -> Option<Vec<f32>
 /// that its pairwise RoPE matches Hugging Face's rotate-half RoPE: GGUF row `h·hd + 2i + j` holds
 /// Hugging Face row `h·hd + j·hd/2 + i` (`j ∈ {0, 1}`, `i < hd/2`). This maps the rows back.
 pub fn unpermute_heads(weight: &[f32], rows: usize, cols: usize, n_head: usize) -> Option<Vec<f32>> {
-    if n_head == 0 || rows % (2 * n_head) != 0 || weight.len() != rows * cols {
+    if n_head == 0 || !rows.is_multiple_of(2 * n_head) || weight.len() != rows * cols {
         return None;
     }
     let head_dim = rows / n_head;
