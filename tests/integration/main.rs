@@ -2,6 +2,7 @@
 
 mod assets;
 mod data;
+mod gguf;
 mod kernels;
 mod lab;
 mod learning;
