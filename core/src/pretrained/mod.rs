@@ -141,7 +141,43 @@ pub fn open(path: &Path) -> Result<Pretrained> {
     open_gguf(path)
 }
 
-/// A `.gguf` file as a [`Pretrained`].
+/// A `.gguf` file as a [`Pretrained`] (its decoder; its embedded tokenizer when it is a GPT-2
+/// style BPE, otherwise the reason it is not read among the details).
+#[cfg(not(target_family = "wasm"))]
 fn open_gguf(path: &Path) -> Result<Pretrained> {
-    Err(EgaError::Data(format!("{}: GGUF loading is not built yet", path.display())))
+    let checkpoint = gguf::GgufCheckpoint::open(path)?;
+    let config = checkpoint.llama_config()?;
+    let summary = checkpoint.metadata_summary();
+    let mut details = vec![("GGUF version".to_string(), summary.version.to_string())];
+    if let Some(name) = &summary.model_name {
+        details.push(("general.name".into(), name.clone()));
+    }
+    if let Some(file_type) = &summary.file_type {
+        details.push(("general.file_type".into(), file_type.clone()));
+    }
+    let ids: Vec<String> = checkpoint.special_token_ids().iter().map(|(k, v)| format!("{k} {v}")).collect();
+    let tokenizer = match checkpoint.tokenizer() {
+        Ok(tokenizer) => {
+            let model = summary.tokenizer_model.clone().unwrap_or_else(|| "?".into());
+            details.push(("tokenizer".into(), format!("{model} BPE embedded in the file; special ids: {}", ids.join(", "))));
+            Some(tokenizer)
+        }
+        Err(err) => {
+            details.push(("tokenizer".into(), format!("not read: {err}")));
+            None
+        }
+    };
+    Ok(Pretrained {
+        path: path.display().to_string(),
+        format: "GGUF",
+        model: HfModel::Llama(config),
+        source: Box::new(checkpoint),
+        tokenizer,
+        details,
+    })
+}
+
+#[cfg(target_family = "wasm")]
+fn open_gguf(path: &Path) -> Result<Pretrained> {
+    Err(EgaError::Data(format!("{}: reading files is native only", path.display())))
 }
