@@ -137,8 +137,8 @@ pub fn python_with(modules: &str, test: &str) -> Option<std::path::PathBuf> {
 /// The real SmolLM2-135M GGUF from `bash scripts/setup-pretrained.sh`; `None` after printing
 /// SKIPPED loudly, or a panic when `REQUIRE_PRETRAINED=1` (CI sets it).
 pub fn pretrained_gguf(test: &str) -> Option<std::path::PathBuf> {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../data/pretrained/SmolLM2-135M-Instruct.Q4_1.gguf");
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/pretrained/SmolLM2-135M-Instruct.Q4_1.gguf");
     if path.is_file() {
         return Some(path);
     }

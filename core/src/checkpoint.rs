@@ -53,9 +53,7 @@ pub fn model_to_bytes(model: &Embedder) -> Result<Vec<u8>> {
             mini.save_into(&mut store).map_err(|err| EgaError::Data(format!("serialising the weights: {err}")))?;
             store.get_bytes().map_err(|err| EgaError::Data(format!("serialising the weights: {err}")))
         }
-        Embedder::Smolvlm(smolvlm) => {
-            crate::pretrained::safetensors::to_bytes(&smolvlm.export()?)
-        }
+        Embedder::Smolvlm(smolvlm) => crate::pretrained::safetensors::to_bytes(&smolvlm.export()?),
     }
 }
 
@@ -65,9 +63,9 @@ pub fn model_from_bytes(config: &ModelConfig, bytes: Vec<u8>, device: &Device, w
         Architecture::Mini(_) => {
             let mut model = MiniEmbedder::new(config, 0, device)?;
             let mut store = SafetensorsStore::from_bytes(Some(bytes));
-            let result = model
-                .load_from(&mut store)
-                .map_err(|err| EgaError::Data(format!("{what}: not a usable safetensors file for this model: {err}")))?;
+            let result = model.load_from(&mut store).map_err(|err| {
+                EgaError::Data(format!("{what}: not a usable safetensors file for this model: {err}"))
+            })?;
             if !result.is_success() || !result.missing.is_empty() {
                 return Err(EgaError::Data(format!("{what}: the weights do not match the model config: {result}")));
             }

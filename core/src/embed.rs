@@ -42,13 +42,7 @@ pub fn prompts_input(
     device: &Device,
 ) -> Result<EmbedderInput> {
     let num_images = images.as_ref().map_or(0, |i| i.dims()[0]);
-    let batch = AssembledBatch::new(
-        prompts,
-        &config.image_slot(),
-        num_images,
-        &config.special,
-        config.max_seq_len(),
-    )?;
+    let batch = AssembledBatch::new(prompts, &config.image_slot(), num_images, &config.special, config.max_seq_len())?;
     EmbedderInput::new(&batch, images, device)
 }
 

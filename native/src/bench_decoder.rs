@@ -32,7 +32,8 @@ pub struct DecoderBenchOptions {
 }
 
 /// The text both sides tokenize (and repeat) into the fixed ids; `bench/hf_bench.py` uses the same.
-const FILLER: &str = "Koalas sleep up to twenty hours a day because their diet of eucalyptus leaves gives them very little energy. ";
+const FILLER: &str =
+    "Koalas sleep up to twenty hours a day because their diet of eucalyptus leaves gives them very little energy. ";
 
 fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
@@ -62,8 +63,7 @@ pub fn run(options: &DecoderBenchOptions) -> Result<serde_json::Value> {
     while stream.len() < need {
         stream.extend_from_within(..);
     }
-    let ids: Vec<i64> =
-        (0..options.batch).flat_map(|b| stream[b..b + options.seq].iter().map(|&t| t as i64)).collect();
+    let ids: Vec<i64> = (0..options.batch).flat_map(|b| stream[b..b + options.seq].iter().map(|&t| t as i64)).collect();
     let mut times = Vec::new();
     for round in 0..=options.rounds {
         let input = ints(ids.clone(), [options.batch, options.seq], &device);

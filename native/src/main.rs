@@ -548,12 +548,23 @@ fn info_model(path: &std::path::Path, json: bool) -> Result<()> {
                 });
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
-                println!("{}: EGA bundle, architecture {}, model id {}", dir.display(), c.model.architecture_name(), c.model_id);
+                println!(
+                    "{}: EGA bundle, architecture {}, model id {}",
+                    dir.display(),
+                    c.model.architecture_name(),
+                    c.model_id
+                );
                 for (name, count) in &parts {
                     println!("  {name:<14} {count:>12} parameters");
                 }
                 println!("  {:<14} {total:>12} parameters ({:.1} M)", "total", total as f64 / 1e6);
-                println!("  weights stored as {:?}; tokenizer {} tokens; {} steps on {}", c.weights_dtype, bundle.tokenizer.vocab_size(), c.steps, c.data);
+                println!(
+                    "  weights stored as {:?}; tokenizer {} tokens; {} steps on {}",
+                    c.weights_dtype,
+                    bundle.tokenizer.vocab_size(),
+                    c.steps,
+                    c.data
+                );
             }
             return Ok(());
         }
@@ -883,7 +894,8 @@ fn bench_decoder(args: DecoderBenchArgs) -> Result<()> {
     };
     let report = bench_decoder::run(&options)?;
     if let Some(path) = args.json {
-        std::fs::write(&path, serde_json::to_string_pretty(&report)?).with_context(|| format!("writing {}", path.display()))?;
+        std::fs::write(&path, serde_json::to_string_pretty(&report)?)
+            .with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
 }

@@ -421,3 +421,57 @@ fn export_writes_a_web_bundle_that_searches() {
     assert!(!message.contains("panicked"), "{message}");
     let _ = std::fs::remove_dir_all(&root);
 }
+
+/// `native info --model` describes a bundle, the real GGUF (when set up) and refuses bad files by
+/// name, without panicking.
+#[test]
+fn info_describes_checkpoints_and_names_bad_ones() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let bundle = root.join("tests/fixtures/smolvlm-tiny");
+    let output = run(&["info", "--model", bundle.to_str().unwrap()]);
+    assert!(output.status.success(), "{}", text(&output));
+    assert!(
+        text(&output).contains("architecture smolvlm") && text(&output).contains("text_model"),
+        "{}",
+        text(&output)
+    );
+    let output = run(&["info", "--model", root.join("assets/shapes/model").to_str().unwrap(), "--json"]);
+    assert!(output.status.success(), "{}", text(&output));
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["architecture"], "mini");
+
+    let dir = temp("info-bad");
+    std::fs::create_dir_all(&dir).unwrap();
+    let not_gguf = dir.join("model.gguf");
+    std::fs::write(&not_gguf, b"hello, not a model").unwrap();
+    let hf = dir.join("hf");
+    std::fs::create_dir_all(&hf).unwrap();
+    std::fs::write(hf.join("config.json"), br#"{"model_type": "mamba"}"#).unwrap();
+    let cases = [(not_gguf.clone(), "not a GGUF file"), (dir.join("absent"), "no such file"), (hf.clone(), "mamba")];
+    for (path, expected) in cases {
+        let output = run(&["info", "--model", path.to_str().unwrap()]);
+        assert!(!output.status.success(), "{path:?} should fail");
+        let message = text(&output);
+        assert!(message.contains(expected) && !message.contains("panicked"), "{path:?}: {message}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let gguf = root.join("data/pretrained/SmolLM2-135M-Instruct.Q4_1.gguf");
+    if !gguf.is_file() {
+        assert!(
+            std::env::var("REQUIRE_PRETRAINED").map_or(true, |v| v != "1"),
+            "REQUIRE_PRETRAINED=1 but {gguf:?} is missing"
+        );
+        eprintln!(
+            "\n*** SKIPPED (GGUF half of info_describes_checkpoints): run bash scripts/setup-pretrained.sh ***\n"
+        );
+        return;
+    }
+    let output = run(&["info", "--model", gguf.to_str().unwrap(), "--json"]);
+    assert!(output.status.success(), "{}", text(&output));
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["params"], 134_515_008);
+    assert_eq!(report["text_config"]["num_key_value_heads"], 3);
+    assert_eq!(report["stored_types"]["Q4_1"], 210);
+    assert_eq!(report["tokenizer_tokens"], 49152);
+}

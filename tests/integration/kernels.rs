@@ -163,8 +163,10 @@ fn fused_and_reference_give_the_same_gradients_through_a_training_step() {
             let loss = loss_of(similarity_matrix(model.embed(&queries), model.embed(&targets)));
             let value = to_f64_vec(loss.clone()).unwrap()[0];
             let grads = loss.backward();
-            let grad_tokens = to_f64_vec(model.as_mini().unwrap().language.token_embed.val().grad(&grads).unwrap()).unwrap();
-            let grad_patches = to_f64_vec(model.as_mini().unwrap().vision.patch_embed.weight.val().grad(&grads).unwrap()).unwrap();
+            let grad_tokens =
+                to_f64_vec(model.as_mini().unwrap().language.token_embed.val().grad(&grads).unwrap()).unwrap();
+            let grad_patches =
+                to_f64_vec(model.as_mini().unwrap().vision.patch_embed.weight.val().grad(&grads).unwrap()).unwrap();
             results.push((value, grad_q, grad_t, grad_tokens, grad_patches));
         }
         let (fused, reference) = (&results[0], &results[1]);

@@ -81,7 +81,8 @@ fn smollm2_gguf_decoder_matches_transformers() {
         assert!(g <= RELATIVE, "prompt {k}: last-position logits differ by {g:e} (relative)");
         if k == 0 {
             assert_eq!(ids, vec![504, 3575, 282, 4649, 314], "The capital of France is");
-            let best = last_logits.iter().enumerate().fold((0, f64::MIN), |b, (i, &v)| if v > b.1 { (i, v) } else { b });
+            let best =
+                last_logits.iter().enumerate().fold((0, f64::MIN), |b, (i, &v)| if v > b.1 { (i, v) } else { b });
             let paris = prompt["top5"][0][1].as_u64().unwrap() as usize;
             assert_eq!(prompt["top5"][0][0].as_str(), Some(" Paris"));
             assert_eq!(best.0, paris, "the top next token is \" Paris\" (logit {:.2})", best.1);

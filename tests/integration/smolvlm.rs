@@ -30,13 +30,19 @@ fn reference(dir: &Path) -> (Value, SafetensorsSource) {
     let path = dir.join("reference.safetensors");
     let bytes = std::fs::read(&path).unwrap();
     let source =
-        SafetensorsSource::from_files("reference", vec![(path.display().to_string(), bytes)], Rename::Smolvlm)
-            .unwrap();
+        SafetensorsSource::from_files("reference", vec![(path.display().to_string(), bytes)], Rename::Smolvlm).unwrap();
     (json, source)
 }
 
 fn expected(source: &mut SafetensorsSource, name: &str) -> Vec<f64> {
-    source.take(name).unwrap().unwrap_or_else(|| panic!("reference has {name}")).data.iter().map(|&v| v as f64).collect()
+    source
+        .take(name)
+        .unwrap()
+        .unwrap_or_else(|| panic!("reference has {name}"))
+        .data
+        .iter()
+        .map(|&v| v as f64)
+        .collect()
 }
 
 fn ids(json: &Value, key: &str) -> Vec<u32> {
@@ -115,11 +121,23 @@ fn check(gqa: bool) {
 
     let text_input = prompts_input(&config, &[text_prompt], None, &device).unwrap();
     let text_hidden = to_f64_vec(embedder.hidden_states(&text_input)).unwrap();
-    assert_close("text prompt last hidden states", &text_hidden, &expected(&mut reference, "text_hidden"), TOLERANCE, 0.0);
+    assert_close(
+        "text prompt last hidden states",
+        &text_hidden,
+        &expected(&mut reference, "text_hidden"),
+        TOLERANCE,
+        0.0,
+    );
     let image_input = prompts_input(&config, &[image_prompt.clone()], Some(image.clone()), &device).unwrap();
     assert_eq!(image_input.seq_len, full_image_ids.len(), "the processor's layout of one global image");
     let image_hidden = to_f64_vec(embedder.hidden_states(&image_input)).unwrap();
-    assert_close("image prompt last hidden states", &image_hidden, &expected(&mut reference, "image_hidden"), TOLERANCE, 0.0);
+    assert_close(
+        "image prompt last hidden states",
+        &image_hidden,
+        &expected(&mut reference, "image_hidden"),
+        TOLERANCE,
+        0.0,
+    );
     let text_embedding = to_f64_vec(embedder.embed(&text_input)).unwrap();
     assert_close("text embedding", &text_embedding, &expected(&mut reference, "text_embedding"), TOLERANCE, 0.0);
     let image_embedding = to_f64_vec(embedder.embed(&image_input)).unwrap();
@@ -157,7 +175,11 @@ fn smolvlm_matches_transformers_mha() {
 }
 
 /// Writes a folder with `config` as config.json and `tensors` as model.safetensors.
-fn folder_with(name: &str, config: &Value, tensors: &[(String, ega_core::pretrained::HostTensor)]) -> std::path::PathBuf {
+fn folder_with(
+    name: &str,
+    config: &Value,
+    tensors: &[(String, ega_core::pretrained::HostTensor)],
+) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("ega-smolvlm-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("config.json"), serde_json::to_vec(config).unwrap()).unwrap();
@@ -323,7 +345,8 @@ fn committed_tiny_smolvlm_bundle_embeds_as_recorded() {
     let bundle = ega_core::bundle::load(&dir, &device).expect("the committed tiny smolvlm bundle loads");
     assert_eq!(bundle.config.model.architecture_name(), "smolvlm");
     let expected: Value = serde_json::from_slice(&std::fs::read(dir.join("expected.json")).unwrap()).unwrap();
-    let numbers = |key: &str| -> Vec<f64> { expected[key].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect() };
+    let numbers =
+        |key: &str| -> Vec<f64> { expected[key].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect() };
     let (t, i) = embed(&bundle);
     assert_close("text embeddings", &t, &numbers("text_embeddings"), 1e-5, 0.0);
     assert_close("image embeddings", &i, &numbers("image_embeddings"), 1e-5, 0.0);

@@ -85,7 +85,9 @@ fn a_resumed_run_continues_exactly() {
 
     assert_close("loss curve, resumed vs uninterrupted", &resumed_losses, &uninterrupted, 1e-6, 1e-6);
     assert!(uninterrupted[0] != uninterrupted[7], "training must move the loss");
-    let weights = |t: &Trainer| ega_core::tensor_util::to_f64_vec(t.model().as_mini().unwrap().language.token_embed.val()).unwrap();
+    let weights = |t: &Trainer| {
+        ega_core::tensor_util::to_f64_vec(t.model().as_mini().unwrap().language.token_embed.val()).unwrap()
+    };
     assert_close("weights after 8 steps", &weights(&second), &weights(&straight), 1e-7, 1e-6);
 }
 

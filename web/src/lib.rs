@@ -197,8 +197,9 @@ pub fn embed_bundle(
     Ok(future_to_promise(async move {
         let config = &bundle.config.model;
         let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-        let texts = ega_core::embed::embed_captions(&bundle.model, config, &bundle.tokenizer, &refs, 8, &backend.device)
-            .map_err(js_value)?;
+        let texts =
+            ega_core::embed::embed_captions(&bundle.model, config, &bundle.tokenizer, &refs, 8, &backend.device)
+                .map_err(js_value)?;
         let dim = config.embed_dim();
         let text_rows = read(texts).await?;
         let size = config.image_size();
@@ -206,16 +207,22 @@ pub fn embed_bundle(
         let mut image_rows = Vec::new();
         if !images.is_empty() {
             if images.len() % per_image != 0 {
-                return Err(JsError::new(&format!("images: {} values is not a whole number of 3×{size}×{size} images", images.len())).into());
+                return Err(JsError::new(&format!(
+                    "images: {} values is not a whole number of 3×{size}×{size} images",
+                    images.len()
+                ))
+                .into());
             }
             let n = images.len() / per_image;
             let pixels = ega_core::tensor_util::floats(images, [n, 3, size, size], &backend.device);
             let items: Vec<(&str, Option<usize>)> = (0..n).map(|i| ("", Some(i))).collect();
-            let prompts = ega_core::prompt::tokenize_prompts(&config.prompts.target, &config.special, &items, &mut |t| {
-                bundle.tokenizer.encode(t)
-            })
-            .map_err(js_value)?;
-            let input = ega_core::embed::prompts_input(config, &prompts, Some(pixels), &backend.device).map_err(js_value)?;
+            let prompts =
+                ega_core::prompt::tokenize_prompts(&config.prompts.target, &config.special, &items, &mut |t| {
+                    bundle.tokenizer.encode(t)
+                })
+                .map_err(js_value)?;
+            let input =
+                ega_core::embed::prompts_input(config, &prompts, Some(pixels), &backend.device).map_err(js_value)?;
             image_rows = read(bundle.model.embed(&input)).await?;
         }
         let rows = |values: &[f32]| -> Vec<Vec<f32>> { values.chunks(dim).map(<[f32]>::to_vec).collect() };

@@ -189,23 +189,23 @@ impl ModelConfig {
             preset: "tiny".into(),
             architecture: Architecture::Mini(MiniConfig {
                 vision: VisionConfig {
-                image_size: 32,
-                patch_size: 8,
-                channels: 3,
-                width: 64,
-                layers: 2,
-                heads: 4,
-                mlp_ratio: 4,
-            },
+                    image_size: 32,
+                    patch_size: 8,
+                    channels: 3,
+                    width: 64,
+                    layers: 2,
+                    heads: 4,
+                    mlp_ratio: 4,
+                },
                 language: LanguageConfig {
-                vocab_size: 512,
-                width: 64,
-                layers: 2,
-                heads: 4,
-                ffn_hidden: 172,
-                max_seq_len: 64,
-                rope_theta: 10_000.0,
-            },
+                    vocab_size: 512,
+                    width: 64,
+                    layers: 2,
+                    heads: 4,
+                    ffn_hidden: 172,
+                    max_seq_len: 64,
+                    rope_theta: 10_000.0,
+                },
             }),
             special: SpecialTokens::default(),
             prompts: PromptConfig::default(),
@@ -219,23 +219,23 @@ impl ModelConfig {
             preset: "small".into(),
             architecture: Architecture::Mini(MiniConfig {
                 vision: VisionConfig {
-                image_size: 64,
-                patch_size: 8,
-                channels: 3,
-                width: 128,
-                layers: 4,
-                heads: 4,
-                mlp_ratio: 4,
-            },
+                    image_size: 64,
+                    patch_size: 8,
+                    channels: 3,
+                    width: 128,
+                    layers: 4,
+                    heads: 4,
+                    mlp_ratio: 4,
+                },
                 language: LanguageConfig {
-                vocab_size: 2048,
-                width: 256,
-                layers: 4,
-                heads: 8,
-                ffn_hidden: 688,
-                max_seq_len: 96,
-                rope_theta: 10_000.0,
-            },
+                    vocab_size: 2048,
+                    width: 256,
+                    layers: 4,
+                    heads: 8,
+                    ffn_hidden: 688,
+                    max_seq_len: 96,
+                    rope_theta: 10_000.0,
+                },
             }),
             special: SpecialTokens::default(),
             prompts: PromptConfig::default(),
@@ -248,23 +248,23 @@ impl ModelConfig {
             preset: "base".into(),
             architecture: Architecture::Mini(MiniConfig {
                 vision: VisionConfig {
-                image_size: 128,
-                patch_size: 16,
-                channels: 3,
-                width: 384,
-                layers: 6,
-                heads: 6,
-                mlp_ratio: 4,
-            },
+                    image_size: 128,
+                    patch_size: 16,
+                    channels: 3,
+                    width: 384,
+                    layers: 6,
+                    heads: 6,
+                    mlp_ratio: 4,
+                },
                 language: LanguageConfig {
-                vocab_size: 8192,
-                width: 512,
-                layers: 8,
-                heads: 8,
-                ffn_hidden: 1376,
-                max_seq_len: 128,
-                rope_theta: 10_000.0,
-            },
+                    vocab_size: 8192,
+                    width: 512,
+                    layers: 8,
+                    heads: 8,
+                    ffn_hidden: 1376,
+                    max_seq_len: 128,
+                    rope_theta: 10_000.0,
+                },
             }),
             special: SpecialTokens::default(),
             prompts: PromptConfig::default(),
@@ -517,14 +517,21 @@ impl SmolVlmConfig {
             ));
         }
         if !(v.layer_norm_eps.is_finite() && v.layer_norm_eps > 0.0) {
-            return Err(EgaError::config("vision_config.layer_norm_eps", v.layer_norm_eps, "must be a finite number > 0"));
+            return Err(EgaError::config(
+                "vision_config.layer_norm_eps",
+                v.layer_norm_eps,
+                "must be a finite number > 0",
+            ));
         }
         self.text_config.validate()?;
         if self.max_seq_len > self.text_config.max_position_embeddings {
             return Err(EgaError::config(
                 "max_seq_len",
                 self.max_seq_len,
-                format!("must not exceed text_config.max_position_embeddings {}", self.text_config.max_position_embeddings),
+                format!(
+                    "must not exceed text_config.max_position_embeddings {}",
+                    self.text_config.max_position_embeddings
+                ),
             ));
         }
         Ok(())

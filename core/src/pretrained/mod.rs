@@ -56,9 +56,9 @@ pub trait TensorSource {
 
 use std::path::Path;
 
+use self::safetensors::{HfFolder, HfModel};
 use crate::model::{LlamaConfig, SmolVlmConfig};
 use crate::EgaError;
-use self::safetensors::{HfFolder, HfModel};
 
 /// What a checkpoint holds, for `native info` and for building a model from it.
 pub struct Pretrained {
@@ -159,7 +159,10 @@ fn open_gguf(path: &Path) -> Result<Pretrained> {
     let tokenizer = match checkpoint.tokenizer() {
         Ok(tokenizer) => {
             let model = summary.tokenizer_model.clone().unwrap_or_else(|| "?".into());
-            details.push(("tokenizer".into(), format!("{model} BPE embedded in the file; special ids: {}", ids.join(", "))));
+            details.push((
+                "tokenizer".into(),
+                format!("{model} BPE embedded in the file; special ids: {}", ids.join(", ")),
+            ));
             Some(tokenizer)
         }
         Err(err) => {

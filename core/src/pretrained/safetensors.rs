@@ -83,7 +83,9 @@ impl SafetensorsSource {
                     end: base.saturating_add(end),
                 };
                 if entry.end > data.len() {
-                    return Err(EgaError::Data(format!("{file_name}: tensor {key} lies outside the file (truncated?)")));
+                    return Err(EgaError::Data(format!(
+                        "{file_name}: tensor {key} lies outside the file (truncated?)"
+                    )));
                 }
                 let renamed = rename.apply(&key);
                 if entries.insert(renamed.clone(), entry).is_some() {
@@ -191,7 +193,11 @@ fn read_capped(path: &Path, cap: u64) -> Result<Vec<u8>> {
         return Err(EgaError::Data(format!("{}: not a regular file", path.display())));
     }
     if meta.len() > cap {
-        return Err(EgaError::Data(format!("{}: {} bytes, more than the {cap} this reads", path.display(), meta.len())));
+        return Err(EgaError::Data(format!(
+            "{}: {} bytes, more than the {cap} this reads",
+            path.display(),
+            meta.len()
+        )));
     }
     std::fs::read(path).map_err(|err| EgaError::io(path, err))
 }
@@ -303,7 +309,10 @@ impl HfFolder {
             shards.dedup();
             for shard in shards {
                 if shard.contains('/') || shard.contains('\\') || shard.starts_with('.') {
-                    return Err(EgaError::Data(format!("{}: shard name {shard:?} is not a plain file name", index.display())));
+                    return Err(EgaError::Data(format!(
+                        "{}: shard name {shard:?} is not a plain file name",
+                        index.display()
+                    )));
                 }
                 let path = dir.join(shard);
                 files.push((path.display().to_string(), read_capped(&path, MAX_WEIGHTS)?));
@@ -317,9 +326,10 @@ impl HfFolder {
         let source = SafetensorsSource::from_files(&dir.display().to_string(), files, rename)?;
         let tokenizer_path = dir.join("tokenizer.json");
         let tokenizer_json = if tokenizer_path.is_file() {
-            Some(String::from_utf8(read_capped(&tokenizer_path, MAX_JSON)?).map_err(|_| {
-                EgaError::Data(format!("{}: not UTF-8", tokenizer_path.display()))
-            })?)
+            Some(
+                String::from_utf8(read_capped(&tokenizer_path, MAX_JSON)?)
+                    .map_err(|_| EgaError::Data(format!("{}: not UTF-8", tokenizer_path.display())))?,
+            )
         } else {
             None
         };

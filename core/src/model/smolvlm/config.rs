@@ -121,8 +121,7 @@ impl LlamaConfig {
                 .unwrap_or(num_attention_heads),
             rms_norm_eps: field("rms_norm_eps").and_then(|v| v.as_f64()).unwrap_or(1e-6),
             rope_theta,
-            max_position_embeddings: field("max_position_embeddings").and_then(|v| v.as_u64()).unwrap_or(2048)
-                as usize,
+            max_position_embeddings: field("max_position_embeddings").and_then(|v| v.as_u64()).unwrap_or(2048) as usize,
             tie_word_embeddings: field("tie_word_embeddings").and_then(|v| v.as_bool()).unwrap_or(false),
         };
         config.validate()?;

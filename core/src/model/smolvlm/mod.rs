@@ -87,11 +87,12 @@ impl Builder<'_, '_, '_> {
     /// The tensor `name` of part `part` with checkpoint shape `shape`, as stored (no transpose).
     fn tensor(&mut self, part: Part, name: &str, shape: &[usize], fresh: Fresh) -> Result<HostTensor> {
         if self.load.contains(&part) {
-            let source = self.source.as_deref_mut().ok_or_else(|| EgaError::Data("no checkpoint to load from".into()))?;
+            let source =
+                self.source.as_deref_mut().ok_or_else(|| EgaError::Data("no checkpoint to load from".into()))?;
             let what = source.name().to_string();
-            let tensor = source.take(name)?.ok_or_else(|| {
-                EgaError::Data(format!("{what}: no tensor {name}, which the model config needs"))
-            })?;
+            let tensor = source
+                .take(name)?
+                .ok_or_else(|| EgaError::Data(format!("{what}: no tensor {name}, which the model config needs")))?;
             if tensor.shape != shape {
                 return Err(EgaError::Data(format!(
                     "{what}: tensor {name} has shape {:?}, the model config needs {:?}",
@@ -134,7 +135,8 @@ impl Builder<'_, '_, '_> {
     fn linear(&mut self, part: Part, name: &str, d_in: usize, d_out: usize, bias: bool) -> Result<HfLinear> {
         let w = self.tensor(part, &format!("{name}.weight"), &[d_out, d_in], Fresh::Normal)?;
         let weight = self.init.param_from(floats(transpose(&w.data, d_out, d_in), [d_in, d_out], self.init.device));
-        let bias = if bias { Some(self.param1(part, &format!("{name}.bias"), d_out, Fresh::Constant(0.0))?) } else { None };
+        let bias =
+            if bias { Some(self.param1(part, &format!("{name}.bias"), d_out, Fresh::Constant(0.0))?) } else { None };
         Ok(HfLinear { weight, bias })
     }
 
@@ -223,7 +225,8 @@ impl HfRmsNorm {
 /// GELU with the tanh approximation (`gelu_pytorch_tanh`, SigLIP's activation):
 /// `x/2 · (1 + tanh(√(2/π)·(x + 0.044715·x³)))`.
 fn gelu_tanh<const D: usize>(x: Tensor<D>) -> Tensor<D> {
-    let inner = (x.clone() + x.clone().powi_scalar(3).mul_scalar(0.044715)).mul_scalar((2.0 / std::f64::consts::PI).sqrt());
+    let inner =
+        (x.clone() + x.clone().powi_scalar(3).mul_scalar(0.044715)).mul_scalar((2.0 / std::f64::consts::PI).sqrt());
     x.clone().mul_scalar(0.5) * inner.tanh().add_scalar(1.0)
 }
 
@@ -323,10 +326,16 @@ impl SiglipVision {
         let (d, p, part) = (c.hidden_size, c.patch_size, Part::Vision);
         let patch_dim = c.num_channels * p * p;
         // The checkpoint's convolution `[D, C, p, p]` is a `[D, C·p·p]` linear weight.
-        let w = b.tensor(part, "vision_model.embeddings.patch_embedding.weight", &[d, c.num_channels, p, p], Fresh::Normal)?;
+        let w = b.tensor(
+            part,
+            "vision_model.embeddings.patch_embedding.weight",
+            &[d, c.num_channels, p, p],
+            Fresh::Normal,
+        )?;
         let weight = b.init.param_from(floats(transpose(&w.data, d, patch_dim), [patch_dim, d], b.init.device));
         let bias = Some(b.param1(part, "vision_model.embeddings.patch_embedding.bias", d, Fresh::Constant(0.0))?);
-        let position = b.param2(part, "vision_model.embeddings.position_embedding.weight", [c.num_patches(), d], Fresh::Normal)?;
+        let position =
+            b.param2(part, "vision_model.embeddings.position_embedding.weight", [c.num_patches(), d], Fresh::Normal)?;
         let embeddings = SiglipEmbeddings {
             patch_embedding: HfLinear { weight, bias },
             position_embedding: PositionEmbedding { weight: position },
@@ -513,7 +522,12 @@ impl LlamaModel {
                     down_proj: b.linear(part, &format!("{n}.mlp.down_proj"), c.intermediate_size, d, false)?,
                 },
                 input_layernorm: b.rms_norm(part, &format!("{n}.input_layernorm"), d, c.rms_norm_eps)?,
-                post_attention_layernorm: b.rms_norm(part, &format!("{n}.post_attention_layernorm"), d, c.rms_norm_eps)?,
+                post_attention_layernorm: b.rms_norm(
+                    part,
+                    &format!("{n}.post_attention_layernorm"),
+                    d,
+                    c.rms_norm_eps,
+                )?,
             });
         }
         let norm = b.rms_norm(part, "text_model.norm", d, c.rms_norm_eps)?;
@@ -521,7 +535,11 @@ impl LlamaModel {
     }
 
     /// A decoder alone with every weight from `source` (Hugging Face `text_model.*` names).
-    pub fn from_source(config: &LlamaConfig, source: &mut dyn TensorSource, device: &Device) -> Result<(Self, LoadReport)> {
+    pub fn from_source(
+        config: &LlamaConfig,
+        source: &mut dyn TensorSource,
+        device: &Device,
+    ) -> Result<(Self, LoadReport)> {
         config.validate()?;
         let init = Init { rng: rand::rngs::StdRng::seed_from_u64(0), device, created: 0 };
         let load = [Part::Text];
@@ -631,8 +649,15 @@ impl SmolVlm {
         let v = &config.vision_config;
         let vision_model = SiglipVision::build(&mut b, v)?;
         let d_in = v.hidden_size * config.scale_factor * config.scale_factor;
-        let proj = b.linear(Part::Connector, "connector.modality_projection.proj", d_in, config.text_config.hidden_size, false)?;
-        let connector = Connector { modality_projection: ModalityProjection { proj }, scale_factor: config.scale_factor };
+        let proj = b.linear(
+            Part::Connector,
+            "connector.modality_projection.proj",
+            d_in,
+            config.text_config.hidden_size,
+            false,
+        )?;
+        let connector =
+            Connector { modality_projection: ModalityProjection { proj }, scale_factor: config.scale_factor };
         let text_model = LlamaModel::build(&mut b, &config.text_config)?;
         Ok((Self { vision_model, connector, text_model }, b.report))
     }
@@ -676,7 +701,10 @@ impl SmolVlm {
         let linear = |out: &mut Vec<(String, HostTensor)>, name: &str, l: &HfLinear| -> Result<()> {
             let w = host2(&l.weight)?;
             let (d_in, d_out) = (w.shape[0], w.shape[1]);
-            out.push((format!("{name}.weight"), HostTensor { shape: vec![d_out, d_in], data: transpose(&w.data, d_in, d_out) }));
+            out.push((
+                format!("{name}.weight"),
+                HostTensor { shape: vec![d_out, d_in], data: transpose(&w.data, d_in, d_out) },
+            ));
             if let Some(bias) = &l.bias {
                 out.push((format!("{name}.bias"), host1(bias)?));
             }
@@ -697,7 +725,10 @@ impl SmolVlm {
         if let Some(bias) = &vis.embeddings.patch_embedding.bias {
             out.push(("vision_model.embeddings.patch_embedding.bias".into(), host1(bias)?));
         }
-        out.push(("vision_model.embeddings.position_embedding.weight".into(), host2(&vis.embeddings.position_embedding.weight)?));
+        out.push((
+            "vision_model.embeddings.position_embedding.weight".into(),
+            host2(&vis.embeddings.position_embedding.weight)?,
+        ));
         for (i, layer) in vis.encoder.layers.iter().enumerate() {
             let n = format!("vision_model.encoder.layers.{i}");
             layer_norm(&mut out, &format!("{n}.layer_norm1"), &layer.layer_norm1)?;
