@@ -35,7 +35,7 @@ pub struct TrainBenchOptions {
     pub devices: Vec<DeviceChoice>,
     /// Model preset.
     pub preset: String,
-    /// Threads of the PyTorch side (`torch.set_num_threads`).
+    /// Threads of both sides: `torch.set_num_threads` and the size of flex's rayon pool.
     pub torch_threads: usize,
     /// Pairs per training step on the CPU (`N`; `M = 2N` with one hard-negative image per pair).
     pub batch_size: usize,
@@ -429,7 +429,7 @@ pub fn run(options: &TrainBenchOptions, json_path: Option<&Path>) -> Result<()> 
         params,
         torch_version,
         torch_threads: options.torch_threads,
-        flex_threads: 1,
+        flex_threads: rayon::current_num_threads(),
         backends,
     };
     print_table(&report);

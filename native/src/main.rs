@@ -114,10 +114,10 @@ struct TrainBenchArgs {
     /// Model preset.
     #[arg(long, default_value = "small")]
     preset: String,
-    /// Threads of the PyTorch side. ega-core's flex backend runs on one thread (burn-flex is
-    /// built without its `rayon` feature), so 1 compares like with like.
-    #[arg(long, default_value_t = 1)]
-    threads: usize,
+    /// Threads of both sides (PyTorch's `set_num_threads` and flex's rayon pool); default: every
+    /// core. `--threads 1` gives the one-thread comparison.
+    #[arg(long)]
+    threads: Option<usize>,
     /// Pairs per training step on the CPU (plus one hard-negative image per pair).
     #[arg(long, default_value_t = 16)]
     batch_size: usize,
@@ -901,7 +901,10 @@ fn bench_decoder(args: DecoderBenchArgs) -> Result<()> {
 }
 
 fn bench_train(args: TrainBenchArgs) -> Result<()> {
-    let counts = [args.threads, args.batch_size, args.wgpu_batch_size, args.index_batch, args.wgpu_index_batch];
+    let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    anyhow::ensure!(threads >= 1, "--threads must be at least 1");
+    rayon::ThreadPoolBuilder::new().num_threads(threads).build_global().context("setting the thread count")?;
+    let counts = [threads, args.batch_size, args.wgpu_batch_size, args.index_batch, args.wgpu_index_batch];
     anyhow::ensure!(counts.iter().all(|&n| n >= 1), "--threads and the batch sizes must be at least 1");
     anyhow::ensure!(args.batch_size >= 2 && args.wgpu_batch_size >= 2, "a contrastive batch needs at least 2 pairs");
     anyhow::ensure!(
@@ -919,7 +922,7 @@ fn bench_train(args: TrainBenchArgs) -> Result<()> {
     let options = bench_train::TrainBenchOptions {
         devices: args.devices,
         preset: args.preset,
-        torch_threads: args.threads,
+        torch_threads: threads,
         batch_size: args.batch_size,
         wgpu_batch_size: args.wgpu_batch_size,
         index_batch: args.index_batch,
