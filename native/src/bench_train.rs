@@ -445,8 +445,8 @@ pub fn run(options: &TrainBenchOptions, json_path: Option<&Path>) -> Result<()> 
 
 fn print_table(report: &Report) {
     println!(
-        "\n`{}` preset ({} parameters); PyTorch {} on the CPU with {} thread(s); ega-core flex: {} thread \
-         (burn-flex without its `rayon` feature).\n",
+        "\n`{}` preset ({} parameters); PyTorch {} on the CPU with {} thread(s); ega-core flex: {} \
+         thread(s) (burn-flex's rayon pool).\n",
         report.preset, report.params, report.torch_version, report.torch_threads, report.flex_threads
     );
     println!("| backend | measurement | ega-core | PyTorch (CPU) | ega-core / PyTorch | target |");

