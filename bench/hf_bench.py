@@ -65,6 +65,7 @@ def cmd_decoder(args):
         "times_s": times,
         "layers": model.config.num_hidden_layers,
         "torch": torch.__version__,
+        "transformers": __import__("transformers").__version__,
     }))
 
 

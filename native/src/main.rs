@@ -894,6 +894,9 @@ fn bench_decoder(args: DecoderBenchArgs) -> Result<()> {
     };
     let report = bench_decoder::run(&options)?;
     if let Some(path) = args.json {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+        }
         std::fs::write(&path, serde_json::to_string_pretty(&report)?)
             .with_context(|| format!("writing {}", path.display()))?;
     }
