@@ -289,6 +289,10 @@ struct TrainArgs {
     /// Seed of the initialisation and the data order.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// GradCache: embed the batch C rows at a time (twice: without, then with autodiff), so
+    /// activation memory is that of C rows while the gradients stay the whole batch's.
+    #[arg(long, value_name = "C")]
+    grad_cache_chunk: Option<usize>,
     /// Device: auto (hardware GPU, else CPU), wgpu, cpu.
     #[arg(long, default_value = "auto")]
     device: DeviceChoice,
@@ -803,6 +807,7 @@ fn train_config(
         alpha_start: warmup,
         alpha_ramp: warmup,
         seed,
+        grad_cache_chunk: None,
     }
 }
 
@@ -815,6 +820,7 @@ fn train_command(args: TrainArgs) -> Result<()> {
         alpha_warmup: !args.no_alpha_warmup,
         alpha_start: args.alpha_start.unwrap_or(args.warmup),
         alpha_ramp: args.alpha_ramp.unwrap_or(args.warmup),
+        grad_cache_chunk: args.grad_cache_chunk,
         ..train_config(args.steps, args.batch_size, args.hard_negatives, args.lr, args.warmup, args.seed)
     };
     train.validate()?;
@@ -883,7 +889,8 @@ fn bench_decoder(args: DecoderBenchArgs) -> Result<()> {
     };
     let report = bench_decoder::run(&options)?;
     if let Some(path) = args.json {
-        std::fs::write(&path, serde_json::to_string_pretty(&report)?).with_context(|| format!("writing {}", path.display()))?;
+        std::fs::write(&path, serde_json::to_string_pretty(&report)?)
+            .with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
 }

@@ -2,6 +2,7 @@
 
 mod assets;
 mod data;
+mod grad_cache;
 mod kernels;
 mod lab;
 mod learning;
