@@ -9,28 +9,24 @@ use burn::tensor::{Device, Tensor};
 use crate::data::{image_tensor_data, RgbImage};
 use crate::model::{Embedder, EmbedderInput, ModelConfig};
 use crate::prompt::{encode_prompt, tokenize_prompts, AssembledBatch, TokenizedPrompt};
-use crate::tensor_util::floats;
+use crate::tensor_util::{floats, ints};
 use crate::tokenizer::Tokenizer;
 use crate::{EgaError, Result};
 
-/// Tokenizes one prompt per item with `template` and lays the batch out for the model; ids of
-/// each text are cut to `text_budget` tokens.
-fn assemble(
+/// Tokenizes one prompt per item with `template`; ids of each text are cut to `text_budget` tokens.
+fn tokenize(
     config: &ModelConfig,
     tokenizer: &Tokenizer,
     template: &str,
     items: &[(&str, Option<usize>)],
-    images: Option<Tensor<4>>,
     text_budget: usize,
-    device: &Device,
-) -> Result<EmbedderInput> {
+) -> Result<Vec<TokenizedPrompt>> {
     let mut encode = |s: &str| {
         let mut ids = tokenizer.encode(s)?;
         ids.truncate(text_budget);
         Ok(ids)
     };
-    let prompts = tokenize_prompts(template, &config.special, items, &mut encode)?;
-    prompts_input(config, &prompts, images, device)
+    tokenize_prompts(template, &config.special, items, &mut encode)
 }
 
 /// Lays tokenized prompts out for the model (padding, image-token slots, attention mask) and moves
@@ -61,18 +57,22 @@ pub fn query_token_budget(config: &ModelConfig, tokenizer: &Tokenizer) -> Result
     Ok(budget)
 }
 
-/// Model inputs for captions as queries. Captions too long for the model are cut (keeping
-/// `<bos>`, the instruction and `<eos>`), so that any text can be embedded.
+/// The query prompts of captions. Captions too long for the model are cut (keeping `<bos>`, the
+/// instruction and `<eos>`), so that any text can be embedded.
+pub fn query_prompts(config: &ModelConfig, tokenizer: &Tokenizer, captions: &[&str]) -> Result<Vec<TokenizedPrompt>> {
+    let budget = query_token_budget(config, tokenizer)?;
+    let items: Vec<(&str, Option<usize>)> = captions.iter().map(|c| (*c, None)).collect();
+    tokenize(config, tokenizer, &config.prompts.query, &items, budget)
+}
+
+/// Model inputs for captions as queries (the prompts of [`query_prompts`]).
 pub fn query_input(
     config: &ModelConfig,
     tokenizer: &Tokenizer,
     captions: &[&str],
     device: &Device,
 ) -> Result<EmbedderInput> {
-    let template = &config.prompts.query;
-    let budget = query_token_budget(config, tokenizer)?;
-    let items: Vec<(&str, Option<usize>)> = captions.iter().map(|c| (*c, None)).collect();
-    assemble(config, tokenizer, template, &items, None, budget, device)
+    prompts_input(config, &query_prompts(config, tokenizer, captions)?, None, device)
 }
 
 /// `[B, 3, S, S]` pixels in `[0, 1]` of images resized to the model's input size `S`.
@@ -82,19 +82,63 @@ pub fn image_tensor(config: &ModelConfig, images: &[&RgbImage], device: &Device)
     floats(pixels, [images.len(), 3, size, size], device)
 }
 
-/// Model inputs for images as targets.
+/// The target prompts of `count` images: prompt `i` refers to image `i`.
+pub fn target_prompts(config: &ModelConfig, tokenizer: &Tokenizer, count: usize) -> Result<Vec<TokenizedPrompt>> {
+    if count == 0 {
+        return Err(EgaError::Prompt("no images to embed".into()));
+    }
+    let items: Vec<(&str, Option<usize>)> = (0..count).map(|i| ("", Some(i))).collect();
+    tokenize(config, tokenizer, &config.prompts.target, &items, usize::MAX)
+}
+
+/// Model inputs for images as targets (the prompts of [`target_prompts`]).
 pub fn target_input(
     config: &ModelConfig,
     tokenizer: &Tokenizer,
     images: &[&RgbImage],
     device: &Device,
 ) -> Result<EmbedderInput> {
-    if images.is_empty() {
-        return Err(EgaError::Prompt("no images to embed".into()));
-    }
-    let items: Vec<(&str, Option<usize>)> = (0..images.len()).map(|i| ("", Some(i))).collect();
-    let pixels = image_tensor(config, images, device);
-    assemble(config, tokenizer, &config.prompts.target, &items, Some(pixels), usize::MAX, device)
+    let prompts = target_prompts(config, tokenizer, images.len())?;
+    prompts_input(config, &prompts, Some(image_tensor(config, images, device)), device)
+}
+
+/// Model inputs of `prompts` alone, a slice of a batch's prompts: the images they refer to are
+/// taken from the batch's `images` (rows in order of first reference) and renumbered, so each
+/// part carries exactly its own images. Laying a batch out again in parts changes only the
+/// padding, which the attention mask hides.
+pub fn prompts_part_input(
+    config: &ModelConfig,
+    prompts: &[TokenizedPrompt],
+    images: Option<&Tensor<4>>,
+    device: &Device,
+) -> Result<EmbedderInput> {
+    let mut taken: Vec<usize> = Vec::new(); // batch image row of each of this part's images
+    let part: Vec<TokenizedPrompt> = prompts
+        .iter()
+        .map(|prompt| {
+            let image = prompt.image.map(|row| match taken.iter().position(|&t| t == row) {
+                Some(k) => k,
+                None => {
+                    taken.push(row);
+                    taken.len() - 1
+                }
+            });
+            TokenizedPrompt { ids: prompt.ids.clone(), image }
+        })
+        .collect();
+    let images = match images {
+        Some(all) if !taken.is_empty() => {
+            let available = all.dims()[0];
+            if let Some(&row) = taken.iter().find(|&&row| row >= available) {
+                return Err(EgaError::Prompt(format!("a prompt refers to image {row} but the batch has {available}")));
+            }
+            let rows = ints(taken.iter().map(|&r| r as i64).collect(), [taken.len()], &all.device());
+            Some(all.clone().select(0, rows)) // [part images, C, H, W]
+        }
+        // No images referred to; or referred to but none given, which `prompts_input` reports.
+        _ => None,
+    };
+    prompts_input(config, &part, images, device)
 }
 
 /// Embeds `items` `batch_size` at a time with `input` making each batch's model inputs.

@@ -4,18 +4,30 @@
 //!
 //! Everything a step depends on is a function of `(seed, step)` or of the saved model and
 //! optimizer state, so a run resumed from a checkpoint continues exactly as it would have.
+//!
+//! With [`TrainConfig::grad_cache_chunk`] a step is GradCache (Gao et al. 2021, "Scaling Deep
+//! Contrastive Learning Batch Size under Memory Limited Setup"; VLM2Vec and QQMM-embed train with
+//! it): the batch is embedded in chunks of rows without autodiff, the loss and its gradient with
+//! respect to the embeddings are computed on the whole batch, then each chunk is embedded again
+//! with autodiff and back-propagates its part of that cached gradient. The parameter gradients
+//! are those of the whole batch (up to float rounding) while only one chunk's activations are
+//! kept at a time. The embedder's forward has no randomness (no dropout, no augmentation), so
+//! the second pass computes the very embeddings of the first and nothing needs replaying; a
+//! model part that adds randomness must replay it there.
 
+use burn::module::Module;
 use burn::optim::grad_clipping::GradientClippingConfig;
-use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
-use burn::tensor::Device;
+use burn::optim::{AdamWConfig, GradientsAccumulator, GradientsParams, ModuleOptimizer};
+use burn::tensor::{Device, Tensor};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
 use crate::data::{Dataset, RgbImage, Split};
-use crate::embed::{query_input, target_input};
+use crate::embed::{image_tensor, prompts_input, prompts_part_input, query_prompts, target_prompts};
 use crate::loss::{contrastive_loss, similarity_matrix, LossConfig};
 use crate::model::{Embedder, EmbedderInput, ModelConfig};
+use crate::prompt::TokenizedPrompt;
 use crate::tensor_util::scalar;
 use crate::tokenizer::Tokenizer;
 use crate::{EgaError, Result};
@@ -54,6 +66,10 @@ pub struct TrainConfig {
     pub alpha_ramp: usize,
     /// Seed of the model initialisation and the data order.
     pub seed: u64,
+    /// GradCache: embed queries and targets in chunks of at most this many rows, so that only
+    /// one chunk's activations are held at a time (`None`: the whole batch at once). The
+    /// gradients, and so the training, are those of the whole batch; each step embeds twice.
+    pub grad_cache_chunk: Option<usize>,
 }
 
 impl Default for TrainConfig {
@@ -71,6 +87,7 @@ impl Default for TrainConfig {
             alpha_start: 50,
             alpha_ramp: 50,
             seed: 0,
+            grad_cache_chunk: None,
         }
     }
 }
@@ -102,6 +119,13 @@ impl TrainConfig {
                 "grad_clip",
                 self.grad_clip,
                 "must be a finite number >= 0 (0 disables clipping)",
+            ));
+        }
+        if self.grad_cache_chunk == Some(0) {
+            return Err(EgaError::config(
+                "grad_cache_chunk",
+                0,
+                "must be at least 1 (rows embedded at a time), or unset to embed the whole batch at once",
             ));
         }
         Ok(())
@@ -159,6 +183,41 @@ pub struct TrainBatch {
     pub n: usize,
     /// `M`.
     pub m: usize,
+    /// The prompts the inputs were laid out from, which GradCache lays out again a chunk of rows
+    /// at a time (`None`: the batch cannot be chunked).
+    pub prompts: Option<BatchPrompts>,
+}
+
+/// What a [`TrainBatch`]'s inputs were laid out from (host data; the images are the targets'
+/// image tensor).
+#[derive(Debug, Clone)]
+pub struct BatchPrompts {
+    /// The model config the layout follows (image slot, special tokens, context).
+    pub config: ModelConfig,
+    /// `N` query prompts.
+    pub queries: Vec<TokenizedPrompt>,
+    /// `M` target prompts.
+    pub targets: Vec<TokenizedPrompt>,
+}
+
+impl TrainBatch {
+    /// Lays out `queries` and `targets` (whose prompts refer to rows of `images`, `[Bi, C, H, W]`)
+    /// on `device`, keeping the prompts for GradCache.
+    pub fn new(
+        config: &ModelConfig,
+        queries: Vec<TokenizedPrompt>,
+        targets: Vec<TokenizedPrompt>,
+        images: Option<Tensor<4>>,
+        device: &Device,
+    ) -> Result<Self> {
+        Ok(Self {
+            queries: prompts_input(config, &queries, None, device)?,
+            targets: prompts_input(config, &targets, images, device)?,
+            n: queries.len(),
+            m: targets.len(),
+            prompts: Some(BatchPrompts { config: config.clone(), queries, targets }),
+        })
+    }
 }
 
 /// Loads the samples of `indices` and lays them out, with up to `hard_negatives` negative
@@ -176,12 +235,9 @@ pub fn make_batch(
     let captions: Vec<&str> = samples.iter().map(|s| s.caption.as_str()).collect();
     let mut images: Vec<&RgbImage> = samples.iter().map(|s| &s.image).collect();
     images.extend(samples.iter().flat_map(|s| s.negative_images.iter().take(hard_negatives)));
-    Ok(TrainBatch {
-        queries: query_input(config, tokenizer, &captions, device)?,
-        targets: target_input(config, tokenizer, &images, device)?,
-        n: captions.len(),
-        m: images.len(),
-    })
+    let queries = query_prompts(config, tokenizer, &captions)?;
+    let targets = target_prompts(config, tokenizer, images.len())?;
+    TrainBatch::new(config, queries, targets, Some(image_tensor(config, &images, device)), device)
 }
 
 /// What one step did.
@@ -200,10 +256,71 @@ pub struct StepStats {
 /// A step's loss, computed but not yet applied (see [`Trainer::forward`]).
 pub struct PendingStep {
     /// The one-element loss tensor (with its autodiff graph).
-    pub loss: burn::tensor::Tensor<1>,
+    pub loss: Tensor<1>,
     step: usize,
     lr: f64,
     alpha: f64,
+    /// With GradCache: what the second pass needs.
+    cache: Option<GradCache>,
+}
+
+/// GradCache's first pass, kept for the second: the whole batch's embeddings as autodiff leaves
+/// (the loss's graph starts at them) and the chunks of rows they were embedded in.
+struct GradCache {
+    /// `[N, d]` query embeddings, a leaf that requires grad.
+    queries: Tensor<2>,
+    /// `[M, d]` target embeddings, a leaf that requires grad.
+    targets: Tensor<2>,
+    /// The query rows, a chunk at a time, in order (on the autodiff device).
+    query_chunks: Vec<EmbedderInput>,
+    /// The target rows, a chunk at a time, in order.
+    target_chunks: Vec<EmbedderInput>,
+}
+
+impl GradCache {
+    /// The first pass: `batch` laid out in chunks of at most `rows` rows and embedded by `model`
+    /// without autodiff (no activations are kept beyond a chunk).
+    fn embed(model: &Embedder, batch: &TrainBatch, rows: usize) -> Result<Self> {
+        let prompts = batch.prompts.as_ref().ok_or_else(|| {
+            EgaError::Data(
+                "grad_cache_chunk is set but the batch keeps no prompts to chunk (use TrainBatch::new)".into(),
+            )
+        })?;
+        let device = batch.queries.text_ids.device();
+        let chunks = |all: &[TokenizedPrompt], images: Option<&Tensor<4>>| -> Result<Vec<EmbedderInput>> {
+            all.chunks(rows).map(|part| prompts_part_input(&prompts.config, part, images, &device)).collect()
+        };
+        let query_chunks = chunks(&prompts.queries, batch.queries.images.as_ref())?;
+        let target_chunks = chunks(&prompts.targets, batch.targets.images.as_ref())?;
+        let frozen = model.valid(); // the same weights on the device without autodiff
+        let leaf = |chunks: &[EmbedderInput]| -> Tensor<2> {
+            let parts = chunks.iter().map(|chunk| frozen.embed(&chunk.without_autodiff())).collect();
+            Tensor::cat(parts, 0).autodiff().require_grad() // [rows, d]
+        };
+        Ok(Self { queries: leaf(&query_chunks), targets: leaf(&target_chunks), query_chunks, target_chunks })
+    }
+
+    /// The second pass: every parameter's gradient of the loss whose backward gave `grads`,
+    /// accumulated chunk by chunk. Each chunk is embedded again with autodiff and
+    /// back-propagates `sum(embeddings ⊙ sg(d loss / d embeddings))`, whose parameter gradient
+    /// is that chunk's share of the whole batch's.
+    fn parameter_gradients(self, model: &Embedder, grads: burn::tensor::Gradients) -> Result<GradientsParams> {
+        let missing = |what: &str| EgaError::Data(format!("GradCache: the loss has no gradient for the {what}"));
+        let query_grad = self.queries.grad(&grads).ok_or_else(|| missing("query embeddings"))?; // [N, d]
+        let target_grad = self.targets.grad(&grads).ok_or_else(|| missing("target embeddings"))?; // [M, d]
+        drop(grads);
+        let mut accumulator = GradientsAccumulator::<Embedder>::new();
+        for (chunks, embedding_grad) in [(&self.query_chunks, query_grad), (&self.target_chunks, target_grad)] {
+            let mut first = 0;
+            for chunk in chunks {
+                let cached = embedding_grad.clone().narrow(0, first, chunk.batch); // [rows, d], no autodiff
+                let surrogate = (model.embed(chunk) * cached).sum(); // [1]
+                accumulator.accumulate(model, GradientsParams::from_grads(surrogate.backward(), model));
+                first += chunk.batch;
+            }
+        }
+        Ok(accumulator.grads())
+    }
 }
 
 /// A model, its optimizer and its place in the schedule.
@@ -268,27 +385,50 @@ impl Trainer {
     }
 
     /// The first half of a step: the loss of `batch` under this step's schedule, not yet read
-    /// back nor applied.
+    /// back nor applied. With GradCache this is the first pass (embeddings in chunks, without
+    /// autodiff) and the loss of the whole batch.
     pub fn forward(&self, batch: &TrainBatch) -> Result<PendingStep> {
         let loss_config = self.config.loss_at(&self.loss, self.step);
         let model = self.model();
-        let loss = contrastive_loss(
-            similarity_matrix(model.embed(&batch.queries), model.embed(&batch.targets)),
-            &loss_config,
-        )?;
-        Ok(PendingStep { loss, step: self.step, lr: self.config.lr_at(self.step), alpha: loss_config.alpha })
+        let (similarities, cache) = match self.config.grad_cache_chunk {
+            None => (similarity_matrix(model.embed(&batch.queries), model.embed(&batch.targets)), None),
+            Some(rows) => {
+                let cache = GradCache::embed(model, batch, rows)?;
+                (similarity_matrix(cache.queries.clone(), cache.targets.clone()), Some(cache))
+            }
+        };
+        let loss = contrastive_loss(similarities, &loss_config)?;
+        Ok(PendingStep { loss, step: self.step, lr: self.config.lr_at(self.step), alpha: loss_config.alpha, cache })
+    }
+
+    /// Every parameter's gradient of `pending`'s loss (with GradCache, the second pass).
+    fn gradients(&self, pending: PendingStep) -> Result<GradientsParams> {
+        let grads = pending.loss.backward();
+        match pending.cache {
+            None => Ok(GradientsParams::from_grads(grads, self.model())),
+            Some(cache) => cache.parameter_gradients(self.model(), grads),
+        }
+    }
+
+    /// The loss of `batch` under this step's schedule and every parameter's gradient, what
+    /// [`Self::step`] would apply, without applying it (blocking readback: native only). For
+    /// tests and diagnostics, e.g. that GradCache gives the whole batch's gradients.
+    pub fn loss_and_gradients(&self, batch: &TrainBatch) -> Result<(f64, GradientsParams)> {
+        let pending = self.forward(batch)?;
+        let value = scalar(pending.loss.clone())?;
+        Ok((value, self.gradients(pending)?))
     }
 
     /// The second half: `value` is the loss read back from `pending.loss`; backward and AdamW.
     pub fn apply(&mut self, pending: PendingStep, value: f64) -> Result<StepStats> {
-        let PendingStep { loss, step, lr, alpha } = pending;
+        let (step, lr, alpha) = (pending.step, pending.lr, pending.alpha);
         if step != self.step {
             return Err(EgaError::Data(format!("a pending step {step} applied at step {}", self.step)));
         }
         if !value.is_finite() {
             return Err(EgaError::NonFinite { step, value });
         }
-        let grads = GradientsParams::from_grads(loss.backward(), self.model());
+        let grads = self.gradients(pending)?;
         let model = self.model.take().expect("the model is only taken out during a step");
         self.model = Some(self.optimizer.step(lr, model, grads));
         self.step += 1;

@@ -282,12 +282,9 @@ fn bench_backend(
     );
 
     let autodiff = device.clone().autodiff();
-    let train_batch = TrainBatch {
-        queries: embedder_input(config, &batch.queries, &[], &autodiff)?,
-        targets: embedder_input(config, &batch.targets, &batch.images, &autodiff)?,
-        n: pairs,
-        m: 2 * pairs,
-    };
+    let size = config.image_size();
+    let images = floats(batch.images.clone(), [batch.images.len() / (3 * size * size), 3, size, size], &autodiff);
+    let train_batch = TrainBatch::new(config, batch.queries.clone(), batch.targets.clone(), Some(images), &autodiff)?;
     let mut trainers = Vec::new();
     for kind in [LossKind::Ega, LossKind::InfoNce] {
         let model = Embedder::new(config, 0, &autodiff)?;

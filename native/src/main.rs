@@ -289,6 +289,10 @@ struct TrainArgs {
     /// Seed of the initialisation and the data order.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// GradCache: embed the batch C rows at a time (twice: without, then with autodiff), so
+    /// activation memory is that of C rows while the gradients stay the whole batch's.
+    #[arg(long, value_name = "C")]
+    grad_cache_chunk: Option<usize>,
     /// Device: auto (hardware GPU, else CPU), wgpu, cpu.
     #[arg(long, default_value = "auto")]
     device: DeviceChoice,
@@ -814,6 +818,7 @@ fn train_config(
         alpha_start: warmup,
         alpha_ramp: warmup,
         seed,
+        grad_cache_chunk: None,
     }
 }
 
@@ -826,6 +831,7 @@ fn train_command(args: TrainArgs) -> Result<()> {
         alpha_warmup: !args.no_alpha_warmup,
         alpha_start: args.alpha_start.unwrap_or(args.warmup),
         alpha_ramp: args.alpha_ramp.unwrap_or(args.warmup),
+        grad_cache_chunk: args.grad_cache_chunk,
         ..train_config(args.steps, args.batch_size, args.hard_negatives, args.lr, args.warmup, args.seed)
     };
     train.validate()?;

@@ -146,7 +146,7 @@ pub fn run(request: TrainRequest) -> Result<Option<SplitMetrics>> {
     let total = state.train.steps;
     let last = request.stop_after.map(|s| s.min(total)).unwrap_or(total);
     eprintln!(
-        "training {} ({} parameters) on {} with {} for {} steps, batch {} (+{} hard negatives each) → {}",
+        "training {} ({} parameters) on {} with {} for {} steps, batch {} (+{} hard negatives each){} → {}",
         state.model.preset,
         burn::module::Module::num_params(trainer.model()),
         dataset.name(),
@@ -154,6 +154,7 @@ pub fn run(request: TrainRequest) -> Result<Option<SplitMetrics>> {
         total,
         state.train.batch_size,
         state.train.hard_negatives,
+        state.train.grad_cache_chunk.map(|rows| format!(", GradCache chunks of {rows}")).unwrap_or_default(),
         request.out.display()
     );
     let progress = ProgressBar::new(total as u64).with_style(style());

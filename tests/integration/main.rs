@@ -3,6 +3,7 @@
 mod assets;
 mod data;
 mod gguf;
+mod grad_cache;
 mod kernels;
 mod lab;
 mod learning;

@@ -153,6 +153,19 @@ impl EmbedderInput {
             images,
         })
     }
+
+    /// The same input on the device without autodiff (for a model from `Module::valid`).
+    pub fn without_autodiff(&self) -> Self {
+        Self {
+            text_ids: self.text_ids.clone().without_autodiff(),
+            source: self.source.clone().without_autodiff(),
+            mask_bias: self.mask_bias.clone().without_autodiff(),
+            last: self.last.clone().without_autodiff(),
+            batch: self.batch,
+            seq_len: self.seq_len,
+            images: self.images.clone().map(Tensor::without_autodiff),
+        }
+    }
 }
 
 impl MiniEmbedder {
