@@ -152,8 +152,7 @@ pub fn write_index(
             let item = match &dataset {
                 None => {
                     let path = &files[position];
-                    let read = std::fs::read(path)
-                        .map_err(|err| ega_core::EgaError::Data(format!("{}: {err}", path.display())))
+                    let read = ega_core::fs::read_regular(path, ega_core::fs::MAX_IMAGE)
                         .and_then(|bytes| decode_image(&bytes, &path.display().to_string()));
                     match read {
                         Ok(image) => Item {
@@ -281,7 +280,7 @@ fn embed_query(loaded: &LoadedModel, request: &SearchRequest, device: &burn::ten
             embed_captions(&loaded.model, &loaded.config, &loaded.tokenizer, &[text.as_str()], 1, device)?
         }
         (None, Some(path)) => {
-            let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+            let bytes = ega_core::fs::read_regular(path, ega_core::fs::MAX_IMAGE)?;
             let image = decode_image(&bytes, &path.display().to_string())?;
             embed_images(&loaded.model, &loaded.config, &loaded.tokenizer, &[&image], 1, device)?
         }
