@@ -91,8 +91,15 @@ fn bundle_model(path: &Path, device: &burn::tensor::Device, command: &str) -> Re
     Ok((loaded, id))
 }
 
+/// Largest `--thumb-size`: thumbnails are previews, and every row keeps one.
+pub const MAX_THUMB_SIZE: u32 = 1024;
+
 /// `native index`.
 pub fn index(request: IndexRequest) -> Result<()> {
+    // A thumbnail is thumb_size² RGB pixels per row: 100 000 asked for 30 GB (issue 16).
+    if request.thumb_size > MAX_THUMB_SIZE {
+        bail!("--thumb-size {}: must be at most {MAX_THUMB_SIZE} pixels (0: no thumbnails)", request.thumb_size);
+    }
     anyhow::ensure!(request.batch_size >= 1, "--batch-size must be at least 1");
     let selected = device::select(request.device)?;
     let device = selected.device.clone();

@@ -475,3 +475,29 @@ fn info_describes_checkpoints_and_names_bad_ones() {
     assert_eq!(report["stored_types"]["Q4_1"], 210);
     assert_eq!(report["tokenizer_tokens"], 49152);
 }
+
+/// Issue 16, `thumb_huge`: `--thumb-size 100000` is refused with the bound before anything is
+/// read or written (it allocated 30 GB).
+#[test]
+fn a_huge_thumb_size_is_refused_with_the_bound() {
+    let out = temp("thumb-huge");
+    let output = run(&[
+        "index",
+        "--model",
+        concat!(env!("CARGO_MANIFEST_DIR"), "/../assets/shapes/model"),
+        "--images",
+        "shapes",
+        "--count",
+        "2",
+        "--out",
+        out.to_str().unwrap(),
+        "--thumb-size",
+        "100000",
+        "--device",
+        "cpu",
+    ]);
+    assert!(!output.status.success());
+    let message = text(&output);
+    assert!(message.contains("--thumb-size 100000") && message.contains("at most 1024"), "{message}");
+    assert!(!out.exists(), "nothing is written");
+}
