@@ -347,7 +347,8 @@ pub fn search(request: SearchRequest) -> Result<()> {
         println!("| rank | score | id | caption |\n|---:|---:|---|---|");
         for (rank, hit) in hits.iter().enumerate() {
             let entry = &index.meta.entries[hit.row];
-            println!("| {} | {:.4} | {} | {} |", rank + 1, hit.score, entry.id, entry.caption.as_deref().unwrap_or(""));
+            let caption = table_cell(entry.caption.as_deref().unwrap_or(""));
+            println!("| {} | {:.4} | {} | {caption} |", rank + 1, hit.score, table_cell(&entry.id));
         }
         eprintln!(
             "{} of {} images; embedding the query {:.1} ms, search {:.1} ms ({})",
@@ -407,4 +408,18 @@ fn contact_sheet(request: &SearchRequest, index: &Index, hits: &[Hit]) -> String
         index.meta.count,
         escape(&index.meta.model_id)
     )
+}
+
+/// `text` safe for one cell of a terminal table: control characters (newlines, escape codes that
+/// would recolour or move the cursor) are written as Rust escapes, `|` as `\|` (issue 16).
+fn table_cell(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '|' => out.push_str("\\|"),
+            c if c.is_control() => out.extend(c.escape_default()),
+            c => out.push(c),
+        }
+    }
+    out
 }
