@@ -296,3 +296,22 @@ fn only_regular_files_are_read_and_reads_are_capped() {
     assert_eq!(read_regular(&dir.join("big.png"), 2000).unwrap().len(), 2000);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Issue 16, `caption_10mb`: a huge caption is cut by characters before it is tokenized (a 100 MB
+/// caption was tokenized whole: 5 GB and an abort).
+#[test]
+fn huge_captions_are_cut_before_tokenizing() {
+    use ega_core::prompt::{encode_prompt, SpecialTokens, MAX_TEXT_CHARS};
+    let caption = "a red circle ".repeat(200_000); // 2.6 M characters
+    let mut longest = 0;
+    let mut encode = |piece: &str| {
+        longest = longest.max(piece.chars().count());
+        Ok(vec![7u32])
+    };
+    let special = SpecialTokens::default();
+    encode_prompt("{text}", &caption, false, &special, &mut encode).unwrap();
+    assert!(longest <= MAX_TEXT_CHARS, "{longest} characters reached the tokenizer");
+    // Multi-byte characters are cut on a character boundary.
+    let wide = "é".repeat(MAX_TEXT_CHARS + 5);
+    assert_eq!(ega_core::prompt::cut_text(&wide).chars().count(), MAX_TEXT_CHARS);
+}
