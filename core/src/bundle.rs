@@ -47,6 +47,10 @@ pub struct BundleConfig {
     /// How `model.safetensors` stores the weights (f16 is expanded to f32 on load).
     #[serde(default)]
     pub weights_dtype: Dtype,
+    /// [`fnv_hex`] of `tokenizer.json`'s bytes, checked on load (bundles written before it was
+    /// recorded have none). Not part of the model id, so older indexes keep verifying.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokenizer_hash: Option<String>,
 }
 
 /// A loaded bundle.
@@ -95,6 +99,7 @@ pub fn save(
         Dtype::F32 => model_to_bytes(model)?,
         Dtype::F16 => safetensors_convert(&model_to_bytes(model)?, Dtype::F16, "the model")?,
     };
+    let tokenizer_json = tokenizer.to_json()?;
     let config = BundleConfig {
         format_version: BUNDLE_FORMAT_VERSION,
         ega_core_version: crate::VERSION.to_string(),
@@ -104,10 +109,11 @@ pub fn save(
         data: data.to_string(),
         steps,
         weights_dtype,
+        tokenizer_hash: Some(fnv_hex(&[tokenizer_json.as_bytes()])),
     };
     let json_error = |err: serde_json::Error| EgaError::Data(err.to_string());
     write_atomic(&dir.join("model.safetensors"), &weights)?;
-    write_atomic(&dir.join("tokenizer.json"), tokenizer.to_json()?.as_bytes())?;
+    write_atomic(&dir.join("tokenizer.json"), tokenizer_json.as_bytes())?;
     write_atomic(&dir.join("metrics.json"), serde_json::to_string_pretty(metrics).map_err(json_error)?.as_bytes())?;
     // config.json last: a folder with a config is a complete bundle.
     write_atomic(&dir.join("config.json"), serde_json::to_string_pretty(&config).map_err(json_error)?.as_bytes())?;
@@ -145,15 +151,17 @@ pub fn from_bytes(
     device: &Device,
 ) -> Result<Bundle> {
     let config = parse_config(config_json, &format!("{name}/config.json"))?;
+    if let Some(expected) = &config.tokenizer_hash {
+        let hash = fnv_hex(&[tokenizer_json.as_bytes()]);
+        if &hash != expected {
+            return Err(EgaError::Data(format!(
+                "{name}/tokenizer.json: its hash {hash} differs from config.json's tokenizer_hash {expected}: tokenizer.json differs from the one this bundle was saved with"
+            )));
+        }
+    }
     let tokenizer = Tokenizer::from_json_with(tokenizer_json, config.model.special)
         .map_err(|err| EgaError::Data(format!("{name}/tokenizer.json: {err}")))?;
-    if tokenizer.vocab_size() > config.model.vocab_size() {
-        return Err(EgaError::Data(format!(
-            "{name}: tokenizer.json has {} tokens, the model's table {}",
-            tokenizer.vocab_size(),
-            config.model.vocab_size()
-        )));
-    }
+    tokenizer.check_fits(config.model.vocab_size(), &format!("{name}/tokenizer.json"))?;
     let id = model_id(&weights, &config.model)?;
     if id != config.model_id {
         return Err(EgaError::Data(format!(
@@ -242,7 +250,10 @@ pub fn safetensors_convert(bytes: &[u8], to: Dtype, name: &str) -> Result<Vec<u8
 
 /// Loads a bundle folder.
 pub fn load(dir: &Path, device: &Device) -> Result<Bundle> {
-    let read = |file: &str| std::fs::read(dir.join(file)).map_err(|err| EgaError::io(dir.join(file), err));
+    let read = |file: &str| {
+        let cap = if file.ends_with(".json") { crate::fs::MAX_JSON } else { crate::fs::MAX_WEIGHTS };
+        crate::fs::read_regular(&dir.join(file), cap)
+    };
     if !dir.join("config.json").exists() {
         return Err(EgaError::Data(format!(
             "{}: no config.json: not a model bundle (a run folder from `native train` holds one in bundle/)",
@@ -253,7 +264,7 @@ pub fn load(dir: &Path, device: &Device) -> Result<Bundle> {
     let weights = read("model.safetensors")?;
     let tokenizer = String::from_utf8(read("tokenizer.json")?)
         .map_err(|_| EgaError::Data(format!("{}/tokenizer.json is not UTF-8", dir.display())))?;
-    let metrics = std::fs::read(dir.join("metrics.json")).ok();
+    let metrics = crate::fs::read_regular(&dir.join("metrics.json"), crate::fs::MAX_JSON).ok();
     from_bytes(&config, weights, &tokenizer, metrics.as_deref(), &dir.display().to_string(), device)
 }
 

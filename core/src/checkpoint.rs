@@ -49,7 +49,9 @@ pub struct RunState {
 pub fn model_to_bytes(model: &Embedder) -> Result<Vec<u8>> {
     match model {
         Embedder::Mini(mini) => {
-            let mut store = SafetensorsStore::from_bytes(None);
+            // burn-store's default metadata is a HashMap, written in a random key order: without
+            // it the same weights always give the same bytes, so the same model id (issue 16).
+            let mut store = SafetensorsStore::from_bytes(None).clear_metadata();
             mini.save_into(&mut store).map_err(|err| EgaError::Data(format!("serialising the weights: {err}")))?;
             store.get_bytes().map_err(|err| EgaError::Data(format!("serialising the weights: {err}")))
         }
@@ -61,6 +63,7 @@ pub fn model_to_bytes(model: &Embedder) -> Result<Vec<u8>> {
 pub fn model_from_bytes(config: &ModelConfig, bytes: Vec<u8>, device: &Device, what: &str) -> Result<Embedder> {
     match &config.architecture {
         Architecture::Mini(_) => {
+            check_f32_finite(&bytes, what)?;
             let mut model = MiniEmbedder::new(config, 0, device)?;
             let mut store = SafetensorsStore::from_bytes(Some(bytes));
             let result = model.load_from(&mut store).map_err(|err| {
@@ -77,6 +80,48 @@ pub fn model_from_bytes(config: &ModelConfig, bytes: Vec<u8>, device: &Device, w
             Ok(Embedder::Smolvlm(model))
         }
     }
+}
+
+/// Refuses a mini model's safetensors file unless every tensor is F32 and finite, naming the first
+/// tensor that is not: another dtype would reach a matmul as a dtype mismatch (a panic), and NaN
+/// or ±Inf weights make every embedding NaN, which ranks and scores as nonsense (issue 16).
+pub fn check_f32_finite(bytes: &[u8], what: &str) -> Result<()> {
+    let bad = |why: String| EgaError::Data(format!("{what}: {why}"));
+    let header_len = bytes
+        .get(..8)
+        .and_then(|b| b.try_into().ok())
+        .map(u64::from_le_bytes)
+        .ok_or_else(|| bad("not a safetensors file: shorter than 8 bytes".into()))?;
+    let data_start =
+        8u64.checked_add(header_len).filter(|end| *end <= bytes.len() as u64).ok_or_else(|| {
+            bad(format!("not a safetensors file: a {header_len}-byte header in {} bytes", bytes.len()))
+        })? as usize;
+    let header: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&bytes[8..data_start])
+        .map_err(|err| bad(format!("not a safetensors file: header is not JSON: {err}")))?;
+    let data = &bytes[data_start..];
+    let mut names: Vec<&String> = header.keys().filter(|k| *k != "__metadata__").collect();
+    names.sort();
+    for name in names {
+        let info = &header[name];
+        let dtype = info.get("dtype").and_then(|d| d.as_str()).unwrap_or("?");
+        if dtype != "F32" {
+            return Err(bad(format!("tensor {name} is stored as {dtype}; this model's weights must be F32 (or F16 with weights_dtype \"f16\")")));
+        }
+        let offsets = info.get("data_offsets").and_then(|o| o.as_array());
+        let range = match offsets.map(|o| o.iter().map(|v| v.as_u64()).collect::<Vec<_>>()).as_deref() {
+            Some([Some(start), Some(end)]) if start <= end && *end <= data.len() as u64 => {
+                *start as usize..*end as usize
+            }
+            _ => return Err(bad(format!("tensor {name}: data_offsets missing or outside the file"))),
+        };
+        let values = data[range].chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]));
+        if let Some((at, value)) = values.enumerate().find(|(_, v)| !v.is_finite()) {
+            return Err(bad(format!(
+                "tensor {name} holds a non-finite value ({value} at element {at}); weights must be finite"
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
@@ -149,7 +194,7 @@ pub struct Checkpoint {
 pub fn load_latest(run: &Path, device: &Device) -> Result<Checkpoint> {
     let folder = run.join("checkpoints");
     let latest = folder.join("latest");
-    let name = std::fs::read_to_string(&latest).map_err(|err| {
+    let name = crate::fs::read_text(&latest, 4096).map_err(|err| {
         EgaError::Data(format!(
             "{}: no checkpoint to resume from ({err}); is this a run folder written by `native train`?",
             run.display()
@@ -160,7 +205,10 @@ pub fn load_latest(run: &Path, device: &Device) -> Result<Checkpoint> {
 
 /// Loads one checkpoint folder.
 pub fn load(folder: &Path, device: &Device) -> Result<Checkpoint> {
-    let read = |file: &str| std::fs::read(folder.join(file)).map_err(|err| EgaError::io(folder.join(file), err));
+    let read = |file: &str| {
+        let cap = if file.ends_with(".json") { crate::fs::MAX_JSON } else { crate::fs::MAX_WEIGHTS };
+        crate::fs::read_regular(&folder.join(file), cap)
+    };
     let state: RunState = serde_json::from_slice(&read("run.json")?)
         .map_err(|err| EgaError::Data(format!("{}: unreadable run.json: {err}", folder.display())))?;
     if state.format_version != FORMAT_VERSION {
@@ -174,6 +222,7 @@ pub fn load(folder: &Path, device: &Device) -> Result<Checkpoint> {
     let tokenizer_json = String::from_utf8(read("tokenizer.json")?)
         .map_err(|_| EgaError::Data(format!("{}: tokenizer.json is not UTF-8", folder.display())))?;
     let tokenizer = Tokenizer::from_json_with(&tokenizer_json, state.model.special)?;
+    tokenizer.check_fits(state.model.vocab_size(), &folder.join("tokenizer.json").display().to_string())?;
     let model = model_from_bytes(
         &state.model,
         read("model.safetensors")?,

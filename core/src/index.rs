@@ -175,11 +175,24 @@ pub fn decode_header(bytes: &[u8], name: &str) -> Result<(Dtype, usize, usize, S
 pub fn decode_bin(bytes: &[u8], name: &str) -> Result<(Dtype, usize, usize, String, Vec<f32>)> {
     let (dtype, count, dim, model_id) = decode_header(bytes, name)?;
     let data = &bytes[HEADER_BYTES..];
-    let rows = match dtype {
+    let rows: Vec<f32> = match dtype {
         Dtype::F32 => data.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
         Dtype::F16 => data.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
     };
+    check_finite_rows(&rows, dim, name)?;
     Ok((dtype, count, dim, model_id, rows))
+}
+
+/// Refuses rows holding NaN or ±Inf: such a row would rank first (or nowhere) for every query.
+fn check_finite_rows(rows: &[f32], dim: usize, name: &str) -> Result<()> {
+    if let Some(at) = rows.iter().position(|v| !v.is_finite()) {
+        let (row, column) = (at / dim.max(1), at % dim.max(1));
+        return Err(EgaError::Data(format!(
+            "{name}: row {row} holds a non-finite value ({} at column {column}); embeddings must be finite: rebuild the index",
+            rows[at]
+        )));
+    }
+    Ok(())
 }
 
 impl Index {
@@ -211,8 +224,12 @@ impl Index {
 
     /// Reads an index folder.
     pub fn load(dir: &Path) -> Result<Self> {
-        let read = |file: &str| std::fs::read(dir.join(file)).map_err(|err| EgaError::io(dir.join(file), err));
-        Self::from_bytes(&read("index.bin")?, &read("index.json")?, &dir.display().to_string())
+        let read = |file: &str, cap| crate::fs::read_regular(&dir.join(file), cap);
+        Self::from_bytes(
+            &read("index.bin", crate::fs::MAX_WEIGHTS)?,
+            &read("index.json", crate::fs::MAX_JSON)?,
+            &dir.display().to_string(),
+        )
     }
 
     /// Writes `index.bin` and `index.json` into `dir` (atomically each; thumbnails are the caller's).

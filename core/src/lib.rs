@@ -18,6 +18,7 @@ pub mod device;
 pub mod embed;
 pub mod error;
 pub mod eval;
+pub mod fs;
 pub mod index;
 pub mod kernels;
 pub mod lab;

@@ -73,6 +73,19 @@ impl PromptConfig {
     }
 }
 
+/// Longest text, in characters, that is tokenized: 64 characters per position of the longest
+/// context a model here runs (8192). Prompts are cut to the context after tokenizing anyway; a
+/// 100 MB caption was tokenized whole first (5 GB, an abort; issue 16).
+pub const MAX_TEXT_CHARS: usize = 64 * 8192;
+
+/// `text`'s first [`MAX_TEXT_CHARS`] characters.
+pub fn cut_text(text: &str) -> &str {
+    match text.char_indices().nth(MAX_TEXT_CHARS) {
+        Some((end, _)) => &text[..end],
+        None => text,
+    }
+}
+
 /// Tokenizes `template` with `text` in its `{text}` slot: `<bos> … <eos>`, with the `<image>`
 /// id where the template says. `encode` turns plain text into ids (the tokenizer); its errors
 /// are passed on.
@@ -94,6 +107,7 @@ pub fn encode_prompt(
             format!("the template {template:?} has an {IMAGE_SLOT} slot but no image was given")
         }));
     }
+    let text = cut_text(text);
     let mut ids = vec![special.bos];
     for (index, image_piece) in template.split(IMAGE_SLOT).enumerate() {
         if index > 0 {

@@ -140,6 +140,25 @@ impl Tokenizer {
         self.inner.get_vocab_size(true)
     }
 
+    /// The largest id the tokenizer can produce (vocabulary and added tokens), `None` when empty.
+    /// It can exceed [`Tokenizer::vocab_size`] when the ids have gaps; the model's embedding table
+    /// must hold it.
+    pub fn largest_id(&self) -> Option<u32> {
+        self.inner.get_vocab(true).into_values().max()
+    }
+
+    /// Refuses a tokenizer with an id outside a model's `model_vocab`-row embedding table (the
+    /// lookup would panic); `name` names the tokenizer file in the message.
+    pub fn check_fits(&self, model_vocab: usize, name: &str) -> Result<()> {
+        let (count, largest) = (self.vocab_size(), self.largest_id().unwrap_or(0) as usize);
+        if count > model_vocab || largest >= model_vocab {
+            return Err(EgaError::Data(format!(
+                "{name}: the tokenizer has {count} tokens with ids up to {largest}, but the model's vocab_size is {model_vocab} (ids must be < {model_vocab}): a tokenizer of another model?"
+            )));
+        }
+        Ok(())
+    }
+
     /// Ids of plain text, without special tokens: a user who types `<image>` gets text, never the
     /// image placeholder.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {

@@ -91,8 +91,15 @@ fn bundle_model(path: &Path, device: &burn::tensor::Device, command: &str) -> Re
     Ok((loaded, id))
 }
 
+/// Largest `--thumb-size`: thumbnails are previews, and every row keeps one.
+pub const MAX_THUMB_SIZE: u32 = 1024;
+
 /// `native index`.
 pub fn index(request: IndexRequest) -> Result<()> {
+    // A thumbnail is thumb_size² RGB pixels per row: 100 000 asked for 30 GB (issue 16).
+    if request.thumb_size > MAX_THUMB_SIZE {
+        bail!("--thumb-size {}: must be at most {MAX_THUMB_SIZE} pixels (0: no thumbnails)", request.thumb_size);
+    }
     anyhow::ensure!(request.batch_size >= 1, "--batch-size must be at least 1");
     let selected = device::select(request.device)?;
     let device = selected.device.clone();
@@ -152,8 +159,7 @@ pub fn write_index(
             let item = match &dataset {
                 None => {
                     let path = &files[position];
-                    let read = std::fs::read(path)
-                        .map_err(|err| ega_core::EgaError::Data(format!("{}: {err}", path.display())))
+                    let read = ega_core::fs::read_regular(path, ega_core::fs::MAX_IMAGE)
                         .and_then(|bytes| decode_image(&bytes, &path.display().to_string()));
                     match read {
                         Ok(image) => Item {
@@ -281,7 +287,7 @@ fn embed_query(loaded: &LoadedModel, request: &SearchRequest, device: &burn::ten
             embed_captions(&loaded.model, &loaded.config, &loaded.tokenizer, &[text.as_str()], 1, device)?
         }
         (None, Some(path)) => {
-            let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+            let bytes = ega_core::fs::read_regular(path, ega_core::fs::MAX_IMAGE)?;
             let image = decode_image(&bytes, &path.display().to_string())?;
             embed_images(&loaded.model, &loaded.config, &loaded.tokenizer, &[&image], 1, device)?
         }
@@ -341,7 +347,8 @@ pub fn search(request: SearchRequest) -> Result<()> {
         println!("| rank | score | id | caption |\n|---:|---:|---|---|");
         for (rank, hit) in hits.iter().enumerate() {
             let entry = &index.meta.entries[hit.row];
-            println!("| {} | {:.4} | {} | {} |", rank + 1, hit.score, entry.id, entry.caption.as_deref().unwrap_or(""));
+            let caption = table_cell(entry.caption.as_deref().unwrap_or(""));
+            println!("| {} | {:.4} | {} | {caption} |", rank + 1, hit.score, table_cell(&entry.id));
         }
         eprintln!(
             "{} of {} images; embedding the query {:.1} ms, search {:.1} ms ({})",
@@ -401,4 +408,18 @@ fn contact_sheet(request: &SearchRequest, index: &Index, hits: &[Hit]) -> String
         index.meta.count,
         escape(&index.meta.model_id)
     )
+}
+
+/// `text` safe for one cell of a terminal table: control characters (newlines, escape codes that
+/// would recolour or move the cursor) are written as Rust escapes, `|` as `\|` (issue 16).
+fn table_cell(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '|' => out.push_str("\\|"),
+            c if c.is_control() => out.extend(c.escape_default()),
+            c => out.push(c),
+        }
+    }
+    out
 }

@@ -475,3 +475,63 @@ fn info_describes_checkpoints_and_names_bad_ones() {
     assert_eq!(report["stored_types"]["Q4_1"], 210);
     assert_eq!(report["tokenizer_tokens"], 49152);
 }
+
+/// Issue 16, `thumb_huge`: `--thumb-size 100000` is refused with the bound before anything is
+/// read or written (it allocated 30 GB).
+#[test]
+fn a_huge_thumb_size_is_refused_with_the_bound() {
+    let out = temp("thumb-huge");
+    let output = run(&[
+        "index",
+        "--model",
+        concat!(env!("CARGO_MANIFEST_DIR"), "/../assets/shapes/model"),
+        "--images",
+        "shapes",
+        "--count",
+        "2",
+        "--out",
+        out.to_str().unwrap(),
+        "--thumb-size",
+        "100000",
+        "--device",
+        "cpu",
+    ]);
+    assert!(!output.status.success());
+    let message = text(&output);
+    assert!(message.contains("--thumb-size 100000") && message.contains("at most 1024"), "{message}");
+    assert!(!out.exists(), "nothing is written");
+}
+
+/// Issue 16, `ansi_caption`: a caption's newlines and escape codes are printed escaped, never raw
+/// to the terminal, and a `|` does not split the table cell.
+#[test]
+fn captions_with_control_characters_are_printed_escaped() {
+    let assets = concat!(env!("CARGO_MANIFEST_DIR"), "/../assets/openmoji");
+    let dir = temp("ansi-caption");
+    std::fs::create_dir_all(dir.join("index")).unwrap();
+    for file in ["index.bin", "index.json"] {
+        std::fs::copy(format!("{assets}/index/{file}"), dir.join("index").join(file)).unwrap();
+    }
+    let path = dir.join("index/index.json");
+    let mut json: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    json["entries"][0]["caption"] = "line1\nline2 \u{1b}[31mRED\u{1b}[0m | x".into();
+    std::fs::write(&path, serde_json::to_vec(&json).unwrap()).unwrap();
+    let output = run(&[
+        "search",
+        "--model",
+        &format!("{assets}/model"),
+        "--index",
+        dir.join("index").to_str().unwrap(),
+        "a face",
+        "-k",
+        "1000",
+        "--device",
+        "cpu",
+    ]);
+    assert!(output.status.success(), "{}", text(&output));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(!stdout.contains('\u{1b}'), "an escape code reached the terminal");
+    let line = stdout.lines().find(|l| l.contains("line1")).expect("the caption is listed");
+    assert!(line.contains(r"line1\nline2 \u{1b}[31mRED\u{1b}[0m \| x"), "{line}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -11,6 +11,7 @@ mod loss;
 mod model;
 mod pretrained;
 mod prompt;
+mod reliability;
 mod smolvlm;
 mod torch_parity;
 mod train;

@@ -167,7 +167,7 @@ impl JsonlDataset {
     /// lines are skipped and listed in [`Self::skipped`] instead of failing.
     pub fn open(path: impl AsRef<Path>, skip_bad: bool) -> Result<Self> {
         let path = path.as_ref();
-        let content = std::fs::read(path).map_err(|err| EgaError::io(path, err))?;
+        let content = crate::fs::read_regular(path, crate::fs::MAX_DATASET)?;
         let file = path.display().to_string();
         let folder = path.parent().map(Path::to_path_buf).unwrap_or_default();
         let mut entries = Vec::new();
@@ -238,8 +238,8 @@ impl JsonlDataset {
 }
 
 fn read_image(path: &Path, context: &str) -> Result<super::RgbImage> {
-    let bytes =
-        std::fs::read(path).map_err(|err| EgaError::Data(format!("{context}: image {}: {err}", path.display())))?;
+    let bytes = crate::fs::read_regular(path, crate::fs::MAX_IMAGE)
+        .map_err(|err| EgaError::Data(format!("{context}: image {err}")))?;
     decode_image(&bytes, &format!("{context}: image {}", path.display()))
 }
 

@@ -112,7 +112,7 @@ impl OpenMojiDataset {
     pub fn open(dir: impl AsRef<Path>, image_size: u32) -> Result<Self> {
         let dir = dir.as_ref().to_path_buf();
         let csv_path = dir.join("openmoji.csv");
-        let text = std::fs::read_to_string(&csv_path).map_err(|err| {
+        let text = crate::fs::read_text(&csv_path, crate::fs::MAX_JSON).map_err(|err| {
             EgaError::Data(format!(
                 "OpenMoji is not set up in {}: {}: {err}. Run `bash scripts/setup-openmoji.sh {}` first \
                  (it fetches the npm package openmoji@17.0.0)",
@@ -242,7 +242,7 @@ impl OpenMojiDataset {
             return Ok(image.clone());
         }
         let path = self.dir.join("svg").join(format!("{}.svg", self.emoji[index].hexcode));
-        let bytes = std::fs::read(&path).map_err(|err| EgaError::Data(format!("{}: {err}", path.display())))?;
+        let bytes = crate::fs::read_regular(&path, crate::fs::MAX_IMAGE)?;
         let image = rasterise_svg(&bytes, self.image_size, &path.display().to_string())?;
         self.cache.lock().map_err(|_| EgaError::Data("image cache poisoned".into()))?.insert(index, image.clone());
         Ok(image)

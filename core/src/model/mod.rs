@@ -434,11 +434,86 @@ impl ImageSlot {
     }
 }
 
+/// Bounds on the sizes a config may ask for, checked before anything is allocated (issue 16: an
+/// image size of 2^40 overflowed a multiplication, a width of 2^40 asked for a petabyte). Each is
+/// far above any model this project runs (SmolVLM-2.2B: width 2048, FFN 8192, 24 layers, vocab
+/// 49 280; Llama-3-70B: width 8192, FFN 28 672, 80 layers, vocab 128 256, context 131 072).
+pub mod bounds {
+    /// Largest image side in pixels.
+    pub const IMAGE_SIZE: usize = 4096;
+    /// Largest image channel count.
+    pub const CHANNELS: usize = 16;
+    /// Largest width of any layer (model width, FFN width, MLP width).
+    pub const WIDTH: usize = 65_536;
+    /// Largest number of layers of a tower.
+    pub const LAYERS: usize = 1024;
+    /// Largest vocabulary.
+    pub const VOCAB: usize = 1 << 24;
+    /// Largest sequence length / context.
+    pub const SEQ_LEN: usize = 1 << 20;
+    /// Largest parameter count (2^36 ≈ 69 G parameters, 256 GiB as f32).
+    pub const PARAMETERS: u128 = 1 << 36;
+    /// Largest attention score matrix of one sample, heads × positions² (2^34 values, 64 GiB).
+    pub const ATTENTION_SCORES: u128 = 1 << 34;
+}
+
+/// Refuses `value` above `bound` for `field`, with the bound in the message.
+pub(crate) fn check_bound(field: &'static str, value: usize, bound: usize) -> Result<()> {
+    if value > bound {
+        return Err(EgaError::config(field, value, format!("must be at most {bound}")));
+    }
+    Ok(())
+}
+
+/// The product of `factors` without overflow (`u128`; `None` past it).
+pub(crate) fn checked_product(factors: &[usize]) -> Option<u128> {
+    factors.iter().try_fold(1u128, |acc, &f| acc.checked_mul(f as u128))
+}
+
+/// Refuses a parameter count or attention size computed from `terms` (a sum of products) above
+/// `bound`; `what` names the quantity in the message.
+pub(crate) fn check_total(field: &'static str, what: &str, terms: &[&[usize]], bound: u128) -> Result<()> {
+    let total = terms.iter().try_fold(0u128, |acc, term| checked_product(term).and_then(|p| acc.checked_add(p)));
+    match total {
+        Some(total) if total <= bound => Ok(()),
+        total => Err(EgaError::config(
+            field,
+            total.map_or("more than 2^128".to_string(), |t| t.to_string()),
+            format!("{what} must be at most {bound}"),
+        )),
+    }
+}
+
 impl MiniConfig {
-    /// Checks that the shapes fit together.
+    /// Checks that the shapes fit together and stay inside [`bounds`].
     pub fn validate(&self) -> Result<()> {
         let v = &self.vision;
         let l = &self.language;
+        for (field, value, bound) in [
+            ("vision.image_size", v.image_size, bounds::IMAGE_SIZE),
+            ("vision.patch_size", v.patch_size, bounds::IMAGE_SIZE),
+            ("vision.channels", v.channels, bounds::CHANNELS),
+            ("vision.width", v.width, bounds::WIDTH),
+            ("vision.layers", v.layers, bounds::LAYERS),
+            ("vision.heads", v.heads, bounds::WIDTH),
+            ("vision.mlp_ratio", v.mlp_ratio, bounds::WIDTH),
+            ("language.vocab_size", l.vocab_size, bounds::VOCAB),
+            ("language.width", l.width, bounds::WIDTH),
+            ("language.layers", l.layers, bounds::LAYERS),
+            ("language.heads", l.heads, bounds::WIDTH),
+            ("language.ffn_hidden", l.ffn_hidden, bounds::WIDTH),
+            ("language.max_seq_len", l.max_seq_len, bounds::SEQ_LEN),
+        ] {
+            check_bound(field, value, bound)?;
+        }
+        let mlp = v.width.saturating_mul(v.mlp_ratio);
+        check_bound("vision.mlp_ratio", mlp, bounds::WIDTH).map_err(|_| {
+            EgaError::config(
+                "vision.mlp_ratio",
+                v.mlp_ratio,
+                format!("times vision.width {} must be at most {}", v.width, bounds::WIDTH),
+            )
+        })?;
         let positive = [
             ("vision.image_size", v.image_size),
             ("vision.patch_size", v.patch_size),
@@ -477,14 +552,56 @@ impl MiniConfig {
         if !(l.rope_theta.is_finite() && l.rope_theta > 1.0) {
             return Err(EgaError::config("language.rope_theta", l.rope_theta, "must be a finite number > 1"));
         }
+        let patches = v.grid() * v.grid();
+        check_total(
+            "language.width",
+            "the parameter count",
+            &[
+                &[v.channels, v.patch_size, v.patch_size, v.width],
+                &[patches, v.width],
+                &[v.layers, v.width, v.width, 4],
+                &[v.layers, v.width, mlp, 2],
+                &[v.width, 4, l.width],
+                &[l.width, l.width],
+                &[l.vocab_size, l.width],
+                &[l.layers, l.width, l.width, 4],
+                &[l.layers, l.width, l.ffn_hidden, 3],
+            ],
+            bounds::PARAMETERS,
+        )?;
+        check_total(
+            "vision.image_size",
+            "vision heads × patches²",
+            &[&[v.heads, patches, patches]],
+            bounds::ATTENTION_SCORES,
+        )?;
+        check_total(
+            "language.max_seq_len",
+            "language heads × max_seq_len²",
+            &[&[l.heads, l.max_seq_len, l.max_seq_len]],
+            bounds::ATTENTION_SCORES,
+        )?;
         Ok(())
     }
 }
 
 impl SmolVlmConfig {
-    /// Checks that the shapes fit together.
+    /// Checks that the shapes fit together and stay inside [`bounds`].
     pub fn validate(&self) -> Result<()> {
         let v = &self.vision_config;
+        for (field, value, bound) in [
+            ("vision_config.hidden_size", v.hidden_size, bounds::WIDTH),
+            ("vision_config.intermediate_size", v.intermediate_size, bounds::WIDTH),
+            ("vision_config.num_hidden_layers", v.num_hidden_layers, bounds::LAYERS),
+            ("vision_config.num_attention_heads", v.num_attention_heads, bounds::WIDTH),
+            ("vision_config.num_channels", v.num_channels, bounds::CHANNELS),
+            ("vision_config.image_size", v.image_size, bounds::IMAGE_SIZE),
+            ("vision_config.patch_size", v.patch_size, bounds::IMAGE_SIZE),
+            ("scale_factor", self.scale_factor, bounds::IMAGE_SIZE),
+            ("max_seq_len", self.max_seq_len, bounds::SEQ_LEN),
+        ] {
+            check_bound(field, value, bound)?;
+        }
         for (field, value) in [
             ("vision_config.hidden_size", v.hidden_size),
             ("vision_config.intermediate_size", v.intermediate_size),
@@ -524,6 +641,33 @@ impl SmolVlmConfig {
             ));
         }
         self.text_config.validate()?;
+        let t = &self.text_config;
+        let patches = v.grid() * v.grid();
+        let merged = v.hidden_size.saturating_mul(self.scale_factor).saturating_mul(self.scale_factor);
+        check_total(
+            "vision_config.hidden_size",
+            "the vision tower and connector's parameter count",
+            &[
+                &[v.num_channels, v.patch_size, v.patch_size, v.hidden_size],
+                &[patches, v.hidden_size],
+                &[v.num_hidden_layers, v.hidden_size, v.hidden_size, 4],
+                &[v.num_hidden_layers, v.hidden_size, v.intermediate_size, 2],
+                &[merged, t.hidden_size],
+            ],
+            bounds::PARAMETERS,
+        )?;
+        check_total(
+            "vision_config.image_size",
+            "vision heads × patches²",
+            &[&[v.num_attention_heads, patches, patches]],
+            bounds::ATTENTION_SCORES,
+        )?;
+        check_total(
+            "max_seq_len",
+            "text heads × max_seq_len²",
+            &[&[t.num_attention_heads, self.max_seq_len, self.max_seq_len]],
+            bounds::ATTENTION_SCORES,
+        )?;
         if self.max_seq_len > self.text_config.max_position_embeddings {
             return Err(EgaError::config(
                 "max_seq_len",

@@ -498,7 +498,7 @@ impl GgufFile {
     #[cfg(not(target_family = "wasm"))]
     pub fn open(path: impl AsRef<std::path::Path>) -> Result<Self> {
         let path = path.as_ref();
-        let bytes = std::fs::read(path).map_err(|err| EgaError::io(path, err))?;
+        let bytes = crate::fs::read_regular(path, crate::fs::MAX_WEIGHTS)?;
         Self::parse(bytes, &path.display().to_string())
     }
 

@@ -188,18 +188,7 @@ pub enum HfModel {
 }
 
 fn read_capped(path: &Path, cap: u64) -> Result<Vec<u8>> {
-    let meta = std::fs::metadata(path).map_err(|err| EgaError::io(path, err))?;
-    if !meta.is_file() {
-        return Err(EgaError::Data(format!("{}: not a regular file", path.display())));
-    }
-    if meta.len() > cap {
-        return Err(EgaError::Data(format!(
-            "{}: {} bytes, more than the {cap} this reads",
-            path.display(),
-            meta.len()
-        )));
-    }
-    std::fs::read(path).map_err(|err| EgaError::io(path, err))
+    crate::fs::read_regular(path, cap)
 }
 
 /// Reads an Idefics3 vision config (`vision_config`).

@@ -128,8 +128,20 @@ impl LlamaConfig {
         Ok(config)
     }
 
-    /// Checks that the shapes fit together.
+    /// Checks that the shapes fit together and stay inside [`crate::model::bounds`].
     pub fn validate(&self) -> Result<()> {
+        use crate::model::{bounds, check_bound, check_total};
+        for (field, value, bound) in [
+            ("text_config.vocab_size", self.vocab_size, bounds::VOCAB),
+            ("text_config.hidden_size", self.hidden_size, bounds::WIDTH),
+            ("text_config.intermediate_size", self.intermediate_size, bounds::WIDTH),
+            ("text_config.num_hidden_layers", self.num_hidden_layers, bounds::LAYERS),
+            ("text_config.num_attention_heads", self.num_attention_heads, bounds::WIDTH),
+            ("text_config.num_key_value_heads", self.num_key_value_heads, bounds::WIDTH),
+            ("text_config.max_position_embeddings", self.max_position_embeddings, bounds::SEQ_LEN),
+        ] {
+            check_bound(field, value, bound)?;
+        }
         for (field, value) in [
             ("text_config.vocab_size", self.vocab_size),
             ("text_config.hidden_size", self.hidden_size),
@@ -162,6 +174,14 @@ impl LlamaConfig {
         if !(self.rms_norm_eps.is_finite() && self.rms_norm_eps > 0.0) {
             return Err(EgaError::config("text_config.rms_norm_eps", self.rms_norm_eps, "must be a finite number > 0"));
         }
+        let (width, ffn, layers) = (self.hidden_size, self.intermediate_size, self.num_hidden_layers);
+        let embeddings = if self.tie_word_embeddings { 1 } else { 2 };
+        check_total(
+            "text_config.hidden_size",
+            "the parameter count",
+            &[&[self.vocab_size, width, embeddings], &[layers, width, width, 4], &[layers, width, ffn, 3]],
+            bounds::PARAMETERS,
+        )?;
         Ok(())
     }
 }

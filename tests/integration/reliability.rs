@@ -1,0 +1,317 @@
+//! Regression tests of issue 16 (reliability): bad files are refused on load with a message
+//! naming the file, the field and the bound, never with a panic, a hang or a silent wrong answer.
+//! Each test names the case of `shared/reliability/repro.sh` it guards.
+
+use ega_core::index::{decode_bin, encode_bin, Dtype};
+
+/// Issue 16, `nan_row`: a NaN (or ±Inf) in index.bin's rows is refused on load, naming the row.
+#[test]
+fn index_rows_with_nan_or_inf_are_refused_naming_the_row() {
+    let rows: Vec<f32> = (0..12).map(|v| v as f32 / 16.0).collect();
+    for dtype in [Dtype::F32, Dtype::F16] {
+        for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+            let mut damaged = rows.clone();
+            damaged[9] = bad; // row 2, column 1 of 3 rows of 4
+            let bin = encode_bin(&damaged, 3, 4, dtype, "0123456789abcdef").unwrap();
+            let err = decode_bin(&bin, "ix/index.bin").unwrap_err().to_string();
+            assert!(err.contains("ix/index.bin") && err.contains("row 2") && err.contains("non-finite"), "{err}");
+        }
+    }
+}
+
+use ega_core::bundle;
+use ega_core::checkpoint::{model_from_bytes, model_to_bytes};
+use ega_core::model::{Embedder, LlamaConfig, ModelConfig, SiglipConfig, SmolVlmConfig};
+use ega_core::tokenizer::Tokenizer;
+
+fn temp_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("ega-reliability-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn tiny_tokenizer(config: &ModelConfig, extra: &str) -> Tokenizer {
+    let mut corpus = ega_core::data::shapes::caption_vocabulary();
+    corpus.push(extra.into());
+    Tokenizer::train(corpus.iter(), config.vocab_size()).unwrap()
+}
+
+/// A tiny mini model's weights as safetensors: (header, data, first tensor name in name order).
+fn tiny_weights() -> (ModelConfig, Vec<u8>) {
+    let config = ModelConfig::tiny();
+    let model = Embedder::new(&config, 3, &burn::tensor::Device::flex()).unwrap();
+    (config, model_to_bytes(&model).unwrap())
+}
+
+fn split_safetensors(bytes: &[u8]) -> (serde_json::Map<String, serde_json::Value>, Vec<u8>) {
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    (serde_json::from_slice(&bytes[8..8 + n]).unwrap(), bytes[8 + n..].to_vec())
+}
+
+fn join_safetensors(header: &serde_json::Map<String, serde_json::Value>, data: &[u8]) -> Vec<u8> {
+    let json = serde_json::to_vec(header).unwrap();
+    let mut out = (json.len() as u64).to_le_bytes().to_vec();
+    out.extend_from_slice(&json);
+    out.extend_from_slice(data);
+    out
+}
+
+const TENSOR: &str = "language.blocks.0.attn.out.weight";
+
+/// Issue 16, `nan_weights`: NaN or ±Inf weights are refused on load, naming the tensor (they made
+/// every embedding NaN and eval report R@1 = 100%).
+#[test]
+fn non_finite_weights_are_refused_naming_the_tensor() {
+    let (config, bytes) = tiny_weights();
+    let device = burn::tensor::Device::flex();
+    assert!(model_from_bytes(&config, bytes.clone(), &device, "m/model.safetensors").is_ok());
+    for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+        let (header, mut data) = split_safetensors(&bytes);
+        let start = header[TENSOR]["data_offsets"][0].as_u64().unwrap() as usize + 8;
+        data[start..start + 4].copy_from_slice(&bad.to_le_bytes());
+        let err = model_from_bytes(&config, join_safetensors(&header, &data), &device, "m/model.safetensors")
+            .err()
+            .expect("non-finite weights load")
+            .to_string();
+        assert!(err.contains("m/model.safetensors") && err.contains(TENSOR) && err.contains("non-finite"), "{err}");
+    }
+}
+
+/// Issue 16, `bf16`: a tensor stored as BF16 (or any non-F32 dtype) in a mini model's weights is
+/// a clear error naming the tensor and dtype, not a matmul panic.
+#[test]
+fn non_f32_weights_are_refused_naming_the_tensor_and_dtype() {
+    let (config, bytes) = tiny_weights();
+    let device = burn::tensor::Device::flex();
+    for dtype in ["BF16", "F64", "I32"] {
+        let (mut header, data) = split_safetensors(&bytes);
+        header[TENSOR]["dtype"] = dtype.into();
+        let result = std::panic::catch_unwind(|| {
+            model_from_bytes(&config, join_safetensors(&header, &data), &device, "m/model.safetensors")
+                .err()
+                .map(|e| e.to_string())
+        });
+        let err = result.expect("loading panicked").expect("a BF16 tensor loads");
+        assert!(err.contains(TENSOR) && err.contains(dtype), "{err}");
+    }
+}
+
+/// Issue 16, `cfg_overflow` / `cfg_huge_alloc`: sizes from a config are bounded before anything
+/// is allocated, with the bound in the message; the real SmolLM2 and a SmolVLM-2.2B-sized config
+/// still validate.
+#[test]
+fn config_sizes_are_bounded_with_the_bound_in_the_message() {
+    let mut bad = ModelConfig::tiny();
+    bad.mini_mut().unwrap().vision.image_size = 1 << 40;
+    let err = bad.validate().unwrap_err().to_string();
+    assert!(err.contains("vision.image_size") && err.contains("4096"), "{err}");
+    let mut bad = ModelConfig::tiny();
+    bad.mini_mut().unwrap().language.width = 1 << 40;
+    let err = bad.validate().unwrap_err().to_string();
+    assert!(err.contains("language.width") && err.contains("65536"), "{err}");
+    let mut bad = ModelConfig::tiny();
+    bad.mini_mut().unwrap().language.layers = 1 << 20;
+    assert!(bad.validate().unwrap_err().to_string().contains("language.layers"));
+    // Each size in bounds, the product not: 2^24 × 65 536 embedding values.
+    let mut bad = ModelConfig::tiny();
+    let mini = bad.mini_mut().unwrap();
+    (mini.language.vocab_size, mini.language.width, mini.language.heads) = (1 << 24, 65_536, 256);
+    let err = bad.validate().unwrap_err().to_string();
+    assert!(err.contains("parameter count") && err.contains(&(1u64 << 36).to_string()), "{err}");
+    // Attention scores of a 2^20-position prompt.
+    let mut bad = ModelConfig::tiny();
+    bad.mini_mut().unwrap().language.max_seq_len = 1 << 20;
+    assert!(bad.validate().unwrap_err().to_string().contains("max_seq_len"));
+    // A bundle config with such a size is refused when it is parsed.
+    let mut json = serde_json::json!({"format_version": 1, "ega_core_version": "x", "model_id": "0000000000000000",
+        "model": ModelConfig::tiny(), "loss": ega_core::loss::LossConfig::default(), "data": "shapes", "steps": 1});
+    json["model"]["vision"]["image_size"] = (1u64 << 40).into();
+    let err = bundle::parse_config(&serde_json::to_vec(&json).unwrap(), "m/config.json").err().unwrap().to_string();
+    assert!(err.contains("m/config.json") && err.contains("vision.image_size"), "{err}");
+
+    let smollm2 = LlamaConfig {
+        vocab_size: 49152,
+        hidden_size: 576,
+        intermediate_size: 1536,
+        num_hidden_layers: 30,
+        num_attention_heads: 9,
+        num_key_value_heads: 3,
+        rms_norm_eps: 1e-5,
+        rope_theta: 100_000.0,
+        max_position_embeddings: 8192,
+        tie_word_embeddings: true,
+    };
+    smollm2.validate().expect("SmolLM2-135M validates");
+    let text_config = LlamaConfig {
+        vocab_size: 49280,
+        hidden_size: 2048,
+        intermediate_size: 8192,
+        num_hidden_layers: 24,
+        num_attention_heads: 32,
+        num_key_value_heads: 32,
+        rope_theta: 273_768.0,
+        max_position_embeddings: 16384,
+        tie_word_embeddings: false,
+        ..smollm2
+    };
+    let vision_config = SiglipConfig {
+        hidden_size: 1152,
+        intermediate_size: 4304,
+        num_hidden_layers: 27,
+        num_attention_heads: 16,
+        num_channels: 3,
+        image_size: 378,
+        patch_size: 14,
+        layer_norm_eps: 1e-6,
+    };
+    let smolvlm = SmolVlmConfig { vision_config, text_config, scale_factor: 3, max_seq_len: 8192 };
+    smolvlm.validate().expect("a SmolVLM-2.2B-sized config validates");
+    let mut bad = smolvlm.clone();
+    bad.text_config.hidden_size = 1 << 40;
+    let err = bad.validate().unwrap_err().to_string();
+    assert!(err.contains("text_config.hidden_size") && err.contains("65536"), "{err}");
+    let mut bad = smolvlm;
+    bad.vision_config.image_size = 1 << 40;
+    let err = bad.validate().unwrap_err().to_string();
+    assert!(err.contains("vision_config.image_size") && err.contains("4096"), "{err}");
+}
+
+/// Issue 16, `tok_oob`: a tokenizer whose ids exceed the model's vocabulary (with as many tokens
+/// as before, so its count fits) is refused when a bundle loads, not a panic in the embedding.
+#[test]
+fn a_tokenizer_with_ids_past_the_vocabulary_is_refused() {
+    let device = burn::tensor::Device::flex();
+    let config = ModelConfig::tiny();
+    let model = Embedder::new(&config, 3, &device).unwrap();
+    let tokenizer = tiny_tokenizer(&config, "a red circle");
+    let dir = temp_dir("tok-oob");
+    bundle::save(
+        &dir,
+        &model,
+        &config,
+        &tokenizer,
+        &Default::default(),
+        "shapes",
+        1,
+        &serde_json::Value::Null,
+        Default::default(),
+    )
+    .unwrap();
+    let mut json: serde_json::Value = serde_json::from_str(&tokenizer.to_json().unwrap()).unwrap();
+    for (_, id) in json["model"]["vocab"].as_object_mut().unwrap() {
+        if id.as_u64().unwrap() >= 4 {
+            *id = (id.as_u64().unwrap() + 100_000).into();
+        }
+    }
+    std::fs::write(dir.join("tokenizer.json"), serde_json::to_vec(&json).unwrap()).unwrap();
+    // Without the tokenizer hash (a bundle written before it), the id range still catches it.
+    let mut bundle_config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("config.json")).unwrap()).unwrap();
+    bundle_config.as_object_mut().unwrap().remove("tokenizer_hash");
+    std::fs::write(dir.join("config.json"), serde_json::to_vec(&bundle_config).unwrap()).unwrap();
+    let err = bundle::load(&dir, &device).err().expect("a tokenizer with ids past the vocabulary loads").to_string();
+    assert!(err.contains("tokenizer.json") && err.contains("vocab_size") && err.contains("ids up to"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Issue 16, `tok_swap`: another bundle's tokenizer.json is refused by the tokenizer hash the
+/// bundle records (the model id is unchanged, so committed indexes keep verifying), and the
+/// committed bundles record the hash of their own tokenizer.
+#[test]
+fn a_swapped_tokenizer_is_refused_by_its_hash() {
+    let device = burn::tensor::Device::flex();
+    let config = ModelConfig::tiny();
+    let model = Embedder::new(&config, 3, &device).unwrap();
+    let tokenizer = tiny_tokenizer(&config, "a red circle");
+    let dir = temp_dir("tok-swap");
+    let saved = bundle::save(
+        &dir,
+        &model,
+        &config,
+        &tokenizer,
+        &Default::default(),
+        "shapes",
+        1,
+        &serde_json::Value::Null,
+        Default::default(),
+    )
+    .unwrap();
+    let json = tokenizer.to_json().unwrap();
+    assert_eq!(saved.tokenizer_hash.as_deref(), Some(bundle::fnv_hex(&[json.as_bytes()]).as_str()));
+    assert!(bundle::load(&dir, &device).is_ok());
+    let other = tiny_tokenizer(&config, "zebra quokka axolotl narwhal");
+    assert_ne!(other.to_json().unwrap(), json);
+    std::fs::write(dir.join("tokenizer.json"), other.to_json().unwrap()).unwrap();
+    let err = bundle::load(&dir, &device).err().expect("a swapped tokenizer loads").to_string();
+    assert!(err.contains("tokenizer.json differs from the one this bundle was saved with"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let assets = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../assets");
+    for name in ["openmoji", "shapes", "lab"] {
+        let model = assets.join(name).join("model");
+        let config = bundle::parse_config(&std::fs::read(model.join("config.json")).unwrap(), name).unwrap();
+        let tokenizer = std::fs::read(model.join("tokenizer.json")).unwrap();
+        assert_eq!(config.tokenizer_hash, Some(bundle::fnv_hex(&[&tokenizer])), "assets/{name}/model");
+    }
+}
+
+/// Issue 16, `model_id_nondet`: the same weights saved twice give the same bytes, so the same
+/// model id (burn-store's metadata came from a HashMap, in a random key order).
+#[test]
+fn the_same_weights_give_the_same_bytes_and_model_id() {
+    let config = ModelConfig::tiny();
+    let model = Embedder::new(&config, 3, &burn::tensor::Device::flex()).unwrap();
+    let first = model_to_bytes(&model).unwrap();
+    for _ in 0..6 {
+        let again = model_to_bytes(&model).unwrap();
+        assert!(again == first, "two saves of one model differ");
+        assert_eq!(bundle::model_id(&again, &config).unwrap(), bundle::model_id(&first, &config).unwrap());
+    }
+}
+
+/// Issue 16, `fifo` / `devzero`: only regular files are read (a FIFO blocked forever, /dev/zero
+/// read until memory ran out), and every read is capped, with the cap in the message.
+#[test]
+fn only_regular_files_are_read_and_reads_are_capped() {
+    use ega_core::fs::{read_regular, MAX_IMAGE};
+    let dir = temp_dir("fs");
+    let err = read_regular(std::path::Path::new("/dev/zero"), MAX_IMAGE).unwrap_err().to_string();
+    assert!(err.contains("/dev/zero") && err.contains("not a regular file"), "{err}");
+    let fifo = dir.join("f.png");
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status().map(|s| s.success()).unwrap_or(false);
+    if made {
+        let err = read_regular(&fifo, MAX_IMAGE).unwrap_err().to_string();
+        assert!(err.contains("f.png") && err.contains("not a regular file"), "{err}");
+        // The loaders use it: a FIFO as index.bin fails at once.
+        assert!(std::process::Command::new("mkfifo").arg(dir.join("index.bin")).status().unwrap().success());
+        let err = ega_core::index::Index::load(&dir).err().unwrap().to_string();
+        assert!(err.contains("index.bin") && err.contains("not a regular file"), "{err}");
+    }
+    let err = read_regular(&dir, MAX_IMAGE).unwrap_err().to_string();
+    assert!(err.contains("not a regular file"), "{err}");
+    std::fs::write(dir.join("big.png"), vec![0u8; 2000]).unwrap();
+    let err = read_regular(&dir.join("big.png"), 1000).unwrap_err().to_string();
+    assert!(err.contains("big.png") && err.contains("2000") && err.contains("1000-byte limit"), "{err}");
+    assert_eq!(read_regular(&dir.join("big.png"), 2000).unwrap().len(), 2000);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Issue 16, `caption_10mb`: a huge caption is cut by characters before it is tokenized (a 100 MB
+/// caption was tokenized whole: 5 GB and an abort).
+#[test]
+fn huge_captions_are_cut_before_tokenizing() {
+    use ega_core::prompt::{encode_prompt, SpecialTokens, MAX_TEXT_CHARS};
+    let caption = "a red circle ".repeat(200_000); // 2.6 M characters
+    let mut longest = 0;
+    let mut encode = |piece: &str| {
+        longest = longest.max(piece.chars().count());
+        Ok(vec![7u32])
+    };
+    let special = SpecialTokens::default();
+    encode_prompt("{text}", &caption, false, &special, &mut encode).unwrap();
+    assert!(longest <= MAX_TEXT_CHARS, "{longest} characters reached the tokenizer");
+    // Multi-byte characters are cut on a character boundary.
+    let wide = "é".repeat(MAX_TEXT_CHARS + 5);
+    assert_eq!(ega_core::prompt::cut_text(&wide).chars().count(), MAX_TEXT_CHARS);
+}
