@@ -8,7 +8,7 @@
 //! `python3`) the parity test prints SKIPPED (fails under `REQUIRE_TORCH=1`).
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
@@ -21,51 +21,10 @@ const FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
 /// Largest difference allowed between ega-core's and the `gguf` package's dequantized values.
 const DEQUANT_TOLERANCE: f64 = 1e-6;
 
-/// The real GGUF, or `None` after printing SKIPPED (panics under `REQUIRE_PRETRAINED=1`).
-fn smollm2(test: &str) -> Option<PathBuf> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/pretrained").join(FILE);
-    if path.is_file() {
-        return Some(path);
-    }
-    if std::env::var("REQUIRE_PRETRAINED").is_ok_and(|v| v == "1") {
-        panic!("{test}: REQUIRE_PRETRAINED=1 but {} is missing", path.display());
-    }
-    eprintln!("\n*** SKIPPED {test}: {} is missing; run bash scripts/setup-pretrained.sh ***\n", path.display());
-    None
-}
-
-/// A Python that imports transformers and gguf; `None` after printing SKIPPED (panics under
-/// `REQUIRE_TORCH=1`).
-fn python_with_transformers(test: &str) -> Option<PathBuf> {
-    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../bench/.venv/bin/python");
-    let candidates: Vec<PathBuf> = match std::env::var_os("PYTHON") {
-        Some(python) => vec![PathBuf::from(python)],
-        None => vec![venv, PathBuf::from("python3")],
-    };
-    let mut tried = Vec::new();
-    for python in candidates {
-        match Command::new(&python).args(["-c", "import transformers, gguf"]).output() {
-            Ok(out) if out.status.success() => return Some(python),
-            Ok(out) => tried.push(format!(
-                "{}: {}",
-                python.display(),
-                String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or("failed")
-            )),
-            Err(err) => tried.push(format!("{}: {err}", python.display())),
-        }
-    }
-    let why = format!("no Python with transformers and gguf ({}); run `bash bench/setup.sh`", tried.join("; "));
-    if std::env::var("REQUIRE_TORCH").is_ok_and(|v| v == "1") {
-        panic!("{test}: REQUIRE_TORCH=1 but {why}");
-    }
-    eprintln!("\n*** SKIPPED {test}: {why} ***\n");
-    None
-}
-
 #[test]
 fn gguf_smollm2_config_and_tensors() {
     let test = "gguf_smollm2_config_and_tensors";
-    let Some(path) = smollm2(test) else { return };
+    let Some(path) = ega_tests::pretrained_gguf(test) else { return };
     let started = Instant::now();
     let mut checkpoint = GgufCheckpoint::open(&path).unwrap();
     let opened = started.elapsed();
@@ -133,8 +92,8 @@ fn gguf_smollm2_config_and_tensors() {
 #[test]
 fn gguf_smollm2_matches_transformers() {
     let test = "gguf_smollm2_matches_transformers";
-    let Some(path) = smollm2(test) else { return };
-    let Some(python) = python_with_transformers(test) else { return };
+    let Some(path) = ega_tests::pretrained_gguf(test) else { return };
+    let Some(python) = ega_tests::python_with("transformers, gguf", test) else { return };
     let texts = [
         "The capital of France is",
         "Hello, world! A plain ASCII sentence.",

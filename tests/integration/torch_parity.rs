@@ -9,7 +9,7 @@
 //! Python: `$PYTHON`, else `bench/.venv/bin/python` (made by `bash bench/setup.sh`), else
 //! `python3`. Without torch the test prints SKIPPED loudly; under `REQUIRE_TORCH=1` it fails.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use burn::module::{Module, Param};
@@ -25,35 +25,6 @@ use serde_json::{json, Value};
 
 /// Largest absolute difference allowed between the two implementations (issue 7).
 const TOLERANCE: f64 = 1e-4;
-
-/// A Python that imports torch and safetensors; `None` after printing
-/// SKIPPED (panics instead under `REQUIRE_TORCH=1`).
-fn python_with_torch(test: &str) -> Option<PathBuf> {
-    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../bench/.venv/bin/python");
-    let candidates: Vec<PathBuf> = match std::env::var_os("PYTHON") {
-        Some(python) => vec![PathBuf::from(python)],
-        None => vec![venv, PathBuf::from("python3")],
-    };
-    let mut tried = Vec::new();
-    for python in candidates {
-        let probe = Command::new(&python).args(["-c", "import torch, safetensors.torch"]).output();
-        match probe {
-            Ok(out) if out.status.success() => return Some(python),
-            Ok(out) => tried.push(format!(
-                "{}: {}",
-                python.display(),
-                String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or("failed")
-            )),
-            Err(err) => tried.push(format!("{}: {err}", python.display())),
-        }
-    }
-    let why = format!("no Python with torch ({}); run `bash bench/setup.sh`", tried.join("; "));
-    if std::env::var("REQUIRE_TORCH").is_ok_and(|v| v == "1") {
-        panic!("{test}: REQUIRE_TORCH=1 but {why}");
-    }
-    eprintln!("\n*** SKIPPED {test}: {why} ***\n");
-    None
-}
 
 fn input(
     config: &ModelConfig,
@@ -79,7 +50,7 @@ fn param_grad<const D: usize>(param: &Param<Tensor<D>>, grads: &burn::tensor::Gr
 #[test]
 fn small_model_and_ega_gradients_match_pytorch() {
     let test = "small_model_and_ega_gradients_match_pytorch";
-    let Some(python) = python_with_torch(test) else { return };
+    let Some(python) = ega_tests::python_with("torch, safetensors.torch", test) else { return };
     let dir = std::env::temp_dir().join(format!("ega-torch-parity-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
 
