@@ -46,10 +46,17 @@ struct Item {
 }
 
 /// Lists the image files under `dir` (recursively, sorted); other files are counted as skipped.
+/// Each folder is read once, however many links lead to it (`ln -s . loop` does not repeat it).
 fn image_files(dir: &Path, skipped: &mut Vec<String>) -> Result<Vec<PathBuf>> {
     let mut files = Vec::new();
     let mut pending = vec![dir.to_path_buf()];
+    let mut seen = std::collections::HashSet::new();
     while let Some(folder) = pending.pop() {
+        let real = std::fs::canonicalize(&folder).with_context(|| format!("reading {}", folder.display()))?;
+        if !seen.insert(real) {
+            skipped.push(format!("{}: a link to a folder already read", folder.display()));
+            continue;
+        }
         let entries = std::fs::read_dir(&folder).with_context(|| format!("reading {}", folder.display()))?;
         for entry in entries {
             let path = entry.with_context(|| format!("reading {}", folder.display()))?.path();
