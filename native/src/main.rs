@@ -531,7 +531,7 @@ fn info_model(path: &std::path::Path, json: bool) -> Result<()> {
     use ega_core::pretrained::safetensors::HfModel;
     // A bundle's config.json has a format_version; a Hugging Face one does not.
     let bundle_dir = ega_core::bundle::resolve(path).ok().filter(|dir| {
-        std::fs::read(dir.join("config.json"))
+        ega_core::fs::read_regular(&dir.join("config.json"), ega_core::fs::MAX_JSON)
             .ok()
             .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
             .is_some_and(|value| value.get("format_version").is_some())

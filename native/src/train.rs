@@ -62,7 +62,11 @@ fn log_line(log: &mut std::fs::File, value: serde_json::Value) -> Result<()> {
 /// Drops lines of steps >= `from` from the metrics log (left by a run killed after its last
 /// checkpoint), so a resumed run's log reads as one uninterrupted run.
 fn truncate_log(path: &Path, from: usize) -> Result<()> {
-    let Ok(content) = std::fs::read_to_string(path) else { return Ok(()) };
+    if !path.exists() {
+        return Ok(());
+    }
+    let bytes = ega_core::fs::read_regular(path, ega_core::fs::MAX_DATASET)?;
+    let content = String::from_utf8_lossy(&bytes);
     let kept: Vec<&str> = content
         .lines()
         .filter(|line| {
@@ -274,7 +278,8 @@ pub fn run(request: TrainRequest) -> Result<Option<SplitMetrics>> {
 
 /// The final metrics a finished run wrote to `metrics.json`, or `None` when it has not finished.
 pub fn finished_metrics(run: &Path) -> Option<SplitMetrics> {
-    let text = std::fs::read_to_string(run.join("metrics.json")).ok()?;
+    let text =
+        String::from_utf8(ega_core::fs::read_regular(&run.join("metrics.json"), ega_core::fs::MAX_JSON).ok()?).ok()?;
     let value: serde_json::Value = serde_json::from_str(&text).ok()?;
     let eval = value.get("eval")?.as_object()?;
     let mut results = Vec::new();
