@@ -366,7 +366,15 @@ impl Trainer {
     }
 
     /// Restores the optimizer state saved by [`Self::optimizer_bytes`].
+    ///
+    /// burn 0.22 materialises the loaded state on `Device::default()` (wgpu when it is compiled in)
+    /// and moves it to each parameter's device on the next step. That lazily opens the default
+    /// wgpu device, after which [`crate::device::wgpu_adapter`] could no longer open it with its
+    /// adapter info ("Service already initialized"); so the adapter probe runs first (once per
+    /// process), and the default device is the one it opened.
     pub fn load_optimizer_bytes(&mut self, bytes: Vec<u8>) -> Result<()> {
+        #[cfg(not(target_family = "wasm"))]
+        let _ = crate::device::wgpu_adapter();
         let optimizer = std::mem::replace(&mut self.optimizer, AdamWConfig::new().init());
         self.optimizer = optimizer
             .from_bytes(burn::tensor::Bytes::from_bytes_vec(bytes))
