@@ -4,6 +4,27 @@
 
 use ega_core::index::{decode_bin, encode_bin, Dtype};
 
+/// A `tiny` bundle saved in a fresh temp folder `name`: (folder, config, tokenizer, saved config).
+fn saved_tiny_bundle(name: &str) -> (std::path::PathBuf, ModelConfig, Tokenizer, bundle::BundleConfig) {
+    let config = ModelConfig::tiny();
+    let model = Embedder::new(&config, 3, &burn::tensor::Device::flex()).unwrap();
+    let tokenizer = tiny_tokenizer(&config, "a red circle");
+    let dir = temp_dir(name);
+    let saved = bundle::save(
+        &dir,
+        &model,
+        &config,
+        &tokenizer,
+        &Default::default(),
+        "shapes",
+        1,
+        &serde_json::Value::Null,
+        Default::default(),
+    )
+    .unwrap();
+    (dir, config, tokenizer, saved)
+}
+
 /// Issue 16, `nan_row`: a NaN (or ±Inf) in index.bin's rows is refused on load, naming the row.
 #[test]
 fn index_rows_with_nan_or_inf_are_refused_naming_the_row() {
@@ -182,22 +203,7 @@ fn config_sizes_are_bounded_with_the_bound_in_the_message() {
 #[test]
 fn a_tokenizer_with_ids_past_the_vocabulary_is_refused() {
     let device = burn::tensor::Device::flex();
-    let config = ModelConfig::tiny();
-    let model = Embedder::new(&config, 3, &device).unwrap();
-    let tokenizer = tiny_tokenizer(&config, "a red circle");
-    let dir = temp_dir("tok-oob");
-    bundle::save(
-        &dir,
-        &model,
-        &config,
-        &tokenizer,
-        &Default::default(),
-        "shapes",
-        1,
-        &serde_json::Value::Null,
-        Default::default(),
-    )
-    .unwrap();
+    let (dir, _, tokenizer, _) = saved_tiny_bundle("tok-oob");
     let mut json: serde_json::Value = serde_json::from_str(&tokenizer.to_json().unwrap()).unwrap();
     for (_, id) in json["model"]["vocab"].as_object_mut().unwrap() {
         if id.as_u64().unwrap() >= 4 {
@@ -221,22 +227,7 @@ fn a_tokenizer_with_ids_past_the_vocabulary_is_refused() {
 #[test]
 fn a_swapped_tokenizer_is_refused_by_its_hash() {
     let device = burn::tensor::Device::flex();
-    let config = ModelConfig::tiny();
-    let model = Embedder::new(&config, 3, &device).unwrap();
-    let tokenizer = tiny_tokenizer(&config, "a red circle");
-    let dir = temp_dir("tok-swap");
-    let saved = bundle::save(
-        &dir,
-        &model,
-        &config,
-        &tokenizer,
-        &Default::default(),
-        "shapes",
-        1,
-        &serde_json::Value::Null,
-        Default::default(),
-    )
-    .unwrap();
+    let (dir, config, tokenizer, saved) = saved_tiny_bundle("tok-swap");
     let json = tokenizer.to_json().unwrap();
     assert_eq!(saved.tokenizer_hash.as_deref(), Some(bundle::fnv_hex(&[json.as_bytes()]).as_str()));
     assert!(bundle::load(&dir, &device).is_ok());
