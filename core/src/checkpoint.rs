@@ -42,6 +42,10 @@ pub struct RunState {
     pub train: TrainConfig,
     /// The data, as given on the command line (`shapes`, `jsonl:FILE`).
     pub data: String,
+    /// A staged recipe's stages, in order (empty: one stage of `train` and `loss`). `step` counts
+    /// on across them; `model`, `train` and `loss` are those of the stage `step` is in.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stages: Vec<crate::train::Stage>,
 }
 
 /// The model's weights as safetensors bytes: a `mini` model's burn tensor names, a `smolvlm`

@@ -20,6 +20,7 @@ pub mod error;
 pub mod eval;
 pub mod fs;
 pub mod index;
+pub mod init;
 pub mod kernels;
 pub mod lab;
 pub mod loss;

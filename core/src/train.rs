@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use crate::data::{Dataset, RgbImage, Split};
 use crate::embed::{image_tensor, prompts_input, prompts_part_input, query_prompts, target_prompts};
 use crate::loss::{contrastive_loss, similarity_matrix, LossConfig};
-use crate::model::{Embedder, EmbedderInput, ModelConfig};
+use crate::model::{Embedder, EmbedderInput, FreezePart, LoraConfig, ModelConfig};
 use crate::prompt::TokenizedPrompt;
 use crate::tensor_util::scalar;
 use crate::tokenizer::Tokenizer;
@@ -70,6 +70,10 @@ pub struct TrainConfig {
     /// one chunk's activations are held at a time (`None`: the whole batch at once). The
     /// gradients, and so the training, are those of the whole batch; each step embeds twice.
     pub grad_cache_chunk: Option<usize>,
+    /// Model parts that take no gradient (and keep no optimizer state): `vision`, `connector`,
+    /// `lm` (the decoder's LoRA adapters stay trainable when `lm` is frozen).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub freeze: Vec<FreezePart>,
 }
 
 impl Default for TrainConfig {
@@ -88,6 +92,7 @@ impl Default for TrainConfig {
             alpha_ramp: 50,
             seed: 0,
             grad_cache_chunk: None,
+            freeze: Vec::new(),
         }
     }
 }
@@ -336,10 +341,21 @@ pub struct Trainer {
 }
 
 impl Trainer {
-    /// A trainer for `model` (on an autodiff device) from step `step` (0 for a new run).
+    /// A trainer for `model` (on an autodiff device) from step `step` (0 for a new run), with the
+    /// parts `config.freeze` names frozen.
     pub fn new(model: Embedder, config: TrainConfig, loss: LossConfig, step: usize) -> Result<Self> {
         config.validate()?;
         loss.validate()?;
+        // Every parameter trainable, then the stage's frozen parts (a model can come from a stage
+        // that froze others).
+        let model = model.set_require_grad(true).with_frozen(&config.freeze);
+        if model.trainable_params().0 == 0 {
+            return Err(EgaError::config(
+                "freeze",
+                config.freeze.iter().map(ToString::to_string).collect::<Vec<_>>().join(","),
+                "leaves no parameter to train",
+            ));
+        }
         let mut adamw = AdamWConfig::new().with_weight_decay(config.weight_decay as f32);
         if config.grad_clip > 0.0 {
             adamw = adamw.with_grad_clipping(Some(GradientClippingConfig::Norm(config.grad_clip as f32)));
@@ -442,4 +458,63 @@ impl Trainer {
         self.step += 1;
         Ok(StepStats { step, loss: value, lr, alpha })
     }
+}
+
+/// One stage of a staged recipe: its own steps, schedule, loss, frozen parts and LoRA adapters.
+/// A run's stages follow each other in one run folder; each starts a fresh optimizer (the set of
+/// trained parameters changes) and its own learning-rate schedule, and the step count runs on
+/// across them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Stage {
+    /// What the stage is for (`align`, `contrastive`, …), for logs.
+    pub name: String,
+    /// Its training options (`steps` is the stage's length; `freeze` its frozen parts).
+    pub train: TrainConfig,
+    /// Its loss.
+    pub loss: LossConfig,
+    /// The decoder's adapters during the stage (`smolvlm` only): a stage whose adapters differ
+    /// from the model's re-builds the model with fresh ones (the base weights carried over).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lora: Option<LoraConfig>,
+}
+
+/// The stage that global step `step` belongs to and the step within it; past the last stage,
+/// `(stages.len(), 0)`.
+pub fn stage_at(stages: &[Stage], step: usize) -> (usize, usize) {
+    let mut first = 0;
+    for (index, stage) in stages.iter().enumerate() {
+        if step < first + stage.train.steps {
+            return (index, step - first);
+        }
+        first += stage.train.steps;
+    }
+    (stages.len(), 0)
+}
+
+/// The steps of all `stages`.
+pub fn total_steps(stages: &[Stage]) -> usize {
+    stages.iter().map(|s| s.train.steps).sum()
+}
+
+/// Checks every stage (each one's options, and LoRA only where the model can carry it).
+pub fn validate_stages(stages: &[Stage], model: &ModelConfig) -> Result<()> {
+    if stages.is_empty() {
+        return Err(EgaError::config("stages", "[]", "a recipe needs at least one stage"));
+    }
+    for stage in stages {
+        stage.train.validate()?;
+        stage.loss.validate()?;
+        if let Some(lora) = &stage.lora {
+            lora.validate()?;
+            if model.smolvlm().is_none() {
+                return Err(EgaError::config(
+                    "lora",
+                    &stage.name,
+                    "LoRA adapters need a smolvlm model (--init-lm, --init or a smolvlm preset)",
+                ));
+            }
+        }
+    }
+    Ok(())
 }

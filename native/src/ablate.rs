@@ -146,6 +146,10 @@ pub fn run(request: AblateRequest) -> Result<()> {
                         eval_count: request.eval_count,
                         checkpoint_every: 50,
                         stop_after: None,
+                        start: train::ModelStart::Preset,
+                        lm_layers: None,
+                        lora: None,
+                        stages: Vec::new(),
                     })?
                     .context("the run stopped before its last step")?
                 }

@@ -45,6 +45,8 @@ pub struct ExportRequest {
     pub eval_count: usize,
     /// Device.
     pub device: DeviceChoice,
+    /// Merge LoRA adapters into the weights they adapt (a plain model; the default keeps them).
+    pub merge_lora: bool,
 }
 
 fn r1(metrics: &RetrievalMetrics) -> (f64, f64) {
@@ -69,9 +71,19 @@ pub fn export(request: ExportRequest) -> Result<()> {
     let selected = device::select(request.device)?;
     let device = selected.device.clone();
     let dir = bundle::resolve(&request.model)?;
-    let source = bundle::load(&dir, &device)?;
+    let mut source = bundle::load(&dir, &device)?;
     let index = Index::load(&request.index)?;
     index.check_model(&source.config.model_id, source.config.model.embed_dim(), &dir.display().to_string())?;
+    if request.merge_lora {
+        match source.model.merged_lora(&source.config.model, &device)? {
+            Some((config, model)) => {
+                eprintln!("LoRA adapters merged into the decoder's weights (the exported model has none)");
+                source.model = model;
+                source.config.model = config;
+            }
+            None => eprintln!("note: {} has no LoRA adapters; --merge-lora changes nothing", dir.display()),
+        }
+    }
     eprintln!("exporting {} (model {}) with {}", dir.display(), source.config.model_id, selected.description);
 
     // The f16 candidate: write it, load it back as the page would.

@@ -242,9 +242,51 @@ impl LossArgs {
 
 #[derive(Args, Debug)]
 struct TrainArgs {
-    /// Model preset: tiny, small or base.
+    /// Model preset: tiny, small or base (the from-scratch `mini` models), or tiny-smolvlm (a tiny
+    /// random SmolVLM-shaped model, for trying LoRA and the recipe in seconds). With --init-lm it
+    /// sizes the new vision tower (tiny: 32 px, small: 64 px, base: 128 px).
     #[arg(long, default_value = "small")]
     preset: String,
+    /// Start from a pretrained language model: a GGUF file (`bash scripts/setup-extras.sh
+    /// pretrained` puts SmolLM2-135M-Instruct in data/pretrained) or a Hugging Face Llama folder.
+    /// Its decoder and tokenizer are kept; the vision tower and connector are new.
+    #[arg(long, value_name = "PATH", conflicts_with = "init")]
+    init_lm: Option<PathBuf>,
+    /// Start from a whole SmolVLM checkpoint (a Hugging Face Idefics3 / SmolVLM folder): every
+    /// part loaded, its tokenizer kept.
+    #[arg(long, value_name = "PATH")]
+    init: Option<PathBuf>,
+    /// Use the checkpoint's first K decoder layers only (with --init-lm / --init): a cost knob.
+    #[arg(long, value_name = "K")]
+    lm_layers: Option<usize>,
+    /// Freeze model parts (comma-separated: vision, connector, lm): they take no gradient and the
+    /// optimizer keeps no state for them. LoRA adapters stay trainable when lm is frozen.
+    #[arg(long, value_delimiter = ',', value_name = "PARTS")]
+    freeze: Vec<ega_core::model::FreezePart>,
+    /// LoRA adapters of rank R on the decoder's projections (smolvlm models: --init-lm, --init,
+    /// --preset tiny-smolvlm). With --recipe, the rank of stage 2's adapters (default 8).
+    #[arg(long, value_name = "R")]
+    lora_rank: Option<usize>,
+    /// LoRA scale numerator: updates are scaled by alpha / rank (default: 2 × rank).
+    #[arg(long, value_name = "ALPHA")]
+    lora_alpha: Option<f64>,
+    /// Decoder projections that get LoRA adapters (comma-separated: q_proj, k_proj, v_proj,
+    /// o_proj, gate_proj, up_proj, down_proj).
+    #[arg(long, value_delimiter = ',', default_value = "q_proj,k_proj,v_proj,o_proj")]
+    lora_targets: Vec<String>,
+    /// A staged recipe in one run folder (resumable across stages). pretrained-lm: stage 1
+    /// "align" trains the vision tower and connector with the decoder frozen (info-NCE, no hard
+    /// negatives; --align-steps, --align-lr), then stage 2 "contrastive" adds LoRA adapters to the
+    /// decoder and trains them with the vision tower and connector (--loss with --hard-negatives;
+    /// --steps, --lr).
+    #[arg(long, value_enum)]
+    recipe: Option<RecipeName>,
+    /// Steps of the recipe's alignment stage.
+    #[arg(long, default_value_t = 200)]
+    align_steps: usize,
+    /// Peak learning rate of the recipe's alignment stage.
+    #[arg(long, default_value_t = 1e-3)]
+    align_lr: f64,
     /// Data: shapes (built in, nothing to download), openmoji[:DIR] (after scripts/setup-openmoji.sh)
     /// or jsonl:FILE (your own pairs).
     #[arg(long, default_value = "shapes")]
@@ -314,6 +356,14 @@ struct TrainArgs {
     /// Stop after this many steps in total (the run stays resumable).
     #[arg(long, hide = true)]
     stop_after: Option<usize>,
+}
+
+/// Staged training recipes.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum RecipeName {
+    /// Align a new vision tower to a frozen pretrained decoder, then tune with LoRA and hard
+    /// negatives.
+    PretrainedLm,
 }
 
 #[derive(Args, Debug)]
@@ -446,6 +496,10 @@ struct ExportArgs {
     /// Device: auto, wgpu, cpu.
     #[arg(long, default_value = "auto")]
     device: DeviceChoice,
+    /// Merge the model's LoRA adapters into the decoder weights they adapt (W + (alpha/rank)·B·A):
+    /// the exported model has none and runs at the plain model's cost. By default they are kept.
+    #[arg(long)]
+    merge_lora: bool,
 }
 
 #[derive(Args, Debug)]
@@ -665,6 +719,7 @@ fn main() -> ExitCode {
             weights: args.weights,
             eval_count: args.eval_count,
             device: args.device,
+            merge_lora: args.merge_lora,
         }),
         Command::GenData(args) => gen_data(args),
         Command::Info(args) => info(args),
@@ -819,6 +874,7 @@ fn train_config(
         alpha_ramp: warmup,
         seed,
         grad_cache_chunk: None,
+        freeze: Vec::new(),
     }
 }
 
@@ -832,15 +888,86 @@ fn train_command(args: TrainArgs) -> Result<()> {
         alpha_start: args.alpha_start.unwrap_or(args.warmup),
         alpha_ramp: args.alpha_ramp.unwrap_or(args.warmup),
         grad_cache_chunk: args.grad_cache_chunk,
+        freeze: args.freeze.clone(),
         ..train_config(args.steps, args.batch_size, args.hard_negatives, args.lr, args.warmup, args.seed)
     };
     train.validate()?;
     ModelConfig::preset(&args.preset)?;
+    let lora = match args.lora_rank {
+        Some(rank) => Some(ega_core::model::LoraConfig {
+            rank,
+            alpha: args.lora_alpha.unwrap_or(2.0 * rank as f64),
+            targets: args.lora_targets.clone(),
+        }),
+        None if args.lora_alpha.is_some() => anyhow::bail!("--lora-alpha needs --lora-rank"),
+        None => None,
+    };
+    if let Some(lora) = &lora {
+        lora.validate()?;
+    }
+    anyhow::ensure!(
+        args.lm_layers.is_none() || args.init_lm.is_some() || args.init.is_some(),
+        "--lm-layers needs --init-lm or --init (it cuts a pretrained decoder)"
+    );
+    let start = match (&args.init_lm, &args.init) {
+        (Some(path), _) => train::ModelStart::Lm(path.clone()),
+        (None, Some(path)) => train::ModelStart::Smolvlm(path.clone()),
+        (None, None) => train::ModelStart::Preset,
+    };
+    // The recipe's stages; without one, the run is a single stage of the options above.
+    let (stages, initial_lora) = match args.recipe {
+        None => (Vec::new(), lora),
+        Some(RecipeName::PretrainedLm) => {
+            anyhow::ensure!(args.align_steps >= 1, "--align-steps must be at least 1");
+            anyhow::ensure!(
+                args.freeze.is_empty(),
+                "--freeze is set by --recipe pretrained-lm (stage 1: lm; stage 2: lm, with LoRA)"
+            );
+            let align = ega_core::train::TrainConfig {
+                steps: args.align_steps,
+                lr: args.align_lr,
+                hard_negatives: 0,
+                warmup_steps: args.warmup.min(args.align_steps / 5),
+                alpha_warmup: false,
+                freeze: vec![ega_core::model::FreezePart::Lm],
+                ..train.clone()
+            };
+            let lora = lora.unwrap_or(ega_core::model::LoraConfig {
+                rank: 8,
+                alpha: 16.0,
+                targets: args.lora_targets.clone(),
+            });
+            let contrastive =
+                ega_core::train::TrainConfig { freeze: vec![ega_core::model::FreezePart::Lm], ..train.clone() };
+            let stages = vec![
+                ega_core::train::Stage {
+                    name: "align".into(),
+                    train: align,
+                    loss: LossConfig { kind: loss::LossKind::InfoNce, ..loss.clone() },
+                    lora: None,
+                },
+                ega_core::train::Stage {
+                    name: "contrastive".into(),
+                    train: contrastive,
+                    loss: loss.clone(),
+                    lora: Some(lora),
+                },
+            ];
+            (stages, None)
+        }
+    };
     anyhow::ensure!(args.eval_count >= 1, "--eval-count must be at least 1");
     let (out, resume) = match args.resume {
         Some(dir) => (dir, true),
         None => (
-            args.out.unwrap_or_else(|| PathBuf::from(format!("runs/{}-{}-seed{}", loss.kind, args.preset, args.seed))),
+            args.out.unwrap_or_else(|| {
+                let start = match (&args.init_lm, &args.init) {
+                    (Some(_), _) => "-lm",
+                    (None, Some(_)) => "-init",
+                    (None, None) => "",
+                };
+                PathBuf::from(format!("runs/{}-{}{start}-seed{}", loss.kind, args.preset, args.seed))
+            }),
             false,
         ),
     };
@@ -857,6 +984,10 @@ fn train_command(args: TrainArgs) -> Result<()> {
         eval_count: args.eval_count,
         checkpoint_every: args.checkpoint_every,
         stop_after: args.stop_after,
+        start,
+        lm_layers: args.lm_layers,
+        lora: initial_lora,
+        stages,
     })?;
     Ok(())
 }

@@ -13,9 +13,9 @@ use ega_core::device::{self, DeviceChoice};
 use ega_core::eval::{evaluate, RetrievalMetrics};
 use ega_core::kernels;
 use ega_core::loss::LossConfig;
-use ega_core::model::{Embedder, ModelConfig};
+use ega_core::model::{Embedder, LoraConfig, ModelConfig};
 use ega_core::tokenizer::Tokenizer;
-use ega_core::train::{batch_indices, make_batch, TrainConfig, Trainer};
+use ega_core::train::{batch_indices, make_batch, stage_at, total_steps, Stage, TrainConfig, Trainer};
 use ega_core::EgaError;
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -45,6 +45,89 @@ pub struct TrainRequest {
     pub checkpoint_every: usize,
     /// Stop after this step (for tests of resuming); the run stays resumable.
     pub stop_after: Option<usize>,
+    /// Where a new run's model starts.
+    pub start: ModelStart,
+    /// Decoder layers to keep of a pretrained start.
+    pub lm_layers: Option<usize>,
+    /// LoRA adapters of a new run's model (a recipe's stages name their own).
+    pub lora: Option<LoraConfig>,
+    /// A staged recipe's stages (empty: one stage of `train` and `loss`).
+    pub stages: Vec<Stage>,
+}
+
+/// Where a new run's model starts.
+pub enum ModelStart {
+    /// The preset's random weights (and a tokenizer trained on the data).
+    Preset,
+    /// A pretrained language model's decoder and tokenizer (`--init-lm`).
+    Lm(PathBuf),
+    /// A whole SmolVLM checkpoint (`--init`).
+    Smolvlm(PathBuf),
+}
+
+impl TrainRequest {
+    /// The single stage of a run without a recipe.
+    fn stage_of_plain_run(&self) -> Stage {
+        Stage { name: "train".into(), train: self.train.clone(), loss: self.loss.clone(), lora: self.lora.clone() }
+    }
+}
+
+/// A new run's model, its tokenizer and the data.
+fn new_model(
+    request: &TrainRequest,
+    device: &burn::tensor::Device,
+) -> Result<(ModelConfig, Embedder, Tokenizer, Box<dyn ega_core::data::Dataset>)> {
+    let seed = request.train.seed;
+    let started = Instant::now();
+    let pretrained = match &request.start {
+        ModelStart::Preset => None,
+        ModelStart::Lm(path) => Some((
+            path,
+            ega_core::init::from_lm(path, &request.preset, request.lm_layers, request.lora.clone(), seed, device)
+                .with_context(|| format!("--init-lm {}", path.display()))?,
+        )),
+        ModelStart::Smolvlm(path) => Some((
+            path,
+            ega_core::init::from_smolvlm(path, request.lm_layers, request.lora.clone(), seed, device)
+                .with_context(|| format!("--init {}", path.display()))?,
+        )),
+    };
+    if let Some((path, start)) = pretrained {
+        eprintln!(
+            "{}: {} tensors ({} parameters) loaded, {} fresh, in {:.1} s; tokenizer of {} tokens from the checkpoint",
+            path.display(),
+            start.report.loaded,
+            start.report.loaded_params,
+            start.report.fresh,
+            started.elapsed().as_secs_f64(),
+            start.tokenizer.vocab_size()
+        );
+        let dataset = data::open(&request.data, start.config.image_size(), request.skip_bad)?;
+        return Ok((start.config, start.model, start.tokenizer, dataset));
+    }
+    let mut model_config = ModelConfig::preset(&request.preset)?;
+    if let Some(lora) = &request.lora {
+        match &mut model_config.architecture {
+            ega_core::model::Architecture::Smolvlm(s) => s.lora = Some(lora.clone()),
+            _ => bail!(
+                "LoRA adapters need a smolvlm model: --init-lm PATH, --init PATH or --preset tiny-smolvlm (preset {} is a mini model)",
+                request.preset
+            ),
+        }
+    }
+    let dataset = data::open(&request.data, model_config.image_size(), request.skip_bad)?;
+    let corpus = data::tokenizer_corpus(dataset.as_ref(), 2000)?;
+    let tokenizer = Tokenizer::train(corpus.iter(), model_config.vocab_size())?;
+    // The model's table matches the trained vocabulary (never larger than the preset's).
+    model_config.set_vocab_size(tokenizer.vocab_size());
+    eprintln!(
+        "tokenizer: {} tokens, trained on {} texts in {:.1} s",
+        tokenizer.vocab_size(),
+        corpus.len(),
+        started.elapsed().as_secs_f64()
+    );
+    let model = Embedder::new(&model_config, seed, device)?;
+    Ok((model_config, model, tokenizer, dataset))
 }
 
 fn style() -> ProgressStyle {
@@ -95,149 +178,197 @@ pub fn run(request: TrainRequest) -> Result<Option<SplitMetrics>> {
     eprintln!("device: {}", selected.description);
     eprintln!("loss path: {}", kernels::ega_path(&device));
 
-    let (state, model, tokenizer, optimizer, dataset) = if request.resume {
+    let (mut state, mut model, tokenizer, mut optimizer, dataset) = if request.resume {
         let checkpoint = checkpoint::load_latest(&request.out, &device)?;
         eprintln!("resuming {} at step {}", checkpoint.folder.display(), checkpoint.state.step);
         let state = checkpoint.state;
         let dataset = data::open(&state.data, state.model.image_size(), request.skip_bad)?;
         (state, checkpoint.model, checkpoint.tokenizer, Some(checkpoint.optimizer), dataset)
     } else {
-        let mut model_config = ModelConfig::preset(&request.preset)?;
-        let dataset = data::open(&request.data, model_config.image_size(), request.skip_bad)?;
         if request.out.join("checkpoints").exists() {
             bail!(
                 "{} already holds a run; use --resume {0} to continue it, or choose another --out",
                 request.out.display()
             );
         }
-        let started = Instant::now();
-        let corpus = data::tokenizer_corpus(dataset.as_ref(), 2000)?;
-        let tokenizer = Tokenizer::train(corpus.iter(), model_config.vocab_size())?;
-        // The model's table matches the trained vocabulary (never larger than the preset's).
-        model_config.set_vocab_size(tokenizer.vocab_size());
-        eprintln!(
-            "tokenizer: {} tokens, trained on {} texts in {:.1} s",
-            tokenizer.vocab_size(),
-            corpus.len(),
-            started.elapsed().as_secs_f64()
-        );
-        let model = Embedder::new(&model_config, request.train.seed, &device)?;
+        let (model_config, model, tokenizer, dataset) = new_model(&request, &device)?;
+        let stages = request.stages.clone();
+        let checked = if stages.is_empty() { vec![request.stage_of_plain_run()] } else { stages.clone() };
+        ega_core::train::validate_stages(&checked, &model_config)?;
+        let first = stages.first();
         let state = RunState {
             format_version: checkpoint::FORMAT_VERSION,
             ega_core_version: ega_core::VERSION.to_string(),
             step: 0,
             model: model_config,
-            loss: request.loss.clone(),
-            train: request.train.clone(),
+            loss: first.map_or_else(|| request.loss.clone(), |s| s.loss.clone()),
+            train: first.map_or_else(|| request.train.clone(), |s| s.train.clone()),
             data: request.data.clone(),
+            stages,
         };
         (state, model, tokenizer, None, dataset)
     };
+    // A run without a recipe is one stage of its own options.
+    let stages = if state.stages.is_empty() {
+        vec![Stage {
+            name: "train".into(),
+            train: state.train.clone(),
+            loss: state.loss.clone(),
+            lora: state.model.smolvlm().and_then(|s| s.lora.clone()),
+        }]
+    } else {
+        state.stages.clone()
+    };
     let train_len = dataset.len(Split::Train).context("the training split has no length")?;
     std::fs::create_dir_all(&request.out).with_context(|| format!("creating {}", request.out.display()))?;
-    let mut trainer = Trainer::new(model, state.train.clone(), state.loss.clone(), state.step)?;
-    if let Some(bytes) = optimizer {
-        trainer.load_optimizer_bytes(bytes)?;
-    }
     let log_path = request.out.join("metrics.jsonl");
-    truncate_log(&log_path, trainer.step)?;
+    truncate_log(&log_path, state.step)?;
     let mut log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(&log_path)
         .with_context(|| format!("opening {}", log_path.display()))?;
 
-    let total = state.train.steps;
+    let total = total_steps(&stages);
     let last = request.stop_after.map(|s| s.min(total)).unwrap_or(total);
     eprintln!(
-        "training {} ({} parameters) on {} with {} for {} steps, batch {} (+{} hard negatives each){} → {}",
+        "training {} ({} parameters) on {} for {} steps{} → {}",
         state.model.preset,
-        burn::module::Module::num_params(trainer.model()),
+        burn::module::Module::num_params(&model),
         dataset.name(),
-        state.loss.kind,
         total,
-        state.train.batch_size,
-        state.train.hard_negatives,
-        state.train.grad_cache_chunk.map(|rows| format!(", GradCache chunks of {rows}")).unwrap_or_default(),
+        if stages.len() > 1 { format!(" in {} stages", stages.len()) } else { String::new() },
         request.out.display()
     );
     let progress = ProgressBar::new(total as u64).with_style(style());
-    progress.set_position(trainer.step as u64);
+    progress.set_position(state.step as u64);
     let started = Instant::now();
-    let first_step = trainer.step;
-    let save = |trainer: &Trainer, step: usize| -> Result<()> {
-        let snapshot = RunState { step, ..state.clone() };
-        checkpoint::save(&request.out, &snapshot, trainer.model(), &trainer.optimizer_bytes()?, &tokenizer)?;
-        Ok(())
-    };
-    while trainer.step < last {
-        let step = trainer.step;
-        let indices = batch_indices(state.train.seed, step, state.train.batch_size, train_len)?;
-        let batch = make_batch(
-            dataset.as_ref(),
-            Split::Train,
-            &indices,
-            state.train.hard_negatives,
-            &state.model,
-            &tokenizer,
-            &device,
-        )?;
-        let stats = match trainer.step(&batch) {
-            Ok(stats) => stats,
-            Err(err @ EgaError::NonFinite { .. }) => {
-                progress.abandon();
-                bail!("{err}; resume from {} with a lower --lr", request.out.display());
+    let mut step = state.step;
+    let mut samples = 0usize;
+    while step < last {
+        let (index, local) = stage_at(&stages, step);
+        let stage = &stages[index];
+        // The stage's adapters: a model whose adapters differ is re-built with fresh ones.
+        if let Some(smolvlm) = state.model.smolvlm() {
+            if smolvlm.lora != stage.lora {
+                let mut config = state.model.clone();
+                if let ega_core::model::Architecture::Smolvlm(s) = &mut config.architecture {
+                    s.lora = stage.lora.clone();
+                }
+                model =
+                    model.rebuild(&config, stage.train.seed ^ (index as u64 + 1).wrapping_mul(0x9E37_79B9), &device)?;
+                state.model = config;
             }
-            Err(err) => return Err(err.into()),
-        };
-        let done = (trainer.step - first_step) as f64;
-        let samples_per_s = done * state.train.batch_size as f64 / started.elapsed().as_secs_f64();
-        progress.set_position(trainer.step as u64);
-        let message =
-            format!("loss {:.4} lr {:.2e} α {:.2} {:.1} samples/s", stats.loss, stats.lr, stats.alpha, samples_per_s);
-        if progress.is_hidden() && (trainer.step % 10 == 0 || trainer.step == last) {
-            // Not a terminal (a log file, CI): a plain line now and then instead of the bar.
-            let eta = (last - trainer.step) as f64 * state.train.batch_size as f64 / samples_per_s.max(1e-9);
-            eprintln!("step {}/{total} {message} ETA {eta:.0} s", trainer.step);
         }
-        progress.set_message(message);
-        log_line(
-            &mut log,
-            serde_json::json!({"step": stats.step, "loss": stats.loss, "lr": stats.lr, "alpha": stats.alpha,
-                "samples_per_s": samples_per_s, "elapsed_s": started.elapsed().as_secs_f64()}),
-        )?;
-        if request.eval_every > 0 && trainer.step % request.eval_every == 0 && trainer.step < total {
-            // Evaluation runs without autodiff: no graph is kept for thousands of forward passes.
-            let metrics = evaluate(
-                &trainer.model().valid(),
+        state.train = stage.train.clone();
+        state.loss = stage.loss.clone();
+        let mut trainer = Trainer::new(model, stage.train.clone(), stage.loss.clone(), local)?;
+        // Optimizer state saved inside this stage resumes it; at a stage's first step the optimizer
+        // starts fresh (a checkpoint at the boundary holds the previous stage's).
+        if let Some(bytes) = optimizer.take().filter(|_| local > 0) {
+            trainer.load_optimizer_bytes(bytes)?;
+        }
+        let (trainable, all) = trainer.model().trainable_params();
+        let line = format!(
+            "{}{} steps with {}, lr {:.1e}, batch {} (+{} hard negatives each){}{}{}: {trainable} of {all} parameters trained",
+            if stages.len() > 1 { format!("stage {}/{} {}: ", index + 1, stages.len(), stage.name) } else { String::new() },
+            stage.train.steps,
+            stage.loss.kind,
+            stage.train.lr,
+            stage.train.batch_size,
+            stage.train.hard_negatives,
+            stage.train.grad_cache_chunk.map(|rows| format!(", GradCache chunks of {rows}")).unwrap_or_default(),
+            if stage.train.freeze.is_empty() {
+                String::new()
+            } else {
+                format!(", frozen: {}", stage.train.freeze.iter().map(ToString::to_string).collect::<Vec<_>>().join(","))
+            },
+            stage.lora.as_ref().map(|l| format!(", LoRA rank {} α {} on {}", l.rank, l.alpha, l.targets.join(","))).unwrap_or_default(),
+        );
+        if progress.is_hidden() {
+            eprintln!("{line}");
+        } else {
+            progress.println(line);
+        }
+        let stage_end = (step - local + stage.train.steps).min(last);
+        let save = |trainer: &Trainer, state: &RunState, step: usize| -> Result<()> {
+            let snapshot = RunState { step, ..state.clone() };
+            checkpoint::save(&request.out, &snapshot, trainer.model(), &trainer.optimizer_bytes()?, &tokenizer)?;
+            Ok(())
+        };
+        while step < stage_end {
+            let indices = batch_indices(stage.train.seed, step, stage.train.batch_size, train_len)?;
+            let batch = make_batch(
+                dataset.as_ref(),
+                Split::Train,
+                &indices,
+                stage.train.hard_negatives,
                 &state.model,
                 &tokenizer,
-                dataset.as_ref(),
-                Split::Test,
-                request.eval_count.min(200),
-                64,
-                &inference,
+                &device,
             )?;
-            let line =
-                format!("step {}: test t2i R@1 {:.3}, i2t R@1 {:.3}", trainer.step, metrics.t2i_r1, metrics.i2t_r1);
-            // A hidden bar (not a terminal) swallows println: write the line plainly then.
-            if progress.is_hidden() {
-                eprintln!("{line}");
-            } else {
-                progress.println(line);
+            let stats = match trainer.step(&batch) {
+                Ok(stats) => stats,
+                Err(EgaError::NonFinite { value, .. }) => {
+                    progress.abandon();
+                    let err = EgaError::NonFinite { step, value };
+                    bail!("{err}; resume from {} with a lower --lr", request.out.display());
+                }
+                Err(err) => return Err(err.into()),
+            };
+            step += 1;
+            samples += stage.train.batch_size;
+            let samples_per_s = samples as f64 / started.elapsed().as_secs_f64();
+            progress.set_position(step as u64);
+            let message = format!(
+                "loss {:.4} lr {:.2e} α {:.2} {:.1} samples/s",
+                stats.loss, stats.lr, stats.alpha, samples_per_s
+            );
+            if progress.is_hidden() && (step % 10 == 0 || step == last) {
+                // Not a terminal (a log file, CI): a plain line now and then instead of the bar.
+                let eta = (last - step) as f64 * stage.train.batch_size as f64 / samples_per_s.max(1e-9);
+                eprintln!("step {step}/{total} {message} ETA {eta:.0} s");
             }
-            log_line(&mut log, serde_json::json!({"step": stats.step, "eval": {"test": metrics}}))?;
+            progress.set_message(message);
+            let mut line = serde_json::json!({"step": step - 1, "loss": stats.loss, "lr": stats.lr,
+                "alpha": stats.alpha, "samples_per_s": samples_per_s, "elapsed_s": started.elapsed().as_secs_f64()});
+            if stages.len() > 1 {
+                line["stage"] = serde_json::json!(stage.name);
+            }
+            log_line(&mut log, line)?;
+            if request.eval_every > 0 && step % request.eval_every == 0 && step < total {
+                // Evaluation runs without autodiff: no graph is kept for thousands of forward passes.
+                let metrics = evaluate(
+                    &trainer.model().valid(),
+                    &state.model,
+                    &tokenizer,
+                    dataset.as_ref(),
+                    Split::Test,
+                    request.eval_count.min(200),
+                    64,
+                    &inference,
+                )?;
+                let line = format!("step {step}: test t2i R@1 {:.3}, i2t R@1 {:.3}", metrics.t2i_r1, metrics.i2t_r1);
+                // A hidden bar (not a terminal) swallows println: write the line plainly then.
+                if progress.is_hidden() {
+                    eprintln!("{line}");
+                } else {
+                    progress.println(line);
+                }
+                log_line(&mut log, serde_json::json!({"step": step - 1, "eval": {"test": metrics}}))?;
+            }
+            if step % request.checkpoint_every.max(1) == 0 || step == last || step == stage_end {
+                save(&trainer, &state, step)?;
+            }
         }
-        if trainer.step % request.checkpoint_every.max(1) == 0 || trainer.step == last {
-            save(&trainer, trainer.step)?;
-        }
+        model = trainer.into_model();
     }
     progress.finish();
-    if trainer.step < total {
-        eprintln!("stopped after step {} of {total}; continue with --resume {}", trainer.step, request.out.display());
+    if step < total {
+        eprintln!("stopped after step {step} of {total}; continue with --resume {}", request.out.display());
         return Ok(None);
     }
-    let final_model = trainer.model().valid();
+    let final_model = model.valid();
     let mut results = Vec::new();
     for split in report_splits(dataset.as_ref()) {
         let metrics = evaluate(
@@ -254,6 +385,8 @@ pub fn run(request: TrainRequest) -> Result<Option<SplitMetrics>> {
     }
     let json = serde_json::json!({
         "steps": total, "data": state.data, "loss": state.loss, "train": state.train, "model": state.model.preset,
+        "stages": stages.iter().map(|s| serde_json::json!({"name": s.name, "steps": s.train.steps, "lr": s.train.lr,
+            "loss": s.loss.kind.to_string(), "freeze": s.train.freeze, "lora": s.lora})).collect::<Vec<_>>(),
         "device": selected.description, "wall_time_s": started.elapsed().as_secs_f64(),
         "eval": results.iter().map(|(split, m)| (split.to_string(), serde_json::to_value(m).unwrap_or_default())).collect::<serde_json::Map<_, _>>(),
     });

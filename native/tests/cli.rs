@@ -539,3 +539,93 @@ fn captions_with_control_characters_are_printed_escaped() {
     assert!(line.contains(r"line1\nline2 \u{1b}[31mRED\u{1b}[0m \| x"), "{line}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Issue 14: `--recipe pretrained-lm` at a tiny size (the random `tiny-smolvlm` preset: no
+/// checkpoint needed) runs its two stages in one run folder; a run stopped inside stage 1, at the
+/// stage boundary and inside stage 2, then resumed, logs the loss curve of the uninterrupted run.
+#[test]
+fn a_staged_recipe_trains_and_resumes_across_the_stage_boundary() {
+    let common = [
+        "train",
+        "--preset",
+        "tiny-smolvlm",
+        "--recipe",
+        "pretrained-lm",
+        "--align-steps",
+        "3",
+        "--steps",
+        "3",
+        "--lora-rank",
+        "2",
+        "--batch-size",
+        "4",
+        "--warmup",
+        "1",
+        "--checkpoint-every",
+        "100",
+        "--eval-every",
+        "0",
+        "--eval-count",
+        "8",
+        "--device",
+        "cpu",
+        "--seed",
+        "5",
+    ];
+    let whole = temp("recipe-whole");
+    let output = run(&[&common[..], &["--out", whole.to_str().unwrap()]].concat());
+    let log = text(&output);
+    assert!(output.status.success(), "{log}");
+    for expected in ["stage 1/2 align", "frozen: lm", "stage 2/2 contrastive", "LoRA rank 2", "| test |"] {
+        assert!(log.contains(expected), "the log lacks {expected:?}: {log}");
+    }
+    let expected = losses(&whole);
+    assert_eq!(expected.iter().map(|l| l.0).collect::<Vec<_>>(), (0..6).collect::<Vec<_>>());
+    let metrics: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(whole.join("metrics.json")).unwrap()).unwrap();
+    assert_eq!(metrics["stages"].as_array().map(Vec::len), Some(2), "{metrics}");
+    let bundle: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(whole.join("bundle/config.json")).unwrap()).unwrap();
+    assert_eq!(bundle["model"]["lora"]["rank"], 2, "the bundle keeps the adapters: {bundle}");
+
+    for stop in ["2", "3", "4"] {
+        let dir = temp(&format!("recipe-stop{stop}"));
+        let output = run(&[&common[..], &["--out", dir.to_str().unwrap(), "--stop-after", stop]].concat());
+        assert!(output.status.success() && text(&output).contains("--resume"), "{}", text(&output));
+        let output = run(&[
+            "train",
+            "--resume",
+            dir.to_str().unwrap(),
+            "--device",
+            "cpu",
+            "--eval-every",
+            "0",
+            "--eval-count",
+            "8",
+        ]);
+        assert!(output.status.success(), "stopped after {stop}: {}", text(&output));
+        let resumed = losses(&dir);
+        assert_eq!(resumed.iter().map(|l| l.0).collect::<Vec<_>>(), (0..6).collect::<Vec<_>>(), "stopped after {stop}");
+        for ((step, a), (_, b)) in resumed.iter().zip(&expected) {
+            assert!((a - b).abs() <= 1e-5 * b.abs().max(1.0), "stopped after {stop}, step {step}: {a} vs {b}");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    let _ = std::fs::remove_dir_all(&whole);
+
+    // Options that need another model say so.
+    let nowhere = temp("recipe-refused");
+    let out = nowhere.to_str().unwrap();
+    let cases: [(&[&str], &str); 3] = [
+        (&["train", "--preset", "tiny", "--lora-rank", "4", "--steps", "1", "--out", out], "smolvlm"),
+        (&["train", "--preset", "tiny", "--lm-layers", "2", "--out", out], "--init-lm"),
+        (&["train", "--init-lm", "/nonexistent.gguf", "--out", out], "/nonexistent.gguf"),
+    ];
+    for (args, expected) in cases {
+        let output = run(args);
+        assert!(!nowhere.exists(), "{args:?}: a refused run writes nothing");
+        let message = text(&output);
+        assert!(!output.status.success() && message.contains(expected), "{args:?}: {message}");
+        assert!(!message.contains("panicked"), "{args:?} panicked: {message}");
+    }
+}

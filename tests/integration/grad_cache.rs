@@ -182,6 +182,7 @@ fn a_grad_cache_run_resumes_exactly() {
         loss: loss.clone(),
         train: train.clone(),
         data: "shapes".into(),
+        stages: vec![],
     };
     checkpoint::save(&run, &state, first.model(), &first.optimizer_bytes().unwrap(), &tokenizer).unwrap();
     drop(first);

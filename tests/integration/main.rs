@@ -7,6 +7,7 @@ mod grad_cache;
 mod kernels;
 mod lab;
 mod learning;
+mod lora;
 mod loss;
 mod model;
 mod pretrained;

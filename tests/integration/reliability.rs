@@ -186,7 +186,7 @@ fn config_sizes_are_bounded_with_the_bound_in_the_message() {
         patch_size: 14,
         layer_norm_eps: 1e-6,
     };
-    let smolvlm = SmolVlmConfig { vision_config, text_config, scale_factor: 3, max_seq_len: 8192 };
+    let smolvlm = SmolVlmConfig { vision_config, text_config, scale_factor: 3, max_seq_len: 8192, lora: None };
     smolvlm.validate().expect("a SmolVLM-2.2B-sized config validates");
     let mut bad = smolvlm.clone();
     bad.text_config.hidden_size = 1 << 40;

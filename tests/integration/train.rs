@@ -74,6 +74,7 @@ fn a_resumed_run_continues_exactly() {
         loss: loss.clone(),
         train: train.clone(),
         data: "shapes".into(),
+        stages: vec![],
     };
     checkpoint::save(&run, &state, first.model(), &first.optimizer_bytes().unwrap(), &tokenizer).unwrap();
     drop(first);
@@ -155,6 +156,7 @@ fn damaged_checkpoints_are_clear_errors() {
         loss: LossConfig::default(),
         train,
         data: "shapes".into(),
+        stages: vec![],
     };
     let model = Embedder::new(&config, 0, &device).unwrap();
     let folder = checkpoint::save(&run, &state, &model, b"optimizer", &tokenizer).unwrap();

@@ -10,7 +10,7 @@ use super::layers::Init;
 use super::projector::Projector;
 use super::smolvlm::SmolVlm;
 use super::vision::VisionEncoder;
-use super::{Architecture, ModelConfig};
+use super::{Architecture, FreezePart, ModelConfig};
 use crate::prompt::AssembledBatch;
 use crate::tensor_util::{floats, ints};
 use crate::{EgaError, Result};
@@ -73,6 +73,76 @@ impl Embedder {
     /// - → `[B, D]`
     pub fn embed(&self, input: &EmbedderInput) -> Tensor<2> {
         pool_last(self.hidden_states(input), &input.last)
+    }
+
+    /// The model with the parameters of `parts` frozen: they take no gradient and the optimizer
+    /// keeps no state for them (a `smolvlm` decoder's LoRA adapters stay trainable when `Lm` is).
+    pub fn with_frozen(self, parts: &[FreezePart]) -> Self {
+        use super::smolvlm::Part;
+        match self {
+            Embedder::Mini(mut m) => {
+                for part in parts {
+                    match part {
+                        FreezePart::Vision => m.vision = m.vision.no_grad(),
+                        FreezePart::Connector => m.projector = m.projector.no_grad(),
+                        FreezePart::Lm => m.language = m.language.no_grad(),
+                    }
+                }
+                Embedder::Mini(m)
+            }
+            Embedder::Smolvlm(s) => {
+                let parts: Vec<Part> = parts
+                    .iter()
+                    .map(|part| match part {
+                        FreezePart::Vision => Part::Vision,
+                        FreezePart::Connector => Part::Connector,
+                        FreezePart::Lm => Part::Text,
+                    })
+                    .collect();
+                Embedder::Smolvlm(s.with_frozen(&parts))
+            }
+        }
+    }
+
+    /// The same weights as a model of `config`, whose shapes must be this model's except for the
+    /// LoRA adapters, which `config` may add, change or drop (new ones start fresh from `seed`;
+    /// see [`SmolVlm::rebuild`]). A `mini` model has no adapters: `config` must be its own.
+    pub fn rebuild(&self, config: &ModelConfig, seed: u64, device: &Device) -> Result<Self> {
+        match (self, &config.architecture) {
+            (Embedder::Smolvlm(model), Architecture::Smolvlm(smolvlm)) => {
+                Ok(Embedder::Smolvlm(model.rebuild(smolvlm, seed, device)?.0))
+            }
+            (Embedder::Mini(mini), Architecture::Mini(_)) => Ok(Embedder::Mini(mini.clone())),
+            _ => Err(EgaError::Data("a model cannot be re-built as another architecture".into())),
+        }
+    }
+
+    /// The model with its LoRA adapters merged into the weights they adapt, and its config without
+    /// adapters; `None` when it has none. Blocking read-back: native only.
+    pub fn merged_lora(&self, config: &ModelConfig, device: &Device) -> Result<Option<(ModelConfig, Self)>> {
+        let (Embedder::Smolvlm(model), Architecture::Smolvlm(smolvlm)) = (self, &config.architecture) else {
+            return Ok(None);
+        };
+        Ok(model.merged(smolvlm, device)?.map(|(plain, merged)| {
+            (ModelConfig { architecture: Architecture::Smolvlm(plain), ..config.clone() }, Embedder::Smolvlm(merged))
+        }))
+    }
+
+    /// Parameters that take a gradient (those not frozen), and all parameters.
+    pub fn trainable_params(&self) -> (usize, usize) {
+        struct Count(usize, usize);
+        impl burn::module::ModuleVisitor for Count {
+            fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<D>>) {
+                let n: usize = param.val().dims().iter().product();
+                self.1 += n;
+                if param.is_require_grad() {
+                    self.0 += n;
+                }
+            }
+        }
+        let mut count = Count(0, 0);
+        self.visit(&mut count);
+        (count.0, count.1)
     }
 
     /// Parameter counts by part, named as the architecture names its parts.

@@ -238,6 +238,7 @@ pub fn parse_hf_config(bytes: &[u8], name: &str) -> Result<HfModel> {
                 text_config,
                 scale_factor: value.get("scale_factor").and_then(|v| v.as_u64()).unwrap_or(2) as usize,
                 max_seq_len,
+                lora: None,
             };
             config.validate().map_err(|err| EgaError::Data(format!("{name}: {err}")))?;
             let image_token_id = value.get("image_token_id").and_then(|v| v.as_u64()).map(|v| v as u32);

@@ -185,3 +185,66 @@ impl LlamaConfig {
         Ok(())
     }
 }
+
+/// The decoder projections LoRA can adapt (Llama's names).
+pub const LORA_TARGETS: [&str; 7] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"];
+
+/// Low-rank adapters on the decoder's projections (Hu et al. 2021, "LoRA"): each targeted
+/// `y = x W` becomes `y = x W + (alpha / rank) · (x A) B`, with `A` `[in, rank]` and `B`
+/// `[rank, out]`. A fresh adapter has `B = 0`, so it leaves the model's output exactly as it was.
+/// Saved as `<linear>.lora_A.weight` `[rank, in]` and `<linear>.lora_B.weight` `[out, rank]`
+/// (PEFT's layout), beside the linear's own weight.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoraConfig {
+    /// Rank `r` of the update.
+    pub rank: usize,
+    /// Scale numerator: the update is multiplied by `alpha / rank`.
+    pub alpha: f64,
+    /// Which projections of every decoder layer get an adapter (a subset of [`LORA_TARGETS`]).
+    pub targets: Vec<String>,
+}
+
+impl LoraConfig {
+    /// The default targets: every attention projection.
+    pub fn default_targets() -> Vec<String> {
+        ["q_proj", "k_proj", "v_proj", "o_proj"].map(String::from).to_vec()
+    }
+
+    /// `alpha / rank`.
+    pub fn scale(&self) -> f64 {
+        self.alpha / self.rank as f64
+    }
+
+    /// Whether the projection `name` (`q_proj`, …) gets an adapter.
+    pub fn targets(&self, name: &str) -> bool {
+        self.targets.iter().any(|t| t == name)
+    }
+
+    /// Checks the rank, alpha and target names.
+    pub fn validate(&self) -> Result<()> {
+        if self.rank == 0 || self.rank > crate::model::bounds::WIDTH {
+            return Err(EgaError::config("lora.rank", self.rank, "must be at least 1"));
+        }
+        if !(self.alpha.is_finite() && self.alpha > 0.0) {
+            return Err(EgaError::config("lora.alpha", self.alpha, "must be a finite number > 0"));
+        }
+        if self.targets.is_empty() {
+            return Err(EgaError::config(
+                "lora.targets",
+                "[]",
+                format!("name at least one of {}", LORA_TARGETS.join(", ")),
+            ));
+        }
+        for target in &self.targets {
+            if !LORA_TARGETS.contains(&target.as_str()) {
+                return Err(EgaError::config(
+                    "lora.targets",
+                    target,
+                    format!("expected one of {}", LORA_TARGETS.join(", ")),
+                ));
+            }
+        }
+        Ok(())
+    }
+}

@@ -15,7 +15,7 @@
 
 pub mod config;
 
-pub use config::{LlamaConfig, SiglipConfig};
+pub use config::{LlamaConfig, LoraConfig, SiglipConfig, LORA_TARGETS};
 
 use burn::module::{Module, Param};
 use burn::tensor::activation::{silu, softmax};
@@ -38,18 +38,23 @@ pub enum Part {
     Connector,
     /// `text_model.*`: the decoder.
     Text,
+    /// `text_model.*.lora_{A,B}.weight`: the decoder's low-rank adapters (when the config has
+    /// them). Not loaded: fresh adapters (`A` random, `B = 0`) that leave the output unchanged.
+    Lora,
 }
 
 impl Part {
     /// Every part.
-    pub const ALL: [Part; 3] = [Part::Vision, Part::Connector, Part::Text];
+    pub const ALL: [Part; 4] = [Part::Vision, Part::Connector, Part::Text, Part::Lora];
+    /// Every part but the adapters: a model's weights with fresh adapters.
+    pub const BASE: [Part; 3] = [Part::Vision, Part::Connector, Part::Text];
 
     /// The checkpoint prefix of the part.
     pub fn prefix(self) -> &'static str {
         match self {
             Part::Vision => "vision_model",
             Part::Connector => "connector",
-            Part::Text => "text_model",
+            Part::Text | Part::Lora => "text_model",
         }
     }
 }
@@ -72,6 +77,8 @@ struct Builder<'a, 's, 'l> {
     source: Option<&'s mut dyn TensorSource>,
     load: &'l [Part],
     report: LoadReport,
+    /// The decoder's adapters, when the config has them.
+    lora: Option<LoraConfig>,
 }
 
 /// How a fresh tensor starts.
@@ -81,6 +88,8 @@ enum Fresh {
     Normal,
     /// All `value`.
     Constant(f32),
+    /// Mean 0, this standard deviation.
+    Std(f64),
 }
 
 impl Builder<'_, '_, '_> {
@@ -116,6 +125,7 @@ impl Builder<'_, '_, '_> {
         let count: usize = shape.iter().product();
         let data = match fresh {
             Fresh::Normal => self.init.uniform_values(count, INIT_STD),
+            Fresh::Std(std) => self.init.uniform_values(count, std),
             Fresh::Constant(value) => vec![value; count],
         };
         Ok(HostTensor { shape: shape.to_vec(), data })
@@ -137,7 +147,26 @@ impl Builder<'_, '_, '_> {
         let weight = self.init.param_from(floats(transpose(&w.data, d_out, d_in), [d_in, d_out], self.init.device));
         let bias =
             if bias { Some(self.param1(part, &format!("{name}.bias"), d_out, Fresh::Constant(0.0))?) } else { None };
-        Ok(HfLinear { weight, bias })
+        Ok(HfLinear { weight, bias, lora: None })
+    }
+
+    /// A decoder projection (`target`: `q_proj`, …, no bias), with its LoRA adapter when the
+    /// config targets it: `A` `[rank, in]` fresh like PEFT's (uniform, bound `1/√in`), `B`
+    /// `[out, rank]` fresh at zero.
+    fn projection(&mut self, name: &str, target: &str, d_in: usize, d_out: usize) -> Result<HfLinear> {
+        let mut linear = self.linear(Part::Text, name, d_in, d_out, false)?;
+        let Some(lora) = self.lora.clone().filter(|l| l.targets(target)) else { return Ok(linear) };
+        let r = lora.rank;
+        let std = 1.0 / (3.0 * d_in as f64).sqrt();
+        let a = self.tensor(Part::Lora, &format!("{name}.lora_A.weight"), &[r, d_in], Fresh::Std(std))?;
+        let b = self.tensor(Part::Lora, &format!("{name}.lora_B.weight"), &[d_out, r], Fresh::Constant(0.0))?;
+        let device = self.init.device;
+        linear.lora = Some(Lora {
+            a: self.init.param_from(floats(transpose(&a.data, r, d_in), [d_in, r], device)),
+            b: self.init.param_from(floats(transpose(&b.data, d_out, r), [r, d_out], device)),
+            scale: lora.scale(),
+        });
+        Ok(linear)
     }
 
     fn layer_norm(&mut self, part: Part, name: &str, width: usize, eps: f64) -> Result<HfLayerNorm> {
@@ -164,20 +193,40 @@ fn transpose(data: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     out
 }
 
-/// `y = x W + b` with `W` kept as `[in, out]`.
+/// `y = x W + b` with `W` kept as `[in, out]`, plus `scale · (x A) B` when it has an adapter.
 #[derive(Module, Debug)]
 pub struct HfLinear {
     /// `[in, out]`
     pub weight: Param<Tensor<2>>,
     /// `[out]`
     pub bias: Option<Param<Tensor<1>>>,
+    /// The low-rank adapter (decoder projections only).
+    pub lora: Option<Lora>,
+}
+
+/// A LoRA adapter of one linear layer.
+#[derive(Module, Debug)]
+pub struct Lora {
+    /// `A` `[in, rank]` (saved as `lora_A.weight` `[rank, in]`).
+    pub a: Param<Tensor<2>>,
+    /// `B` `[rank, out]` (saved as `lora_B.weight` `[out, rank]`).
+    pub b: Param<Tensor<2>>,
+    /// `alpha / rank`.
+    pub scale: f64,
 }
 
 impl HfLinear {
     /// # Shapes
     /// - x: `[..., in]` → `[..., out]`
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        burn::tensor::module::linear(x, self.weight.val(), self.bias.as_ref().map(|b| b.val()))
+        use burn::tensor::module::linear;
+        match &self.lora {
+            None => linear(x, self.weight.val(), self.bias.as_ref().map(|b| b.val())),
+            Some(lora) => {
+                let low = linear(linear(x.clone(), lora.a.val(), None), lora.b.val(), None);
+                linear(x, self.weight.val(), self.bias.as_ref().map(|b| b.val())) + low.mul_scalar(lora.scale)
+            }
+        }
     }
 }
 
@@ -337,7 +386,7 @@ impl SiglipVision {
         let position =
             b.param2(part, "vision_model.embeddings.position_embedding.weight", [c.num_patches(), d], Fresh::Normal)?;
         let embeddings = SiglipEmbeddings {
-            patch_embedding: HfLinear { weight, bias },
+            patch_embedding: HfLinear { weight, bias, lora: None },
             position_embedding: PositionEmbedding { weight: position },
             patch_size: p,
         };
@@ -509,17 +558,17 @@ impl LlamaModel {
             let (q, kv) = (c.num_attention_heads * hd, c.num_key_value_heads * hd);
             layers.push(LlamaLayer {
                 self_attn: LlamaAttention {
-                    q_proj: b.linear(part, &format!("{n}.self_attn.q_proj"), d, q, false)?,
-                    k_proj: b.linear(part, &format!("{n}.self_attn.k_proj"), d, kv, false)?,
-                    v_proj: b.linear(part, &format!("{n}.self_attn.v_proj"), d, kv, false)?,
-                    o_proj: b.linear(part, &format!("{n}.self_attn.o_proj"), q, d, false)?,
+                    q_proj: b.projection(&format!("{n}.self_attn.q_proj"), "q_proj", d, q)?,
+                    k_proj: b.projection(&format!("{n}.self_attn.k_proj"), "k_proj", d, kv)?,
+                    v_proj: b.projection(&format!("{n}.self_attn.v_proj"), "v_proj", d, kv)?,
+                    o_proj: b.projection(&format!("{n}.self_attn.o_proj"), "o_proj", q, d)?,
                     heads: c.num_attention_heads,
                     kv_heads: c.num_key_value_heads,
                 },
                 mlp: LlamaMlp {
-                    gate_proj: b.linear(part, &format!("{n}.mlp.gate_proj"), d, c.intermediate_size, false)?,
-                    up_proj: b.linear(part, &format!("{n}.mlp.up_proj"), d, c.intermediate_size, false)?,
-                    down_proj: b.linear(part, &format!("{n}.mlp.down_proj"), c.intermediate_size, d, false)?,
+                    gate_proj: b.projection(&format!("{n}.mlp.gate_proj"), "gate_proj", d, c.intermediate_size)?,
+                    up_proj: b.projection(&format!("{n}.mlp.up_proj"), "up_proj", d, c.intermediate_size)?,
+                    down_proj: b.projection(&format!("{n}.mlp.down_proj"), "down_proj", c.intermediate_size, d)?,
                 },
                 input_layernorm: b.rms_norm(part, &format!("{n}.input_layernorm"), d, c.rms_norm_eps)?,
                 post_attention_layernorm: b.rms_norm(
@@ -543,7 +592,7 @@ impl LlamaModel {
         config.validate()?;
         let init = Init { rng: rand::rngs::StdRng::seed_from_u64(0), device, created: 0 };
         let load = [Part::Text];
-        let mut b = Builder { init, source: Some(source), load: &load, report: LoadReport::default() };
+        let mut b = Builder { init, source: Some(source), load: &load, report: LoadReport::default(), lora: None };
         let model = Self::build(&mut b, config)?;
         Ok((model, b.report))
     }
@@ -645,7 +694,7 @@ impl SmolVlm {
             return Err(EgaError::Data("parts to load were named but no checkpoint was given".into()));
         }
         let init = Init { rng: rand::rngs::StdRng::seed_from_u64(seed), device, created: 0 };
-        let mut b = Builder { init, source, load, report: LoadReport::default() };
+        let mut b = Builder { init, source, load, report: LoadReport::default(), lora: config.lora.clone() };
         let v = &config.vision_config;
         let vision_model = SiglipVision::build(&mut b, v)?;
         let d_in = v.hidden_size * config.scale_factor * config.scale_factor;
@@ -708,6 +757,18 @@ impl SmolVlm {
             if let Some(bias) = &l.bias {
                 out.push((format!("{name}.bias"), host1(bias)?));
             }
+            if let Some(lora) = &l.lora {
+                let (a, b) = (host2(&lora.a)?, host2(&lora.b)?); // [in, r], [r, out]
+                let (d_in, r, d_out) = (a.shape[0], a.shape[1], b.shape[1]);
+                out.push((
+                    format!("{name}.lora_A.weight"),
+                    HostTensor { shape: vec![r, d_in], data: transpose(&a.data, d_in, r) },
+                ));
+                out.push((
+                    format!("{name}.lora_B.weight"),
+                    HostTensor { shape: vec![d_out, r], data: transpose(&b.data, r, d_out) },
+                ));
+            }
             Ok(())
         };
         let layer_norm = |out: &mut Vec<(String, HostTensor)>, name: &str, n: &HfLayerNorm| -> Result<()> {
@@ -758,5 +819,162 @@ impl SmolVlm {
         }
         out.push(("text_model.norm.weight".into(), host1(&text.norm.weight)?));
         Ok(out)
+    }
+}
+
+impl LlamaModel {
+    /// Every projection of every layer, mutably (for taking the adapters out and back).
+    fn projections_mut(&mut self) -> impl Iterator<Item = &mut HfLinear> {
+        self.layers.iter_mut().flat_map(|layer| {
+            let LlamaLayer { self_attn: a, mlp: m, .. } = layer;
+            [
+                &mut a.q_proj,
+                &mut a.k_proj,
+                &mut a.v_proj,
+                &mut a.o_proj,
+                &mut m.gate_proj,
+                &mut m.up_proj,
+                &mut m.down_proj,
+            ]
+        })
+    }
+}
+
+impl SmolVlm {
+    /// The model with the parameters of `parts` frozen (they take no gradient, so the optimizer
+    /// keeps no state for them). Freezing [`Part::Text`] leaves the decoder's LoRA adapters
+    /// trainable; [`Part::Lora`] freezes those.
+    pub fn with_frozen(mut self, parts: &[Part]) -> Self {
+        if parts.contains(&Part::Vision) {
+            self.vision_model = self.vision_model.no_grad();
+        }
+        if parts.contains(&Part::Connector) {
+            self.connector = self.connector.no_grad();
+        }
+        if parts.contains(&Part::Text) {
+            let adapters: Vec<Option<Lora>> = self.text_model.projections_mut().map(|p| p.lora.take()).collect();
+            self.text_model = self.text_model.no_grad();
+            for (projection, adapter) in self.text_model.projections_mut().zip(adapters) {
+                projection.lora = adapter;
+            }
+        }
+        if parts.contains(&Part::Lora) {
+            for projection in self.text_model.projections_mut() {
+                projection.lora = projection.lora.take().map(Module::no_grad);
+            }
+        }
+        self
+    }
+
+    /// The same weights as a model of `config` (the same shapes, adapters added, changed or
+    /// removed): the base weights are carried over and adapters of `config` start fresh from
+    /// `seed`, so the new model's output equals this one's when this one has no adapters. Built
+    /// exactly as loading a checkpoint of `config` builds it (the same parameter order and ids),
+    /// so a run resumed later finds its optimizer state. Blocking read-back: native only.
+    pub fn rebuild(&self, config: &SmolVlmConfig, seed: u64, device: &Device) -> Result<(Self, LoadReport)> {
+        let tensors = self.export()?.into_iter().filter(|(name, _)| !name.contains(".lora_"));
+        let mut source = MemorySource::new("the model being re-built", tensors.collect());
+        SmolVlm::build(config, Some(&mut source), &Part::BASE, seed, device)
+    }
+
+    /// Every parameter under its Hugging Face name with the LoRA adapters merged into their
+    /// linear weights (`W += (alpha/rank) · B A` in checkpoint layout) and no adapter left: the
+    /// weights of a plain model (`lora: None`) that computes the same function up to rounding.
+    pub fn export_merged(&self, lora: &LoraConfig) -> Result<Vec<(String, HostTensor)>> {
+        merge_lora(self.export()?, lora)
+    }
+
+    /// The model with its adapters merged into the decoder's weights, as a model of `config`
+    /// without adapters (`None` when `config` has none). Blocking read-back: native only.
+    pub fn merged(&self, config: &SmolVlmConfig, device: &Device) -> Result<Option<(SmolVlmConfig, Self)>> {
+        let Some(lora) = &config.lora else { return Ok(None) };
+        let plain = SmolVlmConfig { lora: None, ..config.clone() };
+        let mut source = MemorySource::new("the merged model", self.export_merged(lora)?);
+        let (model, _) = SmolVlm::build(&plain, Some(&mut source), &Part::BASE, 0, device)?;
+        Ok(Some((plain, model)))
+    }
+}
+
+/// Merges `<linear>.lora_A.weight` `[r, in]` and `<linear>.lora_B.weight` `[out, r]` into
+/// `<linear>.weight` `[out, in]` (`W += scale · B A`, in f64) and drops the adapters; a pair with
+/// a missing half or a shape that does not fit is an error naming it.
+pub fn merge_lora(tensors: Vec<(String, HostTensor)>, lora: &LoraConfig) -> Result<Vec<(String, HostTensor)>> {
+    let scale = lora.scale();
+    let mut adapters: std::collections::HashMap<String, HostTensor> = std::collections::HashMap::new();
+    let mut base = Vec::with_capacity(tensors.len());
+    for (name, tensor) in tensors {
+        if name.ends_with(".lora_A.weight") || name.ends_with(".lora_B.weight") {
+            adapters.insert(name, tensor);
+        } else {
+            base.push((name, tensor));
+        }
+    }
+    for (name, weight) in base.iter_mut() {
+        let Some(stem) = name.strip_suffix(".weight") else { continue };
+        let (a_name, b_name) = (format!("{stem}.lora_A.weight"), format!("{stem}.lora_B.weight"));
+        let (a, b) = match (adapters.remove(&a_name), adapters.remove(&b_name)) {
+            (None, None) => continue,
+            (Some(a), Some(b)) => (a, b),
+            _ => return Err(EgaError::Data(format!("{stem}: a LoRA adapter with only one of lora_A and lora_B"))),
+        };
+        let (d_out, d_in) = match weight.shape.as_slice() {
+            [o, i] => (*o, *i),
+            other => return Err(EgaError::Data(format!("{name}: a LoRA adapter on a tensor of shape {other:?}"))),
+        };
+        let r = a.shape.first().copied().unwrap_or(0);
+        if a.shape != [r, d_in] || b.shape != [d_out, r] {
+            return Err(EgaError::Data(format!(
+                "{stem}: LoRA shapes {:?} and {:?} do not fit the weight {:?}",
+                a.shape, b.shape, weight.shape
+            )));
+        }
+        for o in 0..d_out {
+            for i in 0..d_in {
+                let delta: f64 = (0..r).map(|k| b.data[o * r + k] as f64 * a.data[k * d_in + i] as f64).sum();
+                let w = &mut weight.data[o * d_in + i];
+                *w = (*w as f64 + scale * delta) as f32;
+            }
+        }
+    }
+    if let Some(name) = adapters.keys().min() {
+        return Err(EgaError::Data(format!("{name}: a LoRA adapter with no linear weight to merge into")));
+    }
+    Ok(base)
+}
+
+/// Tensors held in memory, by Hugging Face name (a model's own export, re-built).
+pub struct MemorySource {
+    name: String,
+    tensors: std::collections::HashMap<String, HostTensor>,
+}
+
+impl MemorySource {
+    /// `tensors` under `name` (for messages).
+    pub fn new(name: &str, tensors: Vec<(String, HostTensor)>) -> Self {
+        Self { name: name.to_string(), tensors: tensors.into_iter().collect() }
+    }
+}
+
+impl TensorSource for MemorySource {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn stored(&self) -> Vec<crate::pretrained::StoredTensor> {
+        let mut stored: Vec<_> = self
+            .tensors
+            .iter()
+            .map(|(name, t)| crate::pretrained::StoredTensor {
+                name: name.clone(),
+                shape: t.shape.clone(),
+                dtype: "F32".into(),
+            })
+            .collect();
+        stored.sort_by(|a, b| a.name.cmp(&b.name));
+        stored
+    }
+
+    fn take(&mut self, key: &str) -> Result<Option<HostTensor>> {
+        Ok(self.tensors.remove(key))
     }
 }

@@ -1,0 +1,206 @@
+//! Where a new run's model starts: a preset's random weights, a pretrained language model
+//! (`--init-lm`: the decoder and tokenizer of a GGUF or Hugging Face Llama checkpoint, with a new
+//! vision tower and connector), or a whole SmolVLM checkpoint (`--init`).
+//!
+//! A pretrained language model becomes a `smolvlm` embedder: its vision tower is SigLIP-shaped,
+//! sized like the `mini` preset of the same name (`tiny`, `small`, `base`: the towers these
+//! machines train from scratch), and the connector merges 2×2 patches (pixel shuffle, scale 2)
+//! into the decoder's width. The tokenizer is the checkpoint's, with its own control tokens as
+//! `<bos>` / `<eos>` (a chat model's `<|im_start|>` / `<|im_end|>`), and the prompts are written
+//! as a chat turn.
+
+use std::path::Path;
+
+use burn::tensor::Device;
+
+use crate::model::smolvlm::{LoadReport, Part, SmolVlm};
+use crate::model::{Architecture, Embedder, LlamaConfig, LoraConfig, ModelConfig, SiglipConfig, SmolVlmConfig};
+use crate::prompt::{PromptConfig, SpecialTokens};
+use crate::tokenizer::Tokenizer;
+use crate::{EgaError, Result};
+
+/// A model built from a checkpoint, with what the build did.
+pub struct Started {
+    /// Its config.
+    pub config: ModelConfig,
+    /// The model.
+    pub model: Embedder,
+    /// The checkpoint's tokenizer.
+    pub tokenizer: Tokenizer,
+    /// Tensors loaded and made fresh.
+    pub report: LoadReport,
+}
+
+/// The SigLIP-shaped vision tower of the same size as the `mini` preset `preset`'s vision
+/// encoder (`tiny`: 32 px, width 64, 2 layers; `small`: 64 px, width 128, 4 layers; `base`:
+/// 128 px, width 384, 6 layers).
+pub fn vision_tower(preset: &str) -> Result<SiglipConfig> {
+    let mini = ModelConfig::preset(preset)?;
+    let v = &mini.mini().ok_or_else(|| EgaError::config("preset", preset, "is not a mini preset"))?.vision;
+    Ok(SiglipConfig {
+        hidden_size: v.width,
+        intermediate_size: v.width * v.mlp_ratio,
+        num_hidden_layers: v.layers,
+        num_attention_heads: v.heads,
+        num_channels: v.channels,
+        image_size: v.image_size,
+        patch_size: v.patch_size,
+        layer_norm_eps: 1e-6,
+    })
+}
+
+/// The longest prompt of the `mini` preset `preset` (its language model's context).
+fn preset_context(preset: &str) -> Result<usize> {
+    Ok(ModelConfig::preset(preset)?.max_seq_len())
+}
+
+/// The first of `names` that `tokenizer` knows, as an id.
+fn first_token(tokenizer: &tokenizers::Tokenizer, names: &[&str]) -> Option<u32> {
+    names.iter().find_map(|name| tokenizer.token_to_id(name))
+}
+
+/// The control tokens of a pretrained tokenizer as this project's special tokens: `<bos>` starts
+/// a prompt (`<|im_start|>`, `<|begin_of_text|>`, `<s>`), `<eos>` ends it and its hidden state is
+/// the embedding (`<|im_end|>`, `<|eot_id|>`, `</s>`, `<|endoftext|>`), `<pad>` fills (masked
+/// out), and `<image>` marks where image tokens go (its embedding is never read: image features
+/// replace it). A tokenizer without an `<image>` token lends one of its rarely used control tokens
+/// for it; the choice is saved with the model.
+pub fn lm_special_tokens(tokenizer: &tokenizers::Tokenizer, what: &str) -> Result<SpecialTokens> {
+    let missing = |role: &str, names: &[&str]| {
+        EgaError::Tokenizer(format!("{what}: the tokenizer has no {role} token (looked for {})", names.join(", ")))
+    };
+    let bos_names = ["<|im_start|>", "<|begin_of_text|>", "<s>"];
+    let eos_names = ["<|im_end|>", "<|eot_id|>", "</s>", "<|endoftext|>"];
+    let bos = first_token(tokenizer, &bos_names).ok_or_else(|| missing("start", &bos_names))?;
+    let eos = first_token(tokenizer, &eos_names).ok_or_else(|| missing("end", &eos_names))?;
+    let pad = first_token(tokenizer, &["<|endoftext|>", "<pad>", "<unk>"]).unwrap_or(eos);
+    let image_names = ["<image>", "<|image|>", "<empty_output>", "<jupyter_script>", "<unk>"];
+    let image = image_names
+        .iter()
+        .filter_map(|name| tokenizer.token_to_id(name))
+        .find(|id| *id != bos && *id != eos && *id != pad)
+        .ok_or_else(|| missing("spare control", &image_names))?;
+    let around = tokenizer.token_to_id("<fake_token_around_image>");
+    let global = tokenizer.token_to_id("<global-img>");
+    Ok(SpecialTokens { pad, bos, eos, image, image_around: around, image_global: global })
+}
+
+/// Prompts written as a chat turn of an instruction-tuned model (`<bos>` is its turn opener).
+pub fn chat_prompts() -> PromptConfig {
+    PromptConfig {
+        query: "user\nFind an image that matches the caption: {text}".into(),
+        target: "user\n<image> Summarize the image in one word:".into(),
+    }
+}
+
+/// The config of an embedder on the decoder `text` (its first `lm_layers` layers when given) with
+/// the vision tower of `vision_preset` and `lora` adapters.
+pub fn lm_embedder_config(
+    name: &str,
+    text: &LlamaConfig,
+    vision_preset: &str,
+    lm_layers: Option<usize>,
+    lora: Option<LoraConfig>,
+    special: SpecialTokens,
+) -> Result<ModelConfig> {
+    let mut text_config = text.clone();
+    if let Some(k) = lm_layers {
+        if k == 0 || k > text.num_hidden_layers {
+            return Err(EgaError::config(
+                "lm_layers",
+                k,
+                format!("must be between 1 and the checkpoint's {} layers", text.num_hidden_layers),
+            ));
+        }
+        text_config.num_hidden_layers = k;
+    }
+    let max_seq_len = preset_context(vision_preset)?.min(text_config.max_position_embeddings);
+    let config = ModelConfig {
+        preset: name.to_string(),
+        architecture: Architecture::Smolvlm(SmolVlmConfig {
+            vision_config: vision_tower(vision_preset)?,
+            text_config,
+            scale_factor: 2,
+            max_seq_len,
+            lora,
+        }),
+        special,
+        prompts: chat_prompts(),
+    };
+    config.validate()?;
+    Ok(config)
+}
+
+/// `--init-lm PATH`: an embedder whose decoder (and tokenizer) is the checkpoint's — a GGUF file
+/// or a Hugging Face folder of a Llama model (or of a SmolVLM, whose decoder alone is taken) —
+/// and whose vision tower (sized as `vision_preset`), connector and LoRA adapters are fresh from
+/// `seed`.
+pub fn from_lm(
+    path: &Path,
+    vision_preset: &str,
+    lm_layers: Option<usize>,
+    lora: Option<LoraConfig>,
+    seed: u64,
+    device: &Device,
+) -> Result<Started> {
+    let mut checkpoint = crate::pretrained::open(path)?;
+    let what = checkpoint.path.clone();
+    let inner = checkpoint.tokenizer.take().ok_or_else(|| {
+        EgaError::Data(format!("{what}: carries no tokenizer this build can read, which --init-lm needs"))
+    })?;
+    let special = lm_special_tokens(&inner, &what)?;
+    let name = path.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_else(|| "pretrained".into());
+    let config = lm_embedder_config(&name, checkpoint.text_config(), vision_preset, lm_layers, lora, special)?;
+    let tokenizer = Tokenizer::from_tokenizers(inner, special)?;
+    tokenizer.check_fits(config.vocab_size(), &what)?;
+    let smolvlm = config.smolvlm().expect("built as smolvlm");
+    let (model, report) = SmolVlm::build(smolvlm, Some(checkpoint.source.as_mut()), &[Part::Text], seed, device)?;
+    Ok(Started { config, model: Embedder::Smolvlm(model), tokenizer, report })
+}
+
+/// `--init PATH`: a whole SmolVLM checkpoint (a Hugging Face Idefics3 / SmolVLM folder), every
+/// part loaded (the decoder cut to `lm_layers` when given; LoRA adapters fresh from `seed`).
+pub fn from_smolvlm(
+    path: &Path,
+    lm_layers: Option<usize>,
+    lora: Option<LoraConfig>,
+    seed: u64,
+    device: &Device,
+) -> Result<Started> {
+    let mut checkpoint = crate::pretrained::open(path)?;
+    let what = checkpoint.path.clone();
+    let mut smolvlm = checkpoint.smolvlm_config().cloned().ok_or_else(|| {
+        EgaError::Data(format!("{what}: not a SmolVLM checkpoint (for a language model use --init-lm)"))
+    })?;
+    let inner = checkpoint
+        .tokenizer
+        .take()
+        .ok_or_else(|| EgaError::Data(format!("{what}: has no tokenizer.json, which --init needs")))?;
+    let mut special = lm_special_tokens(&inner, &what)?;
+    if let crate::pretrained::safetensors::HfModel::Smolvlm { image_token_id: Some(id), .. } = &checkpoint.model {
+        special.image = *id;
+    }
+    if let Some(k) = lm_layers {
+        if k == 0 || k > smolvlm.text_config.num_hidden_layers {
+            return Err(EgaError::config(
+                "lm_layers",
+                k,
+                format!("must be between 1 and the checkpoint's {} layers", smolvlm.text_config.num_hidden_layers),
+            ));
+        }
+        smolvlm.text_config.num_hidden_layers = k;
+    }
+    smolvlm.lora = lora;
+    let name = path.file_name().map(|s| s.to_string_lossy().to_string()).unwrap_or_else(|| "smolvlm".into());
+    let config = ModelConfig {
+        preset: name,
+        architecture: Architecture::Smolvlm(smolvlm.clone()),
+        special,
+        prompts: chat_prompts(),
+    };
+    config.validate()?;
+    let tokenizer = Tokenizer::from_tokenizers(inner, special)?;
+    tokenizer.check_fits(config.vocab_size(), &what)?;
+    let (model, report) = SmolVlm::build(&smolvlm, Some(checkpoint.source.as_mut()), &Part::BASE, seed, device)?;
+    Ok(Started { config, model: Embedder::Smolvlm(model), tokenizer, report })
+}
