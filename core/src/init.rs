@@ -158,8 +158,34 @@ pub fn from_lm(
     Ok(Started { config, model: Embedder::Smolvlm(model), tokenizer, report })
 }
 
-/// `--init PATH`: a whole SmolVLM checkpoint (a Hugging Face Idefics3 / SmolVLM folder), every
-/// part loaded (the decoder cut to `lm_layers` when given; LoRA adapters fresh from `seed`).
+/// A `smolvlm` model this project wrote: a bundle, a run folder (its latest checkpoint) or a
+/// checkpoint folder; `None` when `path` is none of these.
+fn own_model(path: &Path, device: &Device) -> Result<Option<(ModelConfig, Embedder, Tokenizer)>> {
+    let is_bundle = || {
+        crate::fs::read_regular(&path.join("config.json"), crate::fs::MAX_JSON)
+            .ok()
+            .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
+            .is_some_and(|config| config.get("model_id").is_some())
+    };
+    if path.join("run.json").exists() || path.join("checkpoints").join("latest").exists() {
+        let checkpoint = if path.join("run.json").exists() {
+            crate::checkpoint::load(path, device)?
+        } else {
+            crate::checkpoint::load_latest(path, device)?
+        };
+        return Ok(Some((checkpoint.state.model, checkpoint.model, checkpoint.tokenizer)));
+    }
+    if is_bundle() {
+        let bundle = crate::bundle::load(path, device)?;
+        return Ok(Some((bundle.config.model, bundle.model, bundle.tokenizer)));
+    }
+    Ok(None)
+}
+
+/// `--init PATH`: a whole SmolVLM — a Hugging Face Idefics3 / SmolVLM folder, or a `smolvlm`
+/// bundle, run or checkpoint of this project (to tune further) — every part loaded, the decoder
+/// cut to its first `lm_layers` layers when given, and `lora` adapters (fresh from `seed` unless
+/// the model already has these very adapters; an own model's other adapters are dropped).
 pub fn from_smolvlm(
     path: &Path,
     lm_layers: Option<usize>,
@@ -167,6 +193,39 @@ pub fn from_smolvlm(
     seed: u64,
     device: &Device,
 ) -> Result<Started> {
+    if let Some((mut config, model, tokenizer)) = own_model(path, device)? {
+        let what = path.display();
+        let Architecture::Smolvlm(smolvlm) = &mut config.architecture else {
+            return Err(EgaError::Data(format!(
+                "{what}: a mini model; --init takes a smolvlm model (a mini run continues with --resume)"
+            )));
+        };
+        let layers = smolvlm.text_config.num_hidden_layers;
+        if let Some(k) = lm_layers {
+            if k == 0 || k > layers {
+                return Err(EgaError::config(
+                    "lm_layers",
+                    k,
+                    format!("must be between 1 and the model's {layers} layers"),
+                ));
+            }
+            smolvlm.text_config.num_hidden_layers = k;
+        }
+        let unchanged = smolvlm.lora == lora && lm_layers.is_none_or(|k| k == layers);
+        smolvlm.lora = lora;
+        let model = if unchanged { model } else { model.rebuild(&config, seed, device)? };
+        struct Tensors(usize);
+        impl burn::module::ModuleVisitor for Tensors {
+            fn visit_float<const D: usize>(&mut self, _: &burn::module::Param<burn::tensor::Tensor<D>>) {
+                self.0 += 1;
+            }
+        }
+        let mut tensors = Tensors(0);
+        burn::module::Module::visit(&model, &mut tensors);
+        let report =
+            LoadReport { loaded: tensors.0, fresh: 0, loaded_params: burn::module::Module::num_params(&model) };
+        return Ok(Started { config, model, tokenizer, report });
+    }
     let mut checkpoint = crate::pretrained::open(path)?;
     let what = checkpoint.path.clone();
     let mut smolvlm = checkpoint.smolvlm_config().cloned().ok_or_else(|| {

@@ -13,7 +13,7 @@ use ega_core::eval::RetrievalMetrics;
 use ega_core::loss::{LossConfig, LossKind};
 use ega_core::train::TrainConfig;
 
-use crate::train::{self, finished_metrics, SplitMetrics, TrainRequest};
+use crate::train::{self, finished_metrics, ModelStart, SplitMetrics, TrainRequest};
 
 /// What `native ablate` runs.
 pub struct AblateRequest {
@@ -37,6 +37,12 @@ pub struct AblateRequest {
     pub eval_count: usize,
     /// The ablation folder: one run folder per (loss, seed), plus `ablation.md` / `ablation.json`.
     pub out: PathBuf,
+    /// Where every run's model starts (a pretrained start is loaded once per run).
+    pub start: ModelStart,
+    /// Decoder layers kept of a pretrained start.
+    pub lm_layers: Option<usize>,
+    /// LoRA adapters of every run's model.
+    pub lora: Option<ega_core::model::LoraConfig>,
 }
 
 /// One row of the table: a metric extracted from a split's results.
@@ -146,9 +152,9 @@ pub fn run(request: AblateRequest) -> Result<()> {
                         eval_count: request.eval_count,
                         checkpoint_every: 50,
                         stop_after: None,
-                        start: train::ModelStart::Preset,
-                        lm_layers: None,
-                        lora: None,
+                        start: request.start.clone(),
+                        lm_layers: request.lm_layers,
+                        lora: request.lora.clone(),
                         stages: Vec::new(),
                     })?
                     .context("the run stopped before its last step")?

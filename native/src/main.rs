@@ -247,33 +247,8 @@ struct TrainArgs {
     /// sizes the new vision tower (tiny: 32 px, small: 64 px, base: 128 px).
     #[arg(long, default_value = "small")]
     preset: String,
-    /// Start from a pretrained language model: a GGUF file (`bash scripts/setup-extras.sh
-    /// pretrained` puts SmolLM2-135M-Instruct in data/pretrained) or a Hugging Face Llama folder.
-    /// Its decoder and tokenizer are kept; the vision tower and connector are new.
-    #[arg(long, value_name = "PATH", conflicts_with = "init")]
-    init_lm: Option<PathBuf>,
-    /// Start from a whole SmolVLM checkpoint (a Hugging Face Idefics3 / SmolVLM folder): every
-    /// part loaded, its tokenizer kept.
-    #[arg(long, value_name = "PATH")]
-    init: Option<PathBuf>,
-    /// Use the checkpoint's first K decoder layers only (with --init-lm / --init): a cost knob.
-    #[arg(long, value_name = "K")]
-    lm_layers: Option<usize>,
-    /// Freeze model parts (comma-separated: vision, connector, lm): they take no gradient and the
-    /// optimizer keeps no state for them. LoRA adapters stay trainable when lm is frozen.
-    #[arg(long, value_delimiter = ',', value_name = "PARTS")]
-    freeze: Vec<ega_core::model::FreezePart>,
-    /// LoRA adapters of rank R on the decoder's projections (smolvlm models: --init-lm, --init,
-    /// --preset tiny-smolvlm). With --recipe, the rank of stage 2's adapters (default 8).
-    #[arg(long, value_name = "R")]
-    lora_rank: Option<usize>,
-    /// LoRA scale numerator: updates are scaled by alpha / rank (default: 2 × rank).
-    #[arg(long, value_name = "ALPHA")]
-    lora_alpha: Option<f64>,
-    /// Decoder projections that get LoRA adapters (comma-separated: q_proj, k_proj, v_proj,
-    /// o_proj, gate_proj, up_proj, down_proj).
-    #[arg(long, value_delimiter = ',', default_value = "q_proj,k_proj,v_proj,o_proj")]
-    lora_targets: Vec<String>,
+    #[command(flatten)]
+    start: StartArgs,
     /// A staged recipe in one run folder (resumable across stages). pretrained-lm: stage 1
     /// "align" trains the vision tower and connector with the decoder frozen (info-NCE, no hard
     /// negatives; --align-steps, --align-lr), then stage 2 "contrastive" adds LoRA adapters to the
@@ -358,6 +333,75 @@ struct TrainArgs {
     stop_after: Option<usize>,
 }
 
+/// Where a new run's model starts, and what of it trains (train and ablate).
+#[derive(Args, Debug)]
+struct StartArgs {
+    /// Start from a pretrained language model: a GGUF file (`bash scripts/setup-extras.sh
+    /// pretrained` puts SmolLM2-135M-Instruct in data/pretrained) or a Hugging Face Llama folder.
+    /// Its decoder and tokenizer are kept; the vision tower and connector are new.
+    #[arg(long, value_name = "PATH", conflicts_with = "init")]
+    init_lm: Option<PathBuf>,
+    /// Start from a whole SmolVLM checkpoint (a Hugging Face Idefics3 / SmolVLM folder): every
+    /// part loaded, its tokenizer kept.
+    #[arg(long, value_name = "PATH")]
+    init: Option<PathBuf>,
+    /// Use the checkpoint's first K decoder layers only (with --init-lm / --init): a cost knob.
+    #[arg(long, value_name = "K")]
+    lm_layers: Option<usize>,
+    /// Freeze model parts (comma-separated: vision, connector, lm): they take no gradient and the
+    /// optimizer keeps no state for them. LoRA adapters stay trainable when lm is frozen.
+    #[arg(long, value_delimiter = ',', value_name = "PARTS")]
+    freeze: Vec<ega_core::model::FreezePart>,
+    /// LoRA adapters of rank R on the decoder's projections (smolvlm models: --init-lm, --init,
+    /// --preset tiny-smolvlm). With --recipe, the rank of stage 2's adapters (default 8).
+    #[arg(long, value_name = "R")]
+    lora_rank: Option<usize>,
+    /// LoRA scale numerator: updates are scaled by alpha / rank (default: 2 × rank).
+    #[arg(long, value_name = "ALPHA")]
+    lora_alpha: Option<f64>,
+    /// Decoder projections that get LoRA adapters (comma-separated: q_proj, k_proj, v_proj,
+    /// o_proj, gate_proj, up_proj, down_proj).
+    #[arg(long, value_delimiter = ',', default_value = "q_proj,k_proj,v_proj,o_proj")]
+    lora_targets: Vec<String>,
+}
+
+impl StartArgs {
+    /// The model start and the LoRA adapters these options ask for (checked).
+    fn resolve(&self) -> Result<(train::ModelStart, Option<ega_core::model::LoraConfig>)> {
+        let lora = match self.lora_rank {
+            Some(rank) => Some(ega_core::model::LoraConfig {
+                rank,
+                alpha: self.lora_alpha.unwrap_or(2.0 * rank as f64),
+                targets: self.lora_targets.clone(),
+            }),
+            None if self.lora_alpha.is_some() => anyhow::bail!("--lora-alpha needs --lora-rank"),
+            None => None,
+        };
+        if let Some(lora) = &lora {
+            lora.validate()?;
+        }
+        anyhow::ensure!(
+            self.lm_layers.is_none() || self.init_lm.is_some() || self.init.is_some(),
+            "--lm-layers needs --init-lm or --init (it cuts a pretrained decoder)"
+        );
+        let start = match (&self.init_lm, &self.init) {
+            (Some(path), _) => train::ModelStart::Lm(path.clone()),
+            (None, Some(path)) => train::ModelStart::Smolvlm(path.clone()),
+            (None, None) => train::ModelStart::Preset,
+        };
+        Ok((start, lora))
+    }
+
+    /// `-lm` / `-init` for default folder names.
+    fn suffix(&self) -> &'static str {
+        match (&self.init_lm, &self.init) {
+            (Some(_), _) => "-lm",
+            (None, Some(_)) => "-init",
+            (None, None) => "",
+        }
+    }
+}
+
 /// Staged training recipes.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 enum RecipeName {
@@ -416,6 +460,8 @@ struct AblateArgs {
     /// Ablation folder (one run folder per loss and seed, plus ablation.md and ablation.json).
     #[arg(long, default_value = "runs/ablate")]
     out: PathBuf,
+    #[command(flatten)]
+    start: StartArgs,
 }
 
 #[derive(Args, Debug)]
@@ -834,10 +880,17 @@ fn ablate_command(args: AblateArgs) -> Result<()> {
     }
     .config();
     loss.validate()?;
-    let train = train_config(args.steps, args.batch_size, args.hard_negatives, args.lr, args.warmup, 0);
+    let train = ega_core::train::TrainConfig {
+        freeze: args.start.freeze.clone(),
+        ..train_config(args.steps, args.batch_size, args.hard_negatives, args.lr, args.warmup, 0)
+    };
     train.validate()?;
     ModelConfig::preset(&args.preset)?;
+    let (start, lora) = args.start.resolve()?;
     ablate::run(ablate::AblateRequest {
+        start,
+        lm_layers: args.start.lm_layers,
+        lora,
         losses: args.losses,
         seeds: args.seeds,
         preset: args.preset,
@@ -888,39 +941,19 @@ fn train_command(args: TrainArgs) -> Result<()> {
         alpha_start: args.alpha_start.unwrap_or(args.warmup),
         alpha_ramp: args.alpha_ramp.unwrap_or(args.warmup),
         grad_cache_chunk: args.grad_cache_chunk,
-        freeze: args.freeze.clone(),
+        freeze: args.start.freeze.clone(),
         ..train_config(args.steps, args.batch_size, args.hard_negatives, args.lr, args.warmup, args.seed)
     };
     train.validate()?;
     ModelConfig::preset(&args.preset)?;
-    let lora = match args.lora_rank {
-        Some(rank) => Some(ega_core::model::LoraConfig {
-            rank,
-            alpha: args.lora_alpha.unwrap_or(2.0 * rank as f64),
-            targets: args.lora_targets.clone(),
-        }),
-        None if args.lora_alpha.is_some() => anyhow::bail!("--lora-alpha needs --lora-rank"),
-        None => None,
-    };
-    if let Some(lora) = &lora {
-        lora.validate()?;
-    }
-    anyhow::ensure!(
-        args.lm_layers.is_none() || args.init_lm.is_some() || args.init.is_some(),
-        "--lm-layers needs --init-lm or --init (it cuts a pretrained decoder)"
-    );
-    let start = match (&args.init_lm, &args.init) {
-        (Some(path), _) => train::ModelStart::Lm(path.clone()),
-        (None, Some(path)) => train::ModelStart::Smolvlm(path.clone()),
-        (None, None) => train::ModelStart::Preset,
-    };
+    let (start, lora) = args.start.resolve()?;
     // The recipe's stages; without one, the run is a single stage of the options above.
     let (stages, initial_lora) = match args.recipe {
         None => (Vec::new(), lora),
         Some(RecipeName::PretrainedLm) => {
             anyhow::ensure!(args.align_steps >= 1, "--align-steps must be at least 1");
             anyhow::ensure!(
-                args.freeze.is_empty(),
+                args.start.freeze.is_empty(),
                 "--freeze is set by --recipe pretrained-lm (stage 1: lm; stage 2: lm, with LoRA)"
             );
             let align = ega_core::train::TrainConfig {
@@ -935,7 +968,7 @@ fn train_command(args: TrainArgs) -> Result<()> {
             let lora = lora.unwrap_or(ega_core::model::LoraConfig {
                 rank: 8,
                 alpha: 16.0,
-                targets: args.lora_targets.clone(),
+                targets: args.start.lora_targets.clone(),
             });
             let contrastive =
                 ega_core::train::TrainConfig { freeze: vec![ega_core::model::FreezePart::Lm], ..train.clone() };
@@ -943,7 +976,7 @@ fn train_command(args: TrainArgs) -> Result<()> {
                 ega_core::train::Stage {
                     name: "align".into(),
                     train: align,
-                    loss: LossConfig { kind: loss::LossKind::InfoNce, ..loss.clone() },
+                    loss: LossConfig { kind: loss::LossKind::InfoNce, alpha: 0.0, ..loss.clone() },
                     lora: None,
                 },
                 ega_core::train::Stage {
@@ -961,12 +994,7 @@ fn train_command(args: TrainArgs) -> Result<()> {
         Some(dir) => (dir, true),
         None => (
             args.out.unwrap_or_else(|| {
-                let start = match (&args.init_lm, &args.init) {
-                    (Some(_), _) => "-lm",
-                    (None, Some(_)) => "-init",
-                    (None, None) => "",
-                };
-                PathBuf::from(format!("runs/{}-{}{start}-seed{}", loss.kind, args.preset, args.seed))
+                PathBuf::from(format!("runs/{}-{}{}-seed{}", loss.kind, args.preset, args.start.suffix(), args.seed))
             }),
             false,
         ),
@@ -985,7 +1013,7 @@ fn train_command(args: TrainArgs) -> Result<()> {
         checkpoint_every: args.checkpoint_every,
         stop_after: args.stop_after,
         start,
-        lm_layers: args.lm_layers,
+        lm_layers: args.start.lm_layers,
         lora: initial_lora,
         stages,
     })?;

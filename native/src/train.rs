@@ -56,6 +56,7 @@ pub struct TrainRequest {
 }
 
 /// Where a new run's model starts.
+#[derive(Debug, Clone)]
 pub enum ModelStart {
     /// The preset's random weights (and a tokenizer trained on the data).
     Preset,

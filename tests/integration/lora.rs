@@ -315,3 +315,39 @@ fn init_lm_builds_an_embedder_on_the_pretrained_decoder() {
     let row = |t: Tensor<3>| to_f64_vec(t.narrow(1, 0, len)).unwrap();
     assert_close("embedder decoder vs the decoder alone", &row(hidden), &row(alone), 1e-5, 1e-5);
 }
+
+/// `--init` on this project's own `smolvlm` bundle continues from its weights: unchanged, the
+/// embeddings are the bundle's exactly; with `lm_layers` the decoder is cut, and a cut past the
+/// model's layers is an error naming them.
+#[test]
+fn init_continues_from_an_own_smolvlm_bundle() {
+    let (_, adapted, data, tokenizer) = setup();
+    let device = Device::flex();
+    let model = Embedder::new(&adapted, 6, &device).unwrap();
+    let dir = std::env::temp_dir().join(format!("ega-test-init-bundle-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    ega_core::bundle::save(
+        &dir,
+        &model,
+        &adapted,
+        &tokenizer,
+        &LossConfig::default(),
+        "shapes",
+        0,
+        &serde_json::Value::Null,
+        ega_core::index::Dtype::F32,
+    )
+    .unwrap();
+    let lora = adapted.smolvlm().unwrap().lora.clone();
+    let same = ega_core::init::from_smolvlm(&dir, None, lora.clone(), 0, &device).unwrap();
+    assert_eq!(same.config, adapted);
+    let b = batch(&adapted, &data, &tokenizer, &device);
+    assert_eq!(embeddings(&same.model, &b), embeddings(&model, &b));
+
+    let cut = ega_core::init::from_smolvlm(&dir, Some(1), lora, 0, &device).unwrap();
+    assert_eq!(cut.config.smolvlm().unwrap().text_config.num_hidden_layers, 1);
+    assert_eq!(cut.model.as_smolvlm().unwrap().text_model.layers.len(), 1);
+    let err = ega_core::init::from_smolvlm(&dir, Some(3), None, 0, &device).err().unwrap().to_string();
+    assert!(err.contains("lm_layers") && err.contains('2'), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
