@@ -93,6 +93,23 @@ pub fn chat_prompts() -> PromptConfig {
     }
 }
 
+/// Keeps the first `lm_layers` layers of the decoder `text` (all when `None`); more than it has,
+/// or none, is an error naming how many it has.
+fn cut_layers(text: &mut LlamaConfig, lm_layers: Option<usize>) -> Result<()> {
+    if let Some(k) = lm_layers {
+        let layers = text.num_hidden_layers;
+        if k == 0 || k > layers {
+            return Err(EgaError::config(
+                "lm_layers",
+                k,
+                format!("must be between 1 and the decoder's {layers} layers"),
+            ));
+        }
+        text.num_hidden_layers = k;
+    }
+    Ok(())
+}
+
 /// The config of an embedder on the decoder `text` (its first `lm_layers` layers when given) with
 /// the vision tower of `vision_preset` and `lora` adapters.
 pub fn lm_embedder_config(
@@ -104,16 +121,7 @@ pub fn lm_embedder_config(
     special: SpecialTokens,
 ) -> Result<ModelConfig> {
     let mut text_config = text.clone();
-    if let Some(k) = lm_layers {
-        if k == 0 || k > text.num_hidden_layers {
-            return Err(EgaError::config(
-                "lm_layers",
-                k,
-                format!("must be between 1 and the checkpoint's {} layers", text.num_hidden_layers),
-            ));
-        }
-        text_config.num_hidden_layers = k;
-    }
+    cut_layers(&mut text_config, lm_layers)?;
     let max_seq_len = preset_context(vision_preset)?.min(text_config.max_position_embeddings);
     let config = ModelConfig {
         preset: name.to_string(),
@@ -201,16 +209,7 @@ pub fn from_smolvlm(
             )));
         };
         let layers = smolvlm.text_config.num_hidden_layers;
-        if let Some(k) = lm_layers {
-            if k == 0 || k > layers {
-                return Err(EgaError::config(
-                    "lm_layers",
-                    k,
-                    format!("must be between 1 and the model's {layers} layers"),
-                ));
-            }
-            smolvlm.text_config.num_hidden_layers = k;
-        }
+        cut_layers(&mut smolvlm.text_config, lm_layers)?;
         let unchanged = smolvlm.lora == lora && lm_layers.is_none_or(|k| k == layers);
         smolvlm.lora = lora;
         let model = if unchanged { model } else { model.rebuild(&config, seed, device)? };
@@ -239,16 +238,7 @@ pub fn from_smolvlm(
     if let crate::pretrained::safetensors::HfModel::Smolvlm { image_token_id: Some(id), .. } = &checkpoint.model {
         special.image = *id;
     }
-    if let Some(k) = lm_layers {
-        if k == 0 || k > smolvlm.text_config.num_hidden_layers {
-            return Err(EgaError::config(
-                "lm_layers",
-                k,
-                format!("must be between 1 and the checkpoint's {} layers", smolvlm.text_config.num_hidden_layers),
-            ));
-        }
-        smolvlm.text_config.num_hidden_layers = k;
-    }
+    cut_layers(&mut smolvlm.text_config, lm_layers)?;
     smolvlm.lora = lora;
     let name = path.file_name().map(|s| s.to_string_lossy().to_string()).unwrap_or_else(|| "smolvlm".into());
     let config = ModelConfig {
