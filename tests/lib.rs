@@ -149,3 +149,18 @@ pub fn pretrained_gguf(test: &str) -> Option<std::path::PathBuf> {
     eprintln!("\n*** SKIPPED {test}: {why} ***\n");
     None
 }
+
+/// The OpenMoji package from `bash scripts/setup-extras.sh openmoji` (`data/openmoji`); `None`
+/// after printing SKIPPED loudly, or a panic when `REQUIRE_OPENMOJI=1` (CI sets it).
+pub fn openmoji_dir(test: &str) -> Option<std::path::PathBuf> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/openmoji");
+    if dir.join("openmoji.csv").is_file() {
+        return Some(dir);
+    }
+    let why = format!("{} is missing: run `bash scripts/setup-openmoji.sh`", dir.join("openmoji.csv").display());
+    if std::env::var("REQUIRE_OPENMOJI").is_ok_and(|v| v == "1") {
+        panic!("{test}: REQUIRE_OPENMOJI=1 but {why}");
+    }
+    eprintln!("\n*** SKIPPED {test}: {why} ***\n");
+    None
+}

@@ -1,5 +1,8 @@
 //! Retrieval metrics: text→image and image→text recall@1/5/10 and MRR over a split, and
 //! hard-negative accuracy: how often the positive outranks each of its controlled hard negatives.
+//! [`freeform`]: success@1/@10 of hand-written queries against a split's whole gallery.
+
+pub mod freeform;
 
 use burn::tensor::Device;
 use serde::{Deserialize, Serialize};

@@ -33,7 +33,8 @@ enum Command {
     /// with progress, a metrics log, checkpoints and a final evaluation table.
     Train(TrainArgs),
     /// Evaluate a trained run: R@1/5/10 and MRR both ways, and hard-negative accuracy, on the
-    /// held-out split and (shapes) the unseen-combination split.
+    /// held-out split and (shapes) the unseen-combination split; with --queries FILE also
+    /// success@1/@10 of hand-written queries against every image of a split (default test).
     Eval(EvalArgs),
     /// Compare losses × seeds with everything else equal (default: info-NCE, EGA, LLaVE, HCL ×
     /// seeds 0, 1, 2 on the `tiny` preset, about a minute a run on 2 CPU cores) and print a markdown
@@ -581,9 +582,18 @@ struct EvalArgs {
     /// Device: auto, wgpu, cpu.
     #[arg(long, default_value = "auto")]
     device: DeviceChoice,
-    /// Also write the metrics as JSON to FILE.
+    /// Also write the metrics as JSON to FILE (with --queries: a "freeform" entry, per query too).
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
+    /// Also score free-form queries: FILE holds one {"query": "...", "relevant": ["id", ...]} a line
+    /// (# lines are comments), ids as the data names its images (`openmoji-1F428`). A query succeeds
+    /// at k when any relevant image is among the k nearest of the whole gallery; prints success@1
+    /// and success@10. For OpenMoji: tests/fixtures/openmoji_freeform.jsonl.
+    #[arg(long, value_name = "FILE")]
+    queries: Option<PathBuf>,
+    /// The split whose images are the gallery of --queries: train, test or unseen.
+    #[arg(long, value_name = "SPLIT", default_value = "test", requires = "queries")]
+    queries_split: String,
 }
 
 #[derive(Args, Debug)]
@@ -784,12 +794,16 @@ fn main() -> ExitCode {
 }
 
 fn parse_split(split: &str) -> Result<ega_core::data::Split> {
+    parse_split_flag("--split", split)
+}
+
+fn parse_split_flag(flag: &str, split: &str) -> Result<ega_core::data::Split> {
     use ega_core::data::Split;
     match split {
         "train" => Ok(Split::Train),
         "test" => Ok(Split::Test),
         "unseen" => Ok(Split::Unseen),
-        other => anyhow::bail!("--split must be train, test or unseen, got {other:?}"),
+        other => anyhow::bail!("{flag} must be train, test or unseen, got {other:?}"),
     }
 }
 
@@ -861,7 +875,9 @@ fn gen_data(args: GenDataArgs) -> Result<()> {
 
 fn eval_command(args: EvalArgs) -> Result<()> {
     anyhow::ensure!(args.count >= 1, "--count must be at least 1");
-    train::eval(&args.model, args.data.as_deref(), args.count, args.device, args.json.as_deref())
+    let queries_split = parse_split_flag("--queries-split", &args.queries_split)?;
+    let queries = args.queries.as_deref().map(|file| (file, queries_split));
+    train::eval(&args.model, args.data.as_deref(), args.count, args.device, args.json.as_deref(), queries)
 }
 
 fn ablate_command(args: AblateArgs) -> Result<()> {

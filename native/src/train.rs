@@ -10,6 +10,7 @@ use burn::module::Module;
 use ega_core::checkpoint::{self, RunState};
 use ega_core::data::{self, Split};
 use ega_core::device::{self, DeviceChoice};
+use ega_core::eval::freeform::{evaluate_freeform, FreeformMetrics, QuerySet};
 use ega_core::eval::{evaluate, RetrievalMetrics};
 use ega_core::kernels;
 use ega_core::loss::LossConfig;
@@ -465,14 +466,53 @@ pub fn metrics_table(results: &[(Split, RetrievalMetrics)]) -> String {
     table
 }
 
-/// `native eval`: loads a run (or a checkpoint folder) and evaluates it.
-pub fn eval(model: &Path, data: Option<&str>, count: usize, device: DeviceChoice, json: Option<&Path>) -> Result<()> {
+/// A markdown table of a free-form query set's success@1/@10.
+fn freeform_table(file: &Path, split: Split, m: &FreeformMetrics) -> String {
+    format!(
+        "| free-form queries | split | queries | gallery | success@1 | success@10 |\n|---|---|---:|---:|---:|---:|\n| {} | {split} | {} | {} | {} | {} |\n",
+        file.display().to_string().replace('|', "\\|"),
+        m.queries,
+        m.gallery,
+        percent(Some(m.success_at_1)),
+        percent(Some(m.success_at_10)),
+    )
+}
+
+/// `native eval`: loads a run (or a checkpoint folder) and evaluates it; with `queries` (a query
+/// set file and the split whose images are its gallery) also the free-form success@1/@10.
+pub fn eval(
+    model: &Path,
+    data: Option<&str>,
+    count: usize,
+    device: DeviceChoice,
+    json: Option<&Path>,
+    queries: Option<(&Path, Split)>,
+) -> Result<()> {
+    // A bad query file fails before anything is loaded or embedded.
+    let query_set = queries.map(|(file, split)| QuerySet::load(file).map(|set| (file, split, set))).transpose()?;
     let selected = device::select(device)?;
     let device = selected.device.clone();
     let loaded = load_model(model, &device)?;
     let spec = data.unwrap_or(&loaded.data);
     let dataset = data::open(spec, loaded.config.image_size(), false)?;
     eprintln!("evaluating {} on {} with {}", loaded.description, dataset.name(), selected.description);
+    // Free-form first: an id missing from the gallery is reported before the longer evaluation.
+    let freeform = match &query_set {
+        Some((file, split, set)) => {
+            let metrics = evaluate_freeform(
+                &loaded.model,
+                &loaded.config,
+                &loaded.tokenizer,
+                dataset.as_ref(),
+                *split,
+                set,
+                64,
+                &device,
+            )?;
+            Some((*file, *split, metrics))
+        }
+        None => None,
+    };
     let mut results = Vec::new();
     for split in report_splits(dataset.as_ref()) {
         results.push((
@@ -481,9 +521,18 @@ pub fn eval(model: &Path, data: Option<&str>, count: usize, device: DeviceChoice
         ));
     }
     println!("{}", metrics_table(&results));
+    if let Some((file, split, metrics)) = &freeform {
+        println!("{}", freeform_table(file, *split, metrics));
+    }
     if let Some(path) = json {
-        let value: serde_json::Map<_, _> =
+        let mut value: serde_json::Map<_, _> =
             results.iter().map(|(s, m)| (s.to_string(), serde_json::to_value(m).unwrap_or_default())).collect();
+        if let Some((file, split, metrics)) = &freeform {
+            let entry = serde_json::json!({"file": file.display().to_string(), "split": split,
+                "queries": metrics.queries, "gallery": metrics.gallery, "success_at_1": metrics.success_at_1,
+                "success_at_10": metrics.success_at_10, "outcomes": metrics.outcomes});
+            value.insert("freeform".to_string(), entry);
+        }
         checkpoint::write_atomic(path, serde_json::to_string_pretty(&value)?.as_bytes())?;
     }
     Ok(())

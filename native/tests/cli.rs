@@ -629,3 +629,88 @@ fn a_staged_recipe_trains_and_resumes_across_the_stage_boundary() {
         assert!(!message.contains("panicked"), "{args:?} panicked: {message}");
     }
 }
+
+/// `eval --queries`: free-form success@1/@10 against the whole test gallery, in the table and the
+/// JSON; a query file naming an image the gallery lacks is an error with its line; without
+/// `--queries` the output is as before. On the committed OpenMoji bundle with a small gallery of
+/// its own, so it needs no downloaded data.
+#[test]
+fn eval_with_queries_reports_success_at_1_and_10() {
+    let model = concat!(env!("CARGO_MANIFEST_DIR"), "/../assets/openmoji/model");
+    let dir = temp("freeform");
+    std::fs::create_dir_all(&dir).unwrap();
+    let colours =
+        [("red", [220, 30, 30]), ("green", [30, 160, 40]), ("blue", [40, 60, 220]), ("yellow", [240, 200, 20])];
+    let mut lines = Vec::new();
+    for (name, rgb) in colours {
+        png_file(&dir.join(format!("{name}.png")), rgb, 32);
+        lines.push(format!(r#"{{"image": "{name}.png", "text": "a {name} square", "id": "{name}", "split": "test"}}"#));
+    }
+    std::fs::write(dir.join("data.jsonl"), lines.join("\n")).unwrap();
+    std::fs::write(
+        dir.join("queries.jsonl"),
+        "# two queries\n{\"query\": \"something red\", \"relevant\": [\"red\"]}\n\
+         {\"query\": \"a warm colour\", \"relevant\": [\"red\", \"yellow\"]}\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("bad.jsonl"), "{\"query\": \"a koala\", \"relevant\": [\"koala\"]}\n").unwrap();
+    let data = format!("jsonl:{}", dir.join("data.jsonl").display());
+    let eval = |extra: &[&str]| {
+        native()
+            .args(["eval", "--model", model, "--data", &data, "--count", "4", "--device", "cpu"])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let queries = dir.join("queries.jsonl");
+    let json = dir.join("eval.json");
+    let output = eval(&["--queries", queries.to_str().unwrap(), "--json", json.to_str().unwrap()]);
+    assert!(output.status.success(), "{}", text(&output));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("| test | 4 |"), "the usual table comes first: {stdout}");
+    assert!(stdout.contains("success@1 | success@10 |"), "{stdout}");
+    assert!(stdout.contains("| test | 2 | 4 |"), "2 queries against 4 images: {stdout}");
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let freeform = &report["freeform"];
+    assert_eq!((freeform["queries"].as_u64(), freeform["gallery"].as_u64()), (Some(2), Some(4)), "{report}");
+    assert_eq!(freeform["success_at_10"].as_f64(), Some(1.0), "4 images: always within 10");
+    assert!(freeform["success_at_1"].as_f64().is_some_and(|s| (0.0..=1.0).contains(&s)), "{report}");
+    assert_eq!(freeform["outcomes"].as_array().map(Vec::len), Some(2));
+    assert!(report["test"]["t2i_r1"].is_number(), "the usual metrics stay: {report}");
+
+    let output = eval(&["--queries", dir.join("bad.jsonl").to_str().unwrap()]);
+    assert!(!output.status.success());
+    let message = text(&output);
+    assert!(message.contains("bad.jsonl:1: relevant id \"koala\" is not in the test split"), "{message}");
+    assert!(!message.contains("panicked"), "{message}");
+    let output = eval(&["--queries", queries.to_str().unwrap(), "--queries-split", "dev"]);
+    assert!(!output.status.success() && text(&output).contains("--queries-split must be train, test or unseen"));
+    let output = eval(&["--queries-split", "train"]);
+    assert!(!output.status.success() && text(&output).contains("--queries"), "{}", text(&output));
+
+    let output = eval(&[]);
+    assert!(output.status.success(), "{}", text(&output));
+    assert!(!text(&output).contains("success@"), "without --queries nothing changes: {}", text(&output));
+    let _ = std::fs::remove_dir_all(&dir);
+
+    // The committed query set on the real test gallery (about a second), when OpenMoji is set up.
+    let openmoji = concat!(env!("CARGO_MANIFEST_DIR"), "/../data/openmoji");
+    if !Path::new(openmoji).join("openmoji.csv").is_file() {
+        assert!(
+            std::env::var("REQUIRE_OPENMOJI").map_or(true, |v| v != "1"),
+            "REQUIRE_OPENMOJI=1 but {openmoji} is missing"
+        );
+        eprintln!("\n*** SKIPPED (OpenMoji half of eval_with_queries…): run bash scripts/setup-openmoji.sh ***\n");
+        return;
+    }
+    let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/openmoji_freeform.jsonl");
+    let queries = std::fs::read_to_string(fixture).unwrap().lines().filter(|l| l.starts_with('{')).count();
+    let output = native()
+        .args(["eval", "--model", model, "--data", &format!("openmoji:{openmoji}"), "--queries", fixture])
+        .args(["--count", "10", "--device", "cpu"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", text(&output));
+    let expected = format!("| test | {queries} | 490 |");
+    assert!(String::from_utf8_lossy(&output.stdout).contains(&expected), "{expected}: {}", text(&output));
+}

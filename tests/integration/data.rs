@@ -283,17 +283,9 @@ mod openmoji {
     /// `REQUIRE_OPENMOJI=1` so this cannot skip there).
     #[test]
     fn openmoji_package_loads_with_its_splits_and_negatives() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/openmoji");
-        if !dir.join("openmoji.csv").exists() {
-            if std::env::var("REQUIRE_OPENMOJI").is_ok_and(|v| v == "1") {
-                panic!("REQUIRE_OPENMOJI=1 but {} is missing: run scripts/setup-openmoji.sh", dir.display());
-            }
-            eprintln!(
-                "\n*** SKIPPED openmoji_package_loads…: {} missing (scripts/setup-openmoji.sh) ***\n",
-                dir.display()
-            );
+        let Some(dir) = ega_tests::openmoji_dir("openmoji_package_loads_with_its_splits_and_negatives") else {
             return;
-        }
+        };
         let data = OpenMojiDataset::open(&dir, 32).unwrap();
         assert_eq!(data.emoji().len(), 4495);
         check_splits_and_negatives(&data);

@@ -2,6 +2,7 @@
 
 mod assets;
 mod data;
+mod freeform;
 mod gguf;
 mod grad_cache;
 mod kernels;
