@@ -212,17 +212,24 @@ pub fn from_smolvlm(
         cut_layers(&mut smolvlm.text_config, lm_layers)?;
         let unchanged = smolvlm.lora == lora && lm_layers.is_none_or(|k| k == layers);
         smolvlm.lora = lora;
-        let model = if unchanged { model } else { model.rebuild(&config, seed, device)? };
-        struct Tensors(usize);
-        impl burn::module::ModuleVisitor for Tensors {
-            fn visit_float<const D: usize>(&mut self, _: &burn::module::Param<burn::tensor::Tensor<D>>) {
-                self.0 += 1;
+        let (model, report) = match (&model, &config.architecture) {
+            (Embedder::Smolvlm(own), Architecture::Smolvlm(smolvlm)) if !unchanged => {
+                let (rebuilt, report) = own.rebuild(smolvlm, seed, device)?;
+                (Embedder::Smolvlm(rebuilt), report)
             }
-        }
-        let mut tensors = Tensors(0);
-        burn::module::Module::visit(&model, &mut tensors);
-        let report =
-            LoadReport { loaded: tensors.0, fresh: 0, loaded_params: burn::module::Module::num_params(&model) };
+            _ => {
+                struct Tensors(usize);
+                impl burn::module::ModuleVisitor for Tensors {
+                    fn visit_float<const D: usize>(&mut self, _: &burn::module::Param<burn::tensor::Tensor<D>>) {
+                        self.0 += 1;
+                    }
+                }
+                let mut tensors = Tensors(0);
+                burn::module::Module::visit(&model, &mut tensors);
+                let params = burn::module::Module::num_params(&model);
+                (model, LoadReport { loaded: tensors.0, fresh: 0, loaded_params: params })
+            }
+        };
         return Ok(Started { config, model, tokenizer, report });
     }
     let mut checkpoint = crate::pretrained::open(path)?;
