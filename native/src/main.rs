@@ -570,7 +570,7 @@ struct GenDataArgs {
 
 #[derive(Args, Debug)]
 struct EvalArgs {
-    /// A run folder written by `native train` (or one of its checkpoint folders).
+    /// A model bundle, a run folder written by `native train`, or one of its checkpoint folders.
     #[arg(long)]
     model: PathBuf,
     /// Data to evaluate on (default: the run's own data).

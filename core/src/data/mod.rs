@@ -46,7 +46,7 @@ impl std::fmt::Display for Split {
 /// One image–text pair with optional explicit hard negatives.
 #[derive(Debug, Clone)]
 pub struct Sample {
-    /// Stable identifier (file name stem, or `shapes-<split>-<index>`).
+    /// Stable identifier (`openmoji-<HEXCODE>`, a JSONL line's `"id"` or `line-N`, `shapes-<split>-<index>`).
     pub id: String,
     /// The image.
     pub image: RgbImage,
