@@ -41,7 +41,7 @@ enum Command {
     /// table of mean ± std. Finished runs are reused and interrupted ones resumed.
     Ablate(AblateArgs),
     /// Embed a gallery of images into a search index: a folder of your images (non-images are
-    /// skipped and counted), a JSONL file, or built-in data (shapes, openmoji).
+    /// skipped and counted), a JSONL file, or built-in data (shapes, openmoji, openclipart, fluentui).
     Index(IndexArgs),
     /// Rank an index's images for a text query (or --image FILE) with the model that made it.
     Search(SearchArgs),
@@ -263,8 +263,9 @@ struct TrainArgs {
     /// Peak learning rate of the recipe's alignment stage.
     #[arg(long, default_value_t = 1e-3)]
     align_lr: f64,
-    /// Data: shapes (built in, nothing to download), openmoji[:DIR] (after scripts/setup-openmoji.sh)
-    /// or jsonl:FILE (your own pairs).
+    /// Data: shapes (built in, nothing to download), openmoji[:DIR], openclipart[:DIR], fluentui[:DIR]
+    /// (after scripts/setup-extras.sh NAME), jsonl:FILE (your own pairs), or a weighted mix of those:
+    /// mix:openmoji=0.5,fluentui=0.3,openclipart=0.2 (mix:a,b weighs them equally).
     #[arg(long, default_value = "shapes")]
     data: String,
     /// Skip (and count) bad JSONL lines and unreadable images instead of stopping.
@@ -470,7 +471,8 @@ struct IndexArgs {
     /// Model bundle, or a finished run folder (its bundle/).
     #[arg(long)]
     model: PathBuf,
-    /// What to index: a folder of images, jsonl:FILE, shapes, or openmoji[:DIR].
+    /// What to index: a folder of images, jsonl:FILE, shapes, openmoji[:DIR], openclipart[:DIR],
+    /// fluentui[:DIR] or mix:….
     #[arg(long)]
     images: String,
     /// Split of built-in or JSONL data: train, test or unseen.

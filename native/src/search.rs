@@ -21,7 +21,8 @@ const IMAGE_EXTENSIONS: &[&str] = &["png", "jpg", "jpeg", "webp", "bmp", "gif"];
 pub struct IndexRequest {
     /// Bundle or run folder.
     pub model: PathBuf,
-    /// A folder of images, `jsonl:FILE` / `*.jsonl`, `shapes`, `openmoji[:DIR]`.
+    /// A folder of images, `jsonl:FILE` / `*.jsonl`, `shapes`, `openmoji[:DIR]`, `openclipart[:DIR]`,
+    /// `fluentui[:DIR]` or `mix:…`.
     pub images: String,
     /// Split of a dataset source.
     pub split: Split,

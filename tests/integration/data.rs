@@ -33,7 +33,8 @@ fn png_header_only(width: u32, height: u32) -> Vec<u8> {
     bytes
 }
 
-fn crc32(data: &[u8]) -> u32 {
+/// CRC-32 of PNG chunks (also used to write test PNGs in `data_sources`).
+pub(crate) fn crc32(data: &[u8]) -> u32 {
     let mut crc = 0xFFFF_FFFFu32;
     for &byte in data {
         crc ^= byte as u32;

@@ -2,6 +2,7 @@
 
 mod assets;
 mod data;
+mod data_sources;
 mod freeform;
 mod gguf;
 mod grad_cache;

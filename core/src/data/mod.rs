@@ -4,12 +4,20 @@
 //!   controlled hard negatives and a held-out split of unseen attribute combinations.
 //! - [`openmoji`]: the OpenMoji emoji (set up by `scripts/setup-openmoji.sh`), captions from
 //!   annotations and tags, skin-tone and same-subgroup hard negatives.
+//! - [`openclipart`]: Debian's `openclipart-png` (set up by `scripts/setup-openclipart.sh`),
+//!   captions from the PNGs' titles and file names, same-category hard negatives.
+//! - [`fluentui`]: Microsoft's Fluent UI emoji (set up by `scripts/setup-fluentui.sh`), captions
+//!   from file names, skin-tone and shared-word hard negatives.
 //! - [`jsonl`]: the user's own pairs, one JSON object a line.
+//! - [`mix`]: several of the above in one dataset, training pairs drawn by weight.
 //!
 //! Images are kept as 8-bit RGB at their own size; [`image_tensor_data`] resizes them to the
 //! model's input and lays them out channel-major in `[0, 1]`.
 
+pub mod fluentui;
 pub mod jsonl;
+pub mod mix;
+pub mod openclipart;
 pub mod openmoji;
 pub mod shapes;
 
@@ -69,27 +77,53 @@ pub trait Dataset: Send + Sync {
     fn sample(&self, split: Split, index: usize) -> Result<Sample>;
 }
 
+/// What [`open`] accepts, for messages.
+pub const SPECS: &str = "shapes, openclipart[:DIR], fluentui[:DIR], openmoji[:DIR], jsonl:FILE, a path ending \
+                         in .jsonl, or mix:SOURCE=WEIGHT,… of those";
+
 /// Opens a dataset from its command-line name: `shapes` (the procedural default, rendered at
-/// `image_size`), `openmoji` / `openmoji:DIR` (rasterised at `image_size`; default folder
-/// [`openmoji::DEFAULT_DIR`]) or `jsonl:FILE` (with `skip_bad`, bad lines are skipped and counted).
+/// `image_size`), `openmoji` / `openmoji:DIR`, `openclipart` / `openclipart:DIR`, `fluentui` /
+/// `fluentui:DIR` (images at `image_size`; default folders under `data/`), `jsonl:FILE` (with
+/// `skip_bad`, bad lines are skipped and counted) or `mix:SOURCE=WEIGHT,…` of those
+/// ([`mix::MixDataset`]).
 pub fn open(spec: &str, image_size: usize, skip_bad: bool) -> Result<Box<dyn Dataset>> {
-    if spec == "shapes" {
-        let config = shapes::ShapesConfig { image_size: image_size as u32, ..shapes::ShapesConfig::default() };
-        return Ok(Box::new(shapes::ShapesDataset::new(config)));
+    if spec.starts_with("mix:") {
+        return Ok(Box::new(mix::MixDataset::open(spec, image_size, skip_bad)?));
     }
-    if spec == "openmoji" {
-        return Ok(Box::new(openmoji::OpenMojiDataset::open(openmoji::DEFAULT_DIR, image_size as u32)?));
+    let size = image_size as u32;
+    match spec.split_once(':').unwrap_or((spec, "")) {
+        ("shapes", "") if spec == "shapes" => {
+            let config = shapes::ShapesConfig { image_size: size, ..shapes::ShapesConfig::default() };
+            Ok(Box::new(shapes::ShapesDataset::new(config)))
+        }
+        ("openmoji", dir) => {
+            Ok(Box::new(openmoji::OpenMojiDataset::open(or_default(dir, openmoji::DEFAULT_DIR), size)?))
+        }
+        ("openclipart", dir) => {
+            Ok(Box::new(openclipart::OpenClipartDataset::open(or_default(dir, openclipart::DEFAULT_DIR), size)?))
+        }
+        ("fluentui", dir) => {
+            Ok(Box::new(fluentui::FluentUiDataset::open(or_default(dir, fluentui::DEFAULT_DIR), size)?))
+        }
+        ("jsonl", path) if !path.is_empty() => Ok(Box::new(jsonl::JsonlDataset::open(path, skip_bad)?)),
+        _ if spec.ends_with(".jsonl") => Ok(Box::new(jsonl::JsonlDataset::open(spec, skip_bad)?)),
+        _ => Err(EgaError::config("data", spec, format!("expected {SPECS}"))),
     }
-    if let Some(dir) = spec.strip_prefix("openmoji:") {
-        return Ok(Box::new(openmoji::OpenMojiDataset::open(dir, image_size as u32)?));
+}
+
+/// `dir` of a `NAME:DIR` spec, or the default folder for a bare `NAME` (or `NAME:`).
+fn or_default<'a>(dir: &'a str, default: &'a str) -> &'a str {
+    if dir.is_empty() {
+        default
+    } else {
+        dir
     }
-    if let Some(path) = spec.strip_prefix("jsonl:") {
-        return Ok(Box::new(jsonl::JsonlDataset::open(path, skip_bad)?));
-    }
-    if spec.ends_with(".jsonl") {
-        return Ok(Box::new(jsonl::JsonlDataset::open(spec, skip_bad)?));
-    }
-    Err(EgaError::config("data", spec, "expected shapes, openmoji[:DIR], jsonl:FILE or a path ending in .jsonl"))
+}
+
+/// FNV-1a, 64 bits: the stable hash that assigns items to splits (the same on every machine and
+/// build, unlike `std`'s randomly seeded hasher).
+pub(crate) fn fnv1a(text: &str) -> u64 {
+    text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |hash, byte| (hash ^ byte as u64).wrapping_mul(0x0100_0000_01b3))
 }
 
 /// Texts to train the tokenizer on: the captions and negative captions of up to `max_samples`
@@ -132,7 +166,50 @@ pub const MAX_IMAGE_PIXELS: u64 = 64_000_000;
 
 /// Decodes an image file's bytes to RGB, refusing empty, zero-sized and huge images *before*
 /// decoding (a 50 000 × 50 000 PNG header must not allocate 7.5 GB). `name` is for messages.
+/// Transparency is dropped as it is (see [`decode_image_on_white`] for clip art).
 pub fn decode_image(bytes: &[u8], name: &str) -> Result<RgbImage> {
+    Ok(decode_checked(bytes, name)?.to_rgb8())
+}
+
+/// [`decode_image`], with transparent pixels composited on white (clip art is drawn on a
+/// transparent background whose hidden colour is often black).
+pub fn decode_image_on_white(bytes: &[u8], name: &str) -> Result<RgbImage> {
+    let rgba = decode_checked(bytes, name)?.to_rgba8();
+    let (width, height) = rgba.dimensions();
+    let rgb = rgba
+        .pixels()
+        .flat_map(|p| {
+            let alpha = p[3] as u32;
+            // Straight (not premultiplied) alpha over white, rounded.
+            [0, 1, 2].map(|c| ((p[c] as u32 * alpha + 255 * (255 - alpha) + 127) / 255) as u8)
+        })
+        .collect();
+    RgbImage::from_raw(width, height, rgb).ok_or_else(|| EgaError::Data(format!("{name}: bad image size")))
+}
+
+/// `image` scaled to fit `size × size` (aspect kept, bilinear) and centred on white, as the SVG
+/// sources are rasterised.
+pub fn fit_on_white(image: &RgbImage, size: u32) -> RgbImage {
+    let (width, height) = image.dimensions();
+    if width == size && height == size {
+        return image.clone();
+    }
+    let scale = (size as f64 / width as f64).min(size as f64 / height as f64);
+    let fitted_width = ((width as f64 * scale).round() as u32).clamp(1, size);
+    let fitted_height = ((height as f64 * scale).round() as u32).clamp(1, size);
+    let resized = image::imageops::resize(image, fitted_width, fitted_height, image::imageops::FilterType::Triangle);
+    let mut canvas = RgbImage::from_pixel(size, size, image::Rgb([255, 255, 255]));
+    image::imageops::replace(
+        &mut canvas,
+        &resized,
+        ((size - fitted_width) / 2) as i64,
+        ((size - fitted_height) / 2) as i64,
+    );
+    canvas
+}
+
+/// The header checks and limits of [`decode_image`], then the decode.
+fn decode_checked(bytes: &[u8], name: &str) -> Result<image::DynamicImage> {
     if bytes.is_empty() {
         return Err(EgaError::Data(format!("{name}: the file is empty")));
     }
@@ -163,6 +240,5 @@ pub fn decode_image(bytes: &[u8], name: &str) -> Result<RgbImage> {
     limits.max_image_height = Some(MAX_IMAGE_SIDE);
     limits.max_alloc = Some(MAX_IMAGE_PIXELS * 4 + (64 << 20));
     reader.limits(limits);
-    let decoded = reader.decode().map_err(|err| EgaError::Data(format!("{name}: cannot decode: {err}")))?;
-    Ok(decoded.to_rgb8())
+    reader.decode().map_err(|err| EgaError::Data(format!("{name}: cannot decode: {err}")))
 }

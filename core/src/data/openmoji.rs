@@ -20,7 +20,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use super::{Dataset, RgbImage, Sample, Split};
+use super::{fnv1a, Dataset, RgbImage, Sample, Split};
 use crate::{EgaError, Result};
 
 /// Where `scripts/setup-openmoji.sh` puts the data by default (relative to the working directory).
@@ -63,10 +63,6 @@ pub struct OpenMojiDataset {
     /// Indices into `emoji` per base emoji, in file order.
     variants: HashMap<String, Vec<usize>>,
     cache: Mutex<HashMap<usize, RgbImage>>,
-}
-
-fn fnv1a(text: &str) -> u64 {
-    text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |hash, byte| (hash ^ byte as u64).wrapping_mul(0x0100_0000_01b3))
 }
 
 /// Splits one CSV record (RFC 4180 quoting; `openmoji.csv` has no line breaks inside fields).
