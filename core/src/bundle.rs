@@ -122,8 +122,8 @@ pub fn save(
 
 /// Reads and checks a bundle's `config.json` (format version, model config).
 pub fn parse_config(bytes: &[u8], name: &str) -> Result<BundleConfig> {
-    let value: serde_json::Value =
-        serde_json::from_slice(bytes).map_err(|err| EgaError::Data(format!("{name}: not JSON: {err}")))?;
+    let value: serde_json::Value = serde_json::from_slice(crate::fs::strip_bom(bytes))
+        .map_err(|err| EgaError::Data(format!("{name}: not JSON: {err}")))?;
     match value.get("format_version").and_then(|v| v.as_u64()) {
         Some(v) if v == BUNDLE_FORMAT_VERSION as u64 => {}
         Some(v) => {
@@ -176,7 +176,7 @@ pub fn from_bytes(
     };
     let model = model_from_bytes(&config.model, weights, device, &what)?;
     let metrics = match metrics_json {
-        Some(bytes) => serde_json::from_slice(bytes).unwrap_or(serde_json::Value::Null),
+        Some(bytes) => serde_json::from_slice(crate::fs::strip_bom(bytes)).unwrap_or(serde_json::Value::Null),
         None => serde_json::Value::Null,
     };
     Ok(Bundle { config, model, tokenizer, metrics })

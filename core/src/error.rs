@@ -33,12 +33,13 @@ pub enum EgaError {
     #[error("{0}")]
     Data(String),
     /// Reading or writing a file failed.
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Io {
         /// The file.
         path: String,
-        /// What went wrong.
-        source: std::io::Error,
+        /// What went wrong. Not a `#[source]`: it is in the message already, and `{:#}` would
+        /// print it twice ("No space left on device (os error 28): No space left on device").
+        error: std::io::Error,
     },
     /// The tokenizer failed (training, loading or encoding).
     #[error("tokenizer: {0}")]
@@ -61,7 +62,7 @@ pub type Result<T, E = EgaError> = std::result::Result<T, E>;
 
 impl EgaError {
     pub(crate) fn io(path: impl AsRef<std::path::Path>, source: std::io::Error) -> Self {
-        EgaError::Io { path: path.as_ref().display().to_string(), source }
+        EgaError::Io { path: path.as_ref().display().to_string(), error: source }
     }
 
     pub(crate) fn config(field: &'static str, value: impl std::fmt::Display, reason: impl Into<String>) -> Self {

@@ -48,3 +48,9 @@ pub fn read_text(path: &Path, cap: u64) -> Result<String> {
     String::from_utf8(read_regular(path, cap)?)
         .map_err(|_| EgaError::Data(format!("{}: not UTF-8 text", path.display())))
 }
+
+/// `bytes` without a leading UTF-8 byte-order mark: editors on Windows write one, and serde_json
+/// reads it as "expected value at line 1 column 1" (issue 16).
+pub fn strip_bom(bytes: &[u8]) -> &[u8] {
+    bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes)
+}

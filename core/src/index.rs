@@ -198,7 +198,7 @@ fn check_finite_rows(rows: &[f32], dim: usize, name: &str) -> Result<()> {
 impl Index {
     /// An index from its two files' contents; `name` names it in messages.
     pub fn from_bytes(bin: &[u8], json: &[u8], name: &str) -> Result<Self> {
-        let meta: IndexMeta = serde_json::from_slice(json)
+        let meta: IndexMeta = serde_json::from_slice(crate::fs::strip_bom(json))
             .map_err(|err| EgaError::Data(format!("{name}/index.json: unreadable: {err}")))?;
         if meta.format_version != INDEX_FORMAT_VERSION {
             return Err(EgaError::Data(format!(

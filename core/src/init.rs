@@ -172,7 +172,7 @@ fn own_model(path: &Path, device: &Device) -> Result<Option<(ModelConfig, Embedd
     let is_bundle = || {
         crate::fs::read_regular(&path.join("config.json"), crate::fs::MAX_JSON)
             .ok()
-            .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
+            .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(crate::fs::strip_bom(&bytes)).ok())
             .is_some_and(|config| config.get("model_id").is_some())
     };
     if path.join("run.json").exists() || path.join("checkpoints").join("latest").exists() {

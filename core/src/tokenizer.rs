@@ -76,6 +76,8 @@ impl Tokenizer {
     /// (the default ids 0–3 must be this project's `<pad>`, `<bos>`, `<eos>`, `<image>`; other
     /// ids, a pretrained tokenizer's, must lie inside its vocabulary).
     pub fn from_json_with(json: &str, special: SpecialTokens) -> Result<Self> {
+        // A byte-order mark (an editor on Windows) is not JSON: read past it.
+        let json = json.strip_prefix('\u{feff}').unwrap_or(json);
         let inner = tokenizers::Tokenizer::from_str(json).map_err(tokenizer_error)?;
         Self::from_tokenizers(inner, special)
     }

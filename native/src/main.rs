@@ -645,7 +645,7 @@ fn info_model(path: &std::path::Path, json: bool) -> Result<()> {
     let bundle_dir = ega_core::bundle::resolve(path).ok().filter(|dir| {
         ega_core::fs::read_regular(&dir.join("config.json"), ega_core::fs::MAX_JSON)
             .ok()
-            .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
+            .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(ega_core::fs::strip_bom(&bytes)).ok())
             .is_some_and(|value| value.get("format_version").is_some())
     });
     {

@@ -306,3 +306,34 @@ fn huge_captions_are_cut_before_tokenizing() {
     let wide = "é".repeat(MAX_TEXT_CHARS + 5);
     assert_eq!(ega_core::prompt::cut_text(&wide).chars().count(), MAX_TEXT_CHARS);
 }
+
+/// Issue 16, unclear messages: a UTF-8 byte-order mark (an editor on Windows) before a JSONL
+/// file, a bundle's config.json, tokenizer.json or an index.json is read past, not "expected
+/// value at line 1 column 1".
+#[test]
+fn a_byte_order_mark_is_read_past() {
+    const BOM: &[u8] = b"\xEF\xBB\xBF";
+    let with_bom = |bytes: &[u8]| [BOM, bytes].concat();
+    let dir = temp_dir("bom");
+    image::RgbImage::from_pixel(8, 8, image::Rgb([200, 20, 20])).save(dir.join("red.png")).unwrap();
+    std::fs::write(dir.join("pairs.jsonl"), with_bom(b"{\"image\": \"red.png\", \"text\": \"a red square\"}\n"))
+        .unwrap();
+    let pairs = ega_core::data::jsonl::JsonlDataset::open(dir.join("pairs.jsonl"), false).unwrap();
+    assert_eq!(ega_core::data::Dataset::len(&pairs, ega_core::data::Split::Train), Some(1));
+
+    let device = burn::tensor::Device::flex();
+    let (bundle_dir, _, tokenizer, _) = saved_tiny_bundle("bom-bundle");
+    let config = std::fs::read(bundle_dir.join("config.json")).unwrap();
+    std::fs::write(bundle_dir.join("config.json"), with_bom(&config)).unwrap();
+    assert!(bundle::load(&bundle_dir, &device).is_ok());
+    let json = tokenizer.to_json().unwrap();
+    assert!(Tokenizer::from_json(&format!("\u{feff}{json}")).is_ok());
+
+    let bin = encode_bin(&[1.0, 0.0], 1, 2, Dtype::F32, "00000000000000aa").unwrap();
+    let meta = serde_json::json!({"format_version": 1, "model_id": "00000000000000aa", "model": "m", "source": "s",
+        "count": 1, "dim": 2, "dtype": "f32", "entries": [{"id": "x"}]});
+    let meta = with_bom(&serde_json::to_vec(&meta).unwrap());
+    assert!(ega_core::index::Index::from_bytes(&bin, &meta, "ix").is_ok());
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&bundle_dir);
+}

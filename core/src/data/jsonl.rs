@@ -172,7 +172,8 @@ impl JsonlDataset {
         let folder = path.parent().map(Path::to_path_buf).unwrap_or_default();
         let mut entries = Vec::new();
         let mut skipped = Vec::new();
-        for (number, bytes) in content.split(|&b| b == b'\n').enumerate() {
+        // A byte-order mark before the first line (an editor on Windows) is not part of it.
+        for (number, bytes) in crate::fs::strip_bom(&content).split(|&b| b == b'\n').enumerate() {
             // Each line is checked on its own, so a stray non-UTF-8 caption names its line.
             let parsed = std::str::from_utf8(bytes)
                 .map_err(|err| {

@@ -121,7 +121,9 @@ pub fn open(path: &Path) -> Result<Pretrained> {
         let folder = HfFolder::open(path)?;
         let tokenizer = match &folder.tokenizer_json {
             Some(json) => Some(
-                json.parse::<tokenizers::Tokenizer>()
+                json.strip_prefix('\u{feff}')
+                    .unwrap_or(json)
+                    .parse::<tokenizers::Tokenizer>()
                     .map_err(|err| EgaError::Data(format!("{shown}/tokenizer.json: {err}")))?,
             ),
             None => None,

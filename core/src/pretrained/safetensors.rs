@@ -222,8 +222,8 @@ pub fn siglip_from_hf(value: &serde_json::Value, name: &str) -> Result<SiglipCon
 /// Reads a Hugging Face `config.json` (`name` names it in messages): Idefics3 / SmolVLM
 /// (`model_type` `idefics3` or `smolvlm`) or Llama (`llama`); anything else is an error naming it.
 pub fn parse_hf_config(bytes: &[u8], name: &str) -> Result<HfModel> {
-    let value: serde_json::Value =
-        serde_json::from_slice(bytes).map_err(|err| EgaError::Data(format!("{name}: not JSON: {err}")))?;
+    let value: serde_json::Value = serde_json::from_slice(crate::fs::strip_bom(bytes))
+        .map_err(|err| EgaError::Data(format!("{name}: not JSON: {err}")))?;
     let model_type = value.get("model_type").and_then(|v| v.as_str()).unwrap_or("");
     match model_type {
         "idefics3" | "smolvlm" => {
@@ -288,8 +288,9 @@ impl HfFolder {
         if single.is_file() {
             files.push((single.display().to_string(), read_capped(&single, MAX_WEIGHTS)?));
         } else if index.is_file() {
-            let value: serde_json::Value = serde_json::from_slice(&read_capped(&index, MAX_JSON)?)
-                .map_err(|err| EgaError::Data(format!("{}: not JSON: {err}", index.display())))?;
+            let value: serde_json::Value =
+                serde_json::from_slice(crate::fs::strip_bom(&read_capped(&index, MAX_JSON)?))
+                    .map_err(|err| EgaError::Data(format!("{}: not JSON: {err}", index.display())))?;
             let map = value
                 .get("weight_map")
                 .and_then(|m| m.as_object())
