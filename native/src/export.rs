@@ -167,8 +167,10 @@ pub fn export(request: ExportRequest) -> Result<()> {
         batch_size: 64,
         thumb_size: 64,
         device: request.device,
+        // The rows the index was made with: an index made with --skip-bad skipped lines (they
+        // are listed again here, not dropped silently).
+        skip_bad: true,
     };
-    let _ = std::fs::remove_dir_all(&index_out);
     write_index(&loaded, &exported_config.model_id, &index_request, &device)?;
     let mut rows = Index::load(&index_out)?;
     // f16 rows: do the top-10 lists of every gallery image as a query stay the same?

@@ -496,6 +496,10 @@ struct IndexArgs {
     /// Device: auto, wgpu, cpu.
     #[arg(long, default_value = "auto")]
     device: DeviceChoice,
+    /// Skip (and count) bad JSONL lines and unreadable images instead of stopping at the first
+    /// (a folder's non-images are always skipped and counted).
+    #[arg(long)]
+    skip_bad: bool,
 }
 
 #[derive(Args, Debug)]
@@ -820,6 +824,7 @@ fn index_command(args: IndexArgs) -> Result<()> {
         batch_size: args.batch_size,
         thumb_size: args.thumb_size,
         device: args.device,
+        skip_bad: args.skip_bad,
     })
 }
 

@@ -38,6 +38,9 @@ pub struct IndexRequest {
     pub thumb_size: u32,
     /// Device.
     pub device: DeviceChoice,
+    /// Skip (and count) bad JSONL lines and unreadable images of a dataset source instead of
+    /// stopping at the first (a folder's non-images and broken files are always skipped).
+    pub skip_bad: bool,
 }
 
 /// One item to index: an image with what is known about it.
@@ -58,6 +61,11 @@ fn image_files(dir: &Path, skipped: &mut Vec<String>) -> Result<Vec<PathBuf>> {
             skipped.push(format!("{}: a link to a folder already read", folder.display()));
             continue;
         }
+        if folder != dir && is_index_folder(&folder) {
+            // An index kept inside the gallery: its thumbnails are not gallery images.
+            skipped.push(format!("{}: an index folder, not images", folder.display()));
+            continue;
+        }
         let entries = std::fs::read_dir(&folder).with_context(|| format!("reading {}", folder.display()))?;
         for entry in entries {
             let path = entry.with_context(|| format!("reading {}", folder.display()))?.path();
@@ -75,6 +83,92 @@ fn image_files(dir: &Path, skipped: &mut Vec<String>) -> Result<Vec<PathBuf>> {
     }
     files.sort();
     Ok(files)
+}
+
+const SKIP_BAD_HINT: &str = "--skip-bad skips and counts bad lines and unreadable images instead";
+
+/// Files an index folder holds; `native index` replaces such a folder whole.
+const INDEX_FOLDER_FILES: &[&str] = &["index.bin", "index.json", "thumbs"];
+
+fn is_index_folder(folder: &Path) -> bool {
+    folder.join("index.bin").is_file() && folder.join("index.json").is_file()
+}
+
+/// Refuses an `--out` that exists and holds anything but an index (a photo folder, a run, a
+/// bundle): the finished index replaces the folder whole, which would delete it.
+pub fn check_index_out(out: &Path) -> Result<()> {
+    if !out.exists() {
+        return Ok(());
+    }
+    anyhow::ensure!(out.is_dir(), "--out {}: exists and is not a folder", out.display());
+    let mut others: Vec<String> = std::fs::read_dir(out)
+        .with_context(|| format!("reading {}", out.display()))?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .filter(|name| !INDEX_FOLDER_FILES.contains(&name.as_str()))
+        .collect();
+    if !others.is_empty() {
+        others.sort();
+        let shown = others.iter().take(5).cloned().collect::<Vec<_>>().join(", ");
+        bail!(
+            "--out {} exists and is not an index folder (it holds {shown}{}); an index replaces its --out folder whole, so choose a new folder or an existing index",
+            out.display(),
+            if others.len() > 5 { format!(" and {} more", others.len() - 5) } else { String::new() }
+        );
+    }
+    Ok(())
+}
+
+/// `<parent>/.<name>.<what>-<PID>`: where an index is built before it replaces `out`.
+fn sibling(out: &Path, what: &str) -> PathBuf {
+    let name = out.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_else(|| "index".into());
+    out.with_file_name(format!(".{name}.{what}-{}", std::process::id()))
+}
+
+/// Removes the staging folders that index writers which died left beside `out` (only call it
+/// while holding `out`'s lock: then none is a live writer's).
+fn remove_dead_staging(out: &Path) {
+    let (Some(parent), Some(name)) = (out.parent(), out.file_name()) else { return };
+    let parent = if parent.as_os_str().is_empty() { Path::new(".") } else { parent };
+    let prefixes = [".staging-", ".old-"].map(|what| format!(".{}{what}", name.to_string_lossy()));
+    let Ok(entries) = std::fs::read_dir(parent) else { return };
+    for entry in entries.flatten() {
+        let file_name = entry.file_name().to_string_lossy().to_string();
+        if prefixes.iter().any(|p| file_name.starts_with(p.as_str())) && entry.path().is_dir() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
+/// Puts the finished `staging` folder in the place of `out` (two renames; if the second fails,
+/// the old `out` is put back).
+fn replace_folder(staging: &Path, out: &Path) -> Result<()> {
+    if !out.exists() {
+        return std::fs::rename(staging, out).with_context(|| format!("moving the new index into {}", out.display()));
+    }
+    let old = sibling(out, "old");
+    let _ = std::fs::remove_dir_all(&old);
+    std::fs::rename(out, &old).with_context(|| format!("moving the old {} aside", out.display()))?;
+    if let Err(err) = std::fs::rename(staging, out) {
+        let _ = std::fs::rename(&old, out);
+        return Err(err).with_context(|| format!("moving the new index into {}", out.display()));
+    }
+    let _ = std::fs::remove_dir_all(&old);
+    Ok(())
+}
+
+/// Takes the lock of an index folder (beside it: the folder itself is replaced whole) and
+/// removes what dead writers left beside it.
+pub fn lock_index_out(out: &Path) -> Result<ega_core::lock::OutputLock> {
+    if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+    }
+    let (lock, note) = ega_core::lock::OutputLock::acquire(&ega_core::lock::beside(out), out)?;
+    if let Some(note) = note {
+        eprintln!("{note}");
+    }
+    remove_dead_staging(out);
+    Ok(lock)
 }
 
 fn progress(total: usize, what: &str) -> ProgressBar {
@@ -109,6 +203,8 @@ pub fn index(request: IndexRequest) -> Result<()> {
         bail!("--thumb-size {}: must be at most {MAX_THUMB_SIZE} pixels (0: no thumbnails)", request.thumb_size);
     }
     anyhow::ensure!(request.batch_size >= 1, "--batch-size must be at least 1");
+    check_index_out(&request.out)?;
+    let _lock = lock_index_out(&request.out)?;
     let selected = device::select(request.device)?;
     let device = selected.device.clone();
     let (loaded, model_id) = bundle_model(&request.model, &device, "index")?;
@@ -117,13 +213,46 @@ pub fn index(request: IndexRequest) -> Result<()> {
     Ok(())
 }
 
-/// Embeds `request.images` with `loaded` into `request.out`; returns the number of rows.
+/// Embeds `request.images` with `loaded` into `request.out`; returns the number of rows. The
+/// index is built in a staging folder beside `out` and then replaces it, so a failed run leaves
+/// an existing index exactly as it was (issue 16, `index_clobber`). The caller holds `out`'s lock
+/// ([`lock_index_out`]).
 pub fn write_index(
     loaded: &LoadedModel,
     model_id: &str,
     request: &IndexRequest,
     device: &burn::tensor::Device,
 ) -> Result<usize> {
+    check_index_out(&request.out)?;
+    let staging = sibling(&request.out, "staging");
+    let _ = std::fs::remove_dir_all(&staging);
+    std::fs::create_dir_all(&staging).with_context(|| format!("creating {}", staging.display()))?;
+    let built = build_index(loaded, model_id, request, &staging, device)
+        .and_then(|report| replace_folder(&staging, &request.out).map(|_| report));
+    let (count, dim, seconds, skipped) = match built {
+        Ok(report) => report,
+        Err(err) => {
+            let _ = std::fs::remove_dir_all(&staging);
+            return Err(err);
+        }
+    };
+    println!(
+        "indexed {count} images ({dim}-d, {:?}) in {seconds:.1} s into {}{}",
+        request.dtype,
+        request.out.display(),
+        if skipped == 0 { String::new() } else { format!("; skipped {skipped}") }
+    );
+    Ok(count)
+}
+
+/// The index of `request` written into `folder`: (rows, dimension, seconds, skipped inputs).
+fn build_index(
+    loaded: &LoadedModel,
+    model_id: &str,
+    request: &IndexRequest,
+    folder: &Path,
+    device: &burn::tensor::Device,
+) -> Result<(usize, usize, f64, usize)> {
     let size = loaded.config.image_size();
 
     // The sources: a folder of files, or a dataset (built-in or JSONL).
@@ -133,7 +262,17 @@ pub fn write_index(
     let (files, dataset) = if is_folder {
         (image_files(source, &mut skipped)?, None)
     } else {
-        (Vec::new(), Some(data::open(&request.images, size, true)?))
+        let dataset = data::open(&request.images, size, request.skip_bad).map_err(|err| {
+            // A bad line (`FILE:LINE: …`) can be skipped; say how.
+            let line = err.to_string().split(':').nth(1).is_some_and(|n| n.parse::<usize>().is_ok());
+            if line && !request.skip_bad {
+                anyhow::anyhow!("{err} ({SKIP_BAD_HINT})")
+            } else {
+                anyhow::Error::new(err)
+            }
+        })?;
+        skipped.extend(dataset.skipped().iter().cloned());
+        (Vec::new(), Some(dataset))
     };
     let total = match &dataset {
         None => files.len(),
@@ -144,13 +283,12 @@ pub fn write_index(
         }
     };
     if total == 0 {
-        bail!(
-            "{}: nothing to index{}",
-            request.images,
-            if is_folder { format!(" ({} files, none an image)", skipped.len()) } else { String::new() }
-        );
+        if let Some(dataset) = &dataset {
+            bail!("{}", empty_split_message(&request.images, dataset.as_ref(), request.split, request.count));
+        }
+        bail!("{}: nothing to index ({} files, none an image)", request.images, skipped.len());
     }
-    let thumbs = request.out.join("thumbs");
+    let thumbs = folder.join("thumbs");
     if request.thumb_size > 0 {
         std::fs::create_dir_all(&thumbs).with_context(|| format!("creating {}", thumbs.display()))?;
     }
@@ -186,7 +324,14 @@ pub fn write_index(
                     }
                 }
                 Some(dataset) => {
-                    let sample = dataset.sample(request.split, position)?;
+                    let sample = match dataset.sample(request.split, position) {
+                        Ok(sample) => sample,
+                        Err(err) if request.skip_bad => {
+                            skipped.push(err.to_string());
+                            continue;
+                        }
+                        Err(err) => bail!("{err} ({SKIP_BAD_HINT})"),
+                    };
                     Item {
                         entry: IndexEntry {
                             id: sample.id,
@@ -210,7 +355,7 @@ pub fn write_index(
                 if request.thumb_size > 0 {
                     let name = format!("thumbs/{:06}.png", entries.len());
                     let thumb = image::imageops::thumbnail(&item.image, request.thumb_size, request.thumb_size);
-                    let path = request.out.join(&name);
+                    let path = folder.join(&name);
                     thumb.save(&path).with_context(|| format!("writing {}", path.display()))?;
                     entry.thumbnail = Some(name);
                 }
@@ -237,9 +382,9 @@ pub fn write_index(
         entries,
     };
     let count = meta.count;
-    Index { meta, rows }.save(&request.out)?;
+    Index { meta, rows }.save(folder)?;
     if !skipped.is_empty() {
-        eprintln!("skipped {} files:", skipped.len());
+        eprintln!("skipped {}:", skipped.len());
         for reason in skipped.iter().take(20) {
             eprintln!("  {reason}");
         }
@@ -247,14 +392,30 @@ pub fn write_index(
             eprintln!("  … and {} more", skipped.len() - 20);
         }
     }
-    println!(
-        "indexed {count} images ({dim}-d, {:?}) in {:.1} s into {}{}",
-        request.dtype,
-        started.elapsed().as_secs_f64(),
-        request.out.display(),
-        if skipped.is_empty() { String::new() } else { format!("; skipped {}", skipped.len()) }
-    );
-    Ok(count)
+    Ok((count, dim, started.elapsed().as_secs_f64(), skipped.len()))
+}
+
+/// Why a dataset source gave nothing to index: the split's size next to the others', and which
+/// `--split` has pairs (a JSONL file's lines go to train unless they say otherwise).
+fn empty_split_message(images: &str, dataset: &dyn data::Dataset, split: Split, count: Option<usize>) -> String {
+    if count == Some(0) {
+        return format!("{images}: nothing to index (--count 0)");
+    }
+    let sizes: Vec<(Split, usize)> =
+        [Split::Train, Split::Test, Split::Unseen].into_iter().filter_map(|s| dataset.len(s).map(|n| (s, n))).collect();
+    let listed = sizes.iter().map(|(s, n)| format!("{s}: {n}")).collect::<Vec<_>>().join(", ");
+    let other = sizes.iter().find(|(s, n)| *s != split && *n > 0).map(|(s, _)| *s);
+    let jsonl = if images.starts_with("jsonl:") || images.ends_with(".jsonl") {
+        " (lines without \"split\" are train pairs, except every 20th of a file with 40 or more lines)"
+    } else {
+        ""
+    };
+    match other {
+        Some(other) => format!(
+            "{images}: nothing to index: the {split} split is empty ({listed}){jsonl}; index another with --split {other}"
+        ),
+        None => format!("{images}: nothing to index: the {split} split is empty ({listed})"),
+    }
 }
 
 /// What `native search` does.

@@ -714,3 +714,112 @@ fn eval_with_queries_reports_success_at_1_and_10() {
     let expected = format!("| test | {queries} | 490 |");
     assert!(String::from_utf8_lossy(&output.stdout).contains(&expected), "{expected}: {}", text(&output));
 }
+
+/// Every file under `dir` with its bytes (sorted), to check that a folder was left as it was.
+fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut files = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(folder) = pending.pop() {
+        for entry in std::fs::read_dir(&folder).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                pending.push(path);
+            } else {
+                files.push((path.clone(), std::fs::read(&path).unwrap()));
+            }
+        }
+    }
+    files.sort();
+    files
+}
+
+fn index_jsonl(jsonl: &Path, out: &Path, extra: &[&str]) -> Output {
+    native()
+        .args(["index", "--model", concat!(env!("CARGO_MANIFEST_DIR"), "/../assets/shapes/model"), "--images"])
+        .arg(format!("jsonl:{}", jsonl.display()))
+        .arg("--out")
+        .arg(out)
+        .args(["--device", "cpu"])
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+/// Issue 16, `index_silent_skip`, `index_clobber`, the `--split` hint: `index` on a JSONL file
+/// with bad lines fails naming file:line (or, with --skip-bad, skips and counts them); a failed
+/// index leaves the index folder it would replace exactly as it was; an `--out` that holds
+/// something else is refused; an empty split says which one has pairs.
+#[test]
+fn index_names_bad_lines_and_a_failed_index_changes_nothing() {
+    let root = temp("index-bad");
+    std::fs::create_dir_all(&root).unwrap();
+    png_file(&root.join("red.png"), [220, 30, 30], 32);
+    png_file(&root.join("blue.png"), [30, 30, 220], 32);
+    std::fs::write(root.join("text.png"), "not an image").unwrap();
+    let bad = root.join("bad.jsonl");
+    std::fs::write(
+        &bad,
+        "{\"image\": \"red.png\", \"text\": \"red\"}\n{not json\n{\"image\": \"/nonexistent.png\", \"text\": \"n\"}\n",
+    )
+    .unwrap();
+    let index = root.join("index");
+    let output = index_jsonl(&bad, &index, &["--split", "train"]);
+    let message = text(&output);
+    assert!(!output.status.success(), "{message}");
+    assert!(message.contains("bad.jsonl:2: not valid JSON") && message.contains("--skip-bad"), "{message}");
+    assert!(!index.exists(), "a failed index into a new folder leaves none");
+    let output = index_jsonl(&bad, &index, &["--split", "train", "--skip-bad"]);
+    let message = text(&output);
+    assert!(output.status.success(), "{message}");
+    assert!(message.contains("indexed 1 images") && message.contains("skipped 2"), "{message}");
+    assert!(message.contains("bad.jsonl:3: image /nonexistent.png"), "{message}");
+
+    // A failed index (an unreadable image at line 3) into that index folder changes nothing.
+    let before = snapshot(&index);
+    let broken = root.join("broken.jsonl");
+    let lines: Vec<String> = ["blue.png", "red.png", "text.png", "blue.png"]
+        .iter()
+        .map(|image| format!("{{\"image\": \"{image}\", \"text\": \"x\", \"split\": \"test\"}}\n"))
+        .collect();
+    std::fs::write(&broken, lines.concat()).unwrap();
+    let output = index_jsonl(&broken, &index, &["--batch-size", "1"]);
+    let message = text(&output);
+    assert!(!output.status.success() && message.contains("broken.jsonl:3"), "{message}");
+    assert!(snapshot(&index) == before, "the failed index changed the existing one");
+    let leftovers: Vec<_> = std::fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .filter(|name| name.starts_with(".index"))
+        .collect();
+    assert!(leftovers.is_empty(), "staging or lock left behind: {leftovers:?}");
+    // The same with --skip-bad replaces it whole (3 rows: no thumbnail of the old one is left).
+    let output = index_jsonl(&broken, &index, &["--skip-bad"]);
+    assert!(output.status.success(), "{}", text(&output));
+    assert_eq!(std::fs::read_dir(index.join("thumbs")).unwrap().count(), 3);
+
+    // An --out that holds other files is not replaced.
+    let output = index_jsonl(&broken, &root, &["--skip-bad"]);
+    let message = text(&output);
+    assert!(!output.status.success() && message.contains("is not an index folder"), "{message}");
+    assert!(root.join("red.png").is_file());
+    // Indexing the folder that holds that index: its thumbnails are not gallery images.
+    let output = native()
+        .args(["index", "--model", concat!(env!("CARGO_MANIFEST_DIR"), "/../assets/shapes/model"), "--images"])
+        .arg(&root)
+        .arg("--out")
+        .arg(root.with_extension("folder-index"))
+        .args(["--device", "cpu"])
+        .output()
+        .unwrap();
+    let message = text(&output);
+    assert!(output.status.success() && message.contains("indexed 2 images"), "{message}");
+    assert!(message.contains("an index folder, not images"), "{message}");
+    let _ = std::fs::remove_dir_all(root.with_extension("folder-index"));
+
+    // No test lines: the message says which split has pairs.
+    let output = index_jsonl(&bad, &root.join("empty-split"), &["--skip-bad"]);
+    let message = text(&output);
+    assert!(!output.status.success() && message.contains("the test split is empty"), "{message}");
+    assert!(message.contains("--split train"), "{message}");
+    let _ = std::fs::remove_dir_all(&root);
+}

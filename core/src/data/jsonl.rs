@@ -271,4 +271,8 @@ impl Dataset for JsonlDataset {
             negative_images: entry.negative_images.iter().map(|p| read_image(p, &context)).collect::<Result<_>>()?,
         })
     }
+
+    fn skipped(&self) -> &[String] {
+        &self.skipped
+    }
 }

@@ -75,6 +75,10 @@ pub trait Dataset: Send + Sync {
     fn len(&self, split: Split) -> Option<usize>;
     /// The sample at `index` of `split`.
     fn sample(&self, split: Split, index: usize) -> Result<Sample>;
+    /// Bad entries left out when the dataset was opened (`skip_bad`), each with why.
+    fn skipped(&self) -> &[String] {
+        &[]
+    }
 }
 
 /// What [`open`] accepts, for messages.
