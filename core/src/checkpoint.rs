@@ -46,6 +46,32 @@ pub struct RunState {
     /// on across them; `model`, `train` and `loss` are those of the stage `step` is in.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub stages: Vec<crate::train::Stage>,
+    /// How the run evaluates, checkpoints and reads its data, kept for `--resume` (run.json files
+    /// written before it was recorded get the command line's defaults).
+    #[serde(default)]
+    pub options: RunOptions,
+}
+
+/// The options of a run that are not training itself, saved so that a resumed run keeps them
+/// (issue 16, `resume_opts`: they were lost on resume).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RunOptions {
+    /// Evaluate on held-out pairs every this many steps (0: only at the end).
+    pub eval_every: usize,
+    /// Held-out pairs per split of the final evaluation.
+    pub eval_count: usize,
+    /// Write a checkpoint every this many steps (and at the end of each stage).
+    pub checkpoint_every: usize,
+    /// Skip (and count) bad JSONL lines instead of stopping.
+    pub skip_bad: bool,
+}
+
+impl Default for RunOptions {
+    /// The defaults of `native train`.
+    fn default() -> Self {
+        RunOptions { eval_every: 250, eval_count: 500, checkpoint_every: 50, skip_bad: false }
+    }
 }
 
 /// The model's weights as safetensors bytes: a `mini` model's burn tensor names, a `smolvlm`
@@ -128,19 +154,96 @@ pub fn check_f32_finite(bytes: &[u8], what: &str) -> Result<()> {
     Ok(())
 }
 
+/// Writes `bytes` to `path` and flushes them to the disk before returning: a checkpoint renamed
+/// into place must not hold empty files after a power loss.
 fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
-    std::fs::write(path, bytes).map_err(|err| EgaError::io(path, err))
+    use std::io::Write;
+    let mut file = std::fs::File::create(path).map_err(|err| EgaError::io(path, err))?;
+    file.write_all(bytes).and_then(|_| file.sync_all()).map_err(|err| EgaError::io(path, err))
 }
 
-/// Replaces `path` atomically with `bytes` (temp file in the same folder + rename).
+/// The name of a temporary file or folder of [`write_atomic`] and [`save`] (`*.tmp-<PID>`).
+pub fn is_temp_name(name: &str) -> bool {
+    name.rsplit_once(".tmp-").is_some_and(|(_, pid)| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// Replaces `path` atomically with `bytes` (temp file in the same folder + rename). A failed
+/// write (a full disk) removes its temp file, so nothing is left taking the space.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
-    write_file(&tmp, bytes)?;
-    std::fs::rename(&tmp, path).map_err(|err| EgaError::io(path, err))
+    let written =
+        write_file(&tmp, bytes).and_then(|_| std::fs::rename(&tmp, path).map_err(|err| EgaError::io(path, err)));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
 }
 
-/// Writes a checkpoint of `state.step` under `run/checkpoints/`, points `latest` at it and removes
-/// older checkpoints. Returns the checkpoint folder.
+/// Removes the temp files and folders (`*.tmp-<PID>`) that writers which died (killed, or a full
+/// disk) left in a run folder, its `checkpoints/` and its `bundle/`: a full disk stays full of
+/// them otherwise, and every resume fails (issue 16, `enospc`). Call it only while holding the
+/// run's [`crate::lock::OutputLock`]: then no live writer owns them. Returns what was removed.
+pub fn remove_stale_temps(run: &Path) -> Vec<PathBuf> {
+    let mut removed = Vec::new();
+    for folder in [run.to_path_buf(), run.join("checkpoints"), run.join("bundle")] {
+        let Ok(entries) = std::fs::read_dir(&folder) else { continue };
+        for entry in entries.flatten() {
+            if !is_temp_name(&entry.file_name().to_string_lossy()) {
+                continue;
+            }
+            let path = entry.path();
+            let gone = if path.is_dir() { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) };
+            if gone.is_ok() {
+                removed.push(path);
+            }
+        }
+    }
+    removed
+}
+
+/// The step of a checkpoint folder name (`step-000300` → 300).
+fn step_of(name: &str) -> Option<usize> {
+    name.strip_prefix("step-").filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))?.parse().ok()
+}
+
+/// The checkpoint folders under `folder`, newest (highest step) first.
+fn checkpoint_names(folder: &Path) -> Vec<(usize, String)> {
+    let mut names: Vec<(usize, String)> = std::fs::read_dir(folder)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter(|e| e.path().is_dir())
+                .filter_map(|e| {
+                    let name = e.file_name().to_string_lossy().to_string();
+                    step_of(&name).map(|step| (step, name))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort_by(|a, b| b.cmp(a));
+    names
+}
+
+/// The checkpoint `run/checkpoints/latest` names, if it names one.
+fn latest_name(folder: &Path) -> Option<String> {
+    let text = crate::fs::read_text(&folder.join("latest"), 4096).ok()?;
+    step_of(text.trim()).map(|_| text.trim().to_string())
+}
+
+/// Points `run/checkpoints/latest` at `checkpoint` (a folder of it), e.g. at the intact
+/// checkpoint a resume fell back to, so that it is the one kept beside the next.
+pub fn mark_latest(run: &Path, checkpoint: &Path) -> Result<()> {
+    let name = checkpoint.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+    if step_of(&name).is_none() {
+        return Err(EgaError::Data(format!("{}: not a checkpoint folder", checkpoint.display())));
+    }
+    write_atomic(&run.join("checkpoints").join("latest"), name.as_bytes())
+}
+
+/// Writes a checkpoint of `state.step` under `run/checkpoints/`, points `latest` at it, and
+/// removes the other checkpoints except the one `latest` named before (the fallback when the new
+/// one turns out damaged). Returns the checkpoint folder. A failed write removes its partial
+/// folder.
 pub fn save(
     run: &Path,
     state: &RunState,
@@ -153,28 +256,35 @@ pub fn save(
     let name = format!("step-{:06}", state.step);
     let target = folder.join(&name);
     let tmp = folder.join(format!("{name}.tmp-{}", std::process::id()));
+    // The one to keep beside the new one: what `latest` names now (else the newest older one).
+    let previous = latest_name(&folder)
+        .filter(|p| step_of(p).is_some_and(|s| s < state.step))
+        .or_else(|| checkpoint_names(&folder).into_iter().find(|(s, _)| *s < state.step).map(|(_, n)| n));
     if tmp.exists() {
         std::fs::remove_dir_all(&tmp).map_err(|err| EgaError::io(&tmp, err))?;
     }
-    std::fs::create_dir_all(&tmp).map_err(|err| EgaError::io(&tmp, err))?;
-    write_file(&tmp.join("model.safetensors"), &model_to_bytes(model)?)?;
-    write_file(&tmp.join("optimizer.bin"), optimizer)?;
-    write_file(&tmp.join("tokenizer.json"), tokenizer.to_json()?.as_bytes())?;
-    let json = serde_json::to_string_pretty(state).map_err(|err| EgaError::Data(err.to_string()))?;
-    write_file(&tmp.join("run.json"), json.as_bytes())?;
+    let write = || -> Result<()> {
+        std::fs::create_dir_all(&tmp).map_err(|err| EgaError::io(&tmp, err))?;
+        write_file(&tmp.join("model.safetensors"), &model_to_bytes(model)?)?;
+        write_file(&tmp.join("optimizer.bin"), optimizer)?;
+        write_file(&tmp.join("tokenizer.json"), tokenizer.to_json()?.as_bytes())?;
+        let json = serde_json::to_string_pretty(state).map_err(|err| EgaError::Data(err.to_string()))?;
+        write_file(&tmp.join("run.json"), json.as_bytes())
+    };
+    if let Err(err) = write() {
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(err);
+    }
     if target.exists() {
         std::fs::remove_dir_all(&target).map_err(|err| EgaError::io(&target, err))?;
     }
     std::fs::rename(&tmp, &target).map_err(|err| EgaError::io(&target, err))?;
     write_atomic(&folder.join("latest"), name.as_bytes())?;
-    // Older checkpoints and temp folders of dead writers go once `latest` names the new one.
-    if let Ok(entries) = std::fs::read_dir(&folder) {
-        for entry in entries.flatten() {
-            let path = entry.path();
-            let file_name = entry.file_name().to_string_lossy().to_string();
-            if path.is_dir() && file_name != name && file_name.starts_with("step-") {
-                let _ = std::fs::remove_dir_all(&path);
-            }
+    // Once `latest` names the new one: keep it and the previous one, remove the rest (older
+    // ones, and damaged newer ones a resume fell back from).
+    for (_, other) in checkpoint_names(&folder) {
+        if other != name && Some(&other) != previous.as_ref() {
+            let _ = std::fs::remove_dir_all(folder.join(other));
         }
     }
     Ok(target)
@@ -188,23 +298,61 @@ pub struct Checkpoint {
     pub state: RunState,
     /// The weights, loaded into a model on the requested device.
     pub model: Embedder,
-    /// The optimizer state bytes.
+    /// The optimizer state bytes (checked to be a readable optimizer record).
     pub optimizer: Vec<u8>,
     /// The tokenizer.
     pub tokenizer: Tokenizer,
+    /// Newer checkpoints [`load_latest`] passed over because they are damaged, each with why
+    /// (empty when the one `latest` names loaded).
+    pub passed_over: Vec<String>,
 }
 
-/// Loads the checkpoint `run/checkpoints/latest` names.
+/// Loads the checkpoint `run/checkpoints/latest` names; when it is damaged (or `latest` is), the
+/// newest intact checkpoint instead, with the damaged ones and why in [`Checkpoint::passed_over`].
 pub fn load_latest(run: &Path, device: &Device) -> Result<Checkpoint> {
     let folder = run.join("checkpoints");
     let latest = folder.join("latest");
-    let name = crate::fs::read_text(&latest, 4096).map_err(|err| {
-        EgaError::Data(format!(
-            "{}: no checkpoint to resume from ({err}); is this a run folder written by `native train`?",
+    if !folder.is_dir() {
+        return Err(EgaError::Data(format!(
+            "{}: no checkpoint to resume from (no checkpoints/ folder); is this a run folder written by `native train`?",
             run.display()
-        ))
-    })?;
-    load(&folder.join(name.trim()), device)
+        )));
+    }
+    let mut passed_over = Vec::new();
+    let named = match crate::fs::read_text(&latest, 4096) {
+        Ok(text) => match step_of(text.trim()) {
+            Some(_) => Some(text.trim().to_string()),
+            None => {
+                passed_over.push(format!("{}: names {:?}, not a checkpoint folder", latest.display(), text.trim()));
+                None
+            }
+        },
+        Err(err) => {
+            passed_over.push(err.to_string());
+            None
+        }
+    };
+    let mut candidates: Vec<String> = named.iter().cloned().collect();
+    candidates
+        .extend(checkpoint_names(&folder).into_iter().map(|(_, name)| name).filter(|n| Some(n) != named.as_ref()));
+    for name in candidates {
+        match load(&folder.join(&name), device) {
+            Ok(mut checkpoint) => {
+                checkpoint.passed_over = passed_over;
+                return Ok(checkpoint);
+            }
+            Err(err) => passed_over.push(err.to_string()),
+        }
+    }
+    Err(EgaError::Data(format!(
+        "{}: no checkpoint to resume from{}",
+        run.display(),
+        if passed_over.is_empty() {
+            " (checkpoints/ is empty)".to_string()
+        } else {
+            format!(": every one is damaged or unreadable ({})", passed_over.join("; "))
+        }
+    )))
 }
 
 /// Loads one checkpoint folder.
@@ -213,8 +361,8 @@ pub fn load(folder: &Path, device: &Device) -> Result<Checkpoint> {
         let cap = if file.ends_with(".json") { crate::fs::MAX_JSON } else { crate::fs::MAX_WEIGHTS };
         crate::fs::read_regular(&folder.join(file), cap)
     };
-    let state: RunState = serde_json::from_slice(&read("run.json")?)
-        .map_err(|err| EgaError::Data(format!("{}: unreadable run.json: {err}", folder.display())))?;
+    let state: RunState = serde_json::from_slice(crate::fs::strip_bom(&read("run.json")?))
+        .map_err(|err| EgaError::Data(format!("{}: unreadable run.json: {err}", folder.join("run.json").display())))?;
     if state.format_version != FORMAT_VERSION {
         return Err(EgaError::Data(format!(
             "{}: format version {} (this build reads {FORMAT_VERSION}; written by ega-core {})",
@@ -225,7 +373,8 @@ pub fn load(folder: &Path, device: &Device) -> Result<Checkpoint> {
     }
     let tokenizer_json = String::from_utf8(read("tokenizer.json")?)
         .map_err(|_| EgaError::Data(format!("{}: tokenizer.json is not UTF-8", folder.display())))?;
-    let tokenizer = Tokenizer::from_json_with(&tokenizer_json, state.model.special)?;
+    let tokenizer = Tokenizer::from_json_with(&tokenizer_json, state.model.special)
+        .map_err(|err| EgaError::Data(format!("{}: {err}", folder.join("tokenizer.json").display())))?;
     tokenizer.check_fits(state.model.vocab_size(), &folder.join("tokenizer.json").display().to_string())?;
     let model = model_from_bytes(
         &state.model,
@@ -233,5 +382,16 @@ pub fn load(folder: &Path, device: &Device) -> Result<Checkpoint> {
         device,
         &folder.join("model.safetensors").display().to_string(),
     )?;
-    Ok(Checkpoint { folder: folder.to_path_buf(), optimizer: read("optimizer.bin")?, state, model, tokenizer })
+    let optimizer = read("optimizer.bin")?;
+    // Parsed here (it is parsed again when a trainer loads it) so that a damaged optimizer state
+    // is named by its file and makes the checkpoint one to fall back from.
+    burn::optim::OptimizerRecord::from_bytes(burn::tensor::Bytes::from_bytes_vec(optimizer.clone())).map_err(
+        |err| {
+            EgaError::Data(format!(
+                "{}: not a readable optimizer state: {err:?}",
+                folder.join("optimizer.bin").display()
+            ))
+        },
+    )?;
+    Ok(Checkpoint { folder: folder.to_path_buf(), optimizer, state, model, tokenizer, passed_over: Vec::new() })
 }

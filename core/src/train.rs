@@ -387,10 +387,13 @@ impl Trainer {
     /// and moves it to each parameter's device on the next step. That lazily opens the default
     /// wgpu device, after which [`crate::device::wgpu_adapter`] could no longer open it with its
     /// adapter info ("Service already initialized"); so the adapter probe runs first (once per
-    /// process), and the default device is the one it opened.
+    /// process), and the default device is the one it opened. When the default device is not
+    /// wgpu (`BURN_DEVICE=flex`, which `native --device cpu` sets) nothing of wgpu is opened.
     pub fn load_optimizer_bytes(&mut self, bytes: Vec<u8>) -> Result<()> {
         #[cfg(not(target_family = "wasm"))]
-        let _ = crate::device::wgpu_adapter();
+        if crate::kernels::is_wgpu(&burn::tensor::Device::default()) {
+            let _ = crate::device::wgpu_adapter();
+        }
         let optimizer = std::mem::replace(&mut self.optimizer, AdamWConfig::new().init());
         self.optimizer = optimizer
             .from_bytes(burn::tensor::Bytes::from_bytes_vec(bytes))

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use ega_core::device::{self, DeviceChoice};
 use ega_core::loss::{self, oracle, LossConfig, Rescale};
 use ega_core::model::{Embedder, ModelConfig, PRESETS};
@@ -274,6 +274,8 @@ struct TrainArgs {
     #[command(flatten)]
     loss: LossArgs,
     /// Optimizer steps (the default run, `small` on shapes, fits in 15 minutes on 2 CPU cores).
+    /// With --resume: the run's new length (its last stage is lengthened or shortened, and its
+    /// learning-rate schedule recomputed over the new length).
     #[arg(long, default_value_t = 500)]
     steps: usize,
     /// Pairs per step.
@@ -318,7 +320,10 @@ struct TrainArgs {
     /// Run folder (default: runs/<loss>-<preset>-seed<seed>).
     #[arg(long)]
     out: Option<PathBuf>,
-    /// Continue the run in this folder from its latest checkpoint (its saved options win).
+    /// Continue the run in this folder from its latest checkpoint (the newest intact one), with
+    /// the options it was started with; only --steps, --eval-every, --eval-count,
+    /// --checkpoint-every, --skip-bad and --device may be given with it. A finished run is left
+    /// as it is.
     #[arg(long, value_name = "DIR", conflicts_with = "out")]
     resume: Option<PathBuf>,
     /// Evaluate on 200 held-out pairs every this many steps (0: only at the end).
@@ -757,10 +762,45 @@ fn info_model(path: &std::path::Path, json: bool) -> Result<()> {
     Ok(())
 }
 
+/// The long flags of `native train` given on the command line (not defaults).
+fn given_train_flags(matches: &clap::ArgMatches) -> Vec<String> {
+    let Some(train) = matches.subcommand_matches("train") else { return Vec::new() };
+    let command = Cli::command();
+    let Some(definition) = command.find_subcommand("train") else { return Vec::new() };
+    definition
+        .get_arguments()
+        .filter(|arg| train.value_source(arg.get_id().as_str()) == Some(clap::parser::ValueSource::CommandLine))
+        .filter_map(|arg| arg.get_long().map(str::to_string))
+        .collect()
+}
+
+/// The `--device` a command was given, for the commands that compute.
+fn device_of(command: &Command) -> Option<DeviceChoice> {
+    match command {
+        Command::Train(a) => Some(a.device),
+        Command::Eval(a) => Some(a.device),
+        Command::Ablate(a) => Some(a.device),
+        Command::Index(a) => Some(a.device),
+        Command::Search(a) => Some(a.device),
+        Command::Export(a) => Some(a.device),
+        Command::Example(a) => Some(a.device),
+        _ => None,
+    }
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|err| err.exit());
+    // burn materialises some tensors on `Device::default()` (a loaded optimizer state, until the
+    // next step moves it): wgpu, unless BURN_DEVICE says otherwise. With --device cpu that opened
+    // a wgpu device for nothing, and its driver probe printed XDG_RUNTIME_DIR errors (issue 16).
+    // Set while the process has one thread, before anything reads the environment.
+    if device_of(&cli.command) == Some(DeviceChoice::Cpu) && std::env::var_os("BURN_DEVICE").is_none() {
+        std::env::set_var("BURN_DEVICE", "flex");
+    }
+    let given = given_train_flags(&matches);
     let result = match cli.command {
-        Command::Train(args) => train_command(args),
+        Command::Train(args) => train_command(args, &given),
         Command::Eval(args) => eval_command(args),
         Command::Ablate(args) => ablate_command(args),
         Command::Index(args) => index_command(args),
@@ -954,7 +994,22 @@ fn train_config(
     }
 }
 
-fn train_command(args: TrainArgs) -> Result<()> {
+/// Flags `--resume` takes: the rest are the run's own, saved in its run.json.
+const RESUME_FLAGS: &[&str] =
+    &["resume", "device", "steps", "eval-every", "eval-count", "checkpoint-every", "skip-bad", "stop-after"];
+
+fn train_command(args: TrainArgs, given: &[String]) -> Result<()> {
+    if args.resume.is_some() {
+        // A resumed run keeps its own options; one given anyway would be ignored silently.
+        let fixed: Vec<String> =
+            given.iter().filter(|f| !RESUME_FLAGS.contains(&f.as_str())).map(|f| format!("--{f}")).collect();
+        anyhow::ensure!(
+            fixed.is_empty(),
+            "{} with --resume: a resumed run keeps the options it was started with (saved in its run.json); with --resume only --steps, --eval-every, --eval-count, --checkpoint-every, --skip-bad and --device can be given. Start a new run with --out to change the others",
+            fixed.join(", ")
+        );
+    }
+    let is_given = |flag: &str| given.iter().any(|f| f == flag);
     let loss = args.loss.config();
     loss.validate()?;
     let train = ega_core::train::TrainConfig {
@@ -1013,6 +1068,16 @@ fn train_command(args: TrainArgs) -> Result<()> {
         }
     };
     anyhow::ensure!(args.eval_count >= 1, "--eval-count must be at least 1");
+    anyhow::ensure!(args.steps >= 1, "--steps must be at least 1");
+    let resume = args.resume.is_some();
+    // A new run takes every option (defaults included); a resumed one only those given.
+    let chosen = |flag: &str, value: usize| (!resume || is_given(flag)).then_some(value);
+    let (eval_every, eval_count, checkpoint_every) = (
+        chosen("eval-every", args.eval_every),
+        chosen("eval-count", args.eval_count),
+        chosen("checkpoint-every", args.checkpoint_every),
+    );
+    let steps = if resume { chosen("steps", args.steps) } else { None };
     let (out, resume) = match args.resume {
         Some(dir) => (dir, true),
         None => (
@@ -1031,9 +1096,10 @@ fn train_command(args: TrainArgs) -> Result<()> {
         device: args.device,
         out,
         resume,
-        eval_every: args.eval_every,
-        eval_count: args.eval_count,
-        checkpoint_every: args.checkpoint_every,
+        eval_every,
+        eval_count,
+        checkpoint_every,
+        steps,
         stop_after: args.stop_after,
         start,
         lm_layers: args.start.lm_layers,

@@ -26,7 +26,7 @@ pub struct TrainRequest {
     pub preset: String,
     /// Data spec of a new run.
     pub data: String,
-    /// Skip bad JSONL lines instead of failing.
+    /// Skip bad JSONL lines instead of failing (given on a resume: from now on).
     pub skip_bad: bool,
     /// Loss of a new run.
     pub loss: LossConfig,
@@ -38,12 +38,16 @@ pub struct TrainRequest {
     pub out: PathBuf,
     /// Resume `out` from its latest checkpoint.
     pub resume: bool,
-    /// Evaluate on this many test pairs every `eval_every` steps (0: never).
-    pub eval_every: usize,
-    /// Pairs of the periodic and final evaluations.
-    pub eval_count: usize,
-    /// Checkpoint every this many steps.
-    pub checkpoint_every: usize,
+    /// Evaluate on held-out pairs every this many steps (0: only at the end). `None`: the
+    /// resumed run's saved value (a new run: the default).
+    pub eval_every: Option<usize>,
+    /// Pairs of the final evaluation (the periodic ones use at most 200). `None` as above.
+    pub eval_count: Option<usize>,
+    /// Checkpoint every this many steps. `None` as above.
+    pub checkpoint_every: Option<usize>,
+    /// A resumed run's new length in steps (`--steps` given with `--resume`): it changes the
+    /// length of the run's last stage. `None`: as saved.
+    pub steps: Option<usize>,
     /// Stop after this step (for tests of resuming); the run stays resumable.
     pub stop_after: Option<usize>,
     /// Where a new run's model starts.
@@ -172,8 +176,126 @@ fn truncate_log(path: &Path, from: usize) -> Result<()> {
 pub type SplitMetrics = Vec<(Split, RetrievalMetrics)>;
 
 /// Runs (or resumes) a training run; returns the final metrics on the test and unseen splits, or
-/// `None` when it stopped early (`stop_after`) and stays resumable.
+/// `None` when it stopped early (`stop_after`) and stays resumable. One process at a time writes
+/// a run folder: it holds `<out>/.lock` (issue 16, `train_concurrent`).
 pub fn run(request: TrainRequest) -> Result<Option<SplitMetrics>> {
+    let created = !request.out.exists();
+    if request.resume && created {
+        bail!("--resume {}: no such run folder", request.out.display());
+    }
+    std::fs::create_dir_all(&request.out).with_context(|| format!("creating {}", request.out.display()))?;
+    let locked = ega_core::lock::OutputLock::acquire(&request.out.join(".lock"), &request.out);
+    let result = match locked {
+        Ok((lock, note)) => {
+            if let Some(note) = note {
+                eprintln!("{note}");
+            }
+            let result = run_locked(&request);
+            drop(lock);
+            result
+        }
+        Err(err) => Err(err.into()),
+    };
+    if created && result.is_err() {
+        // A new run that failed before writing anything leaves no empty folder behind.
+        let _ = std::fs::remove_dir(&request.out);
+    }
+    result
+}
+
+/// The stages of a run: a recipe's, or the one stage of a run without one.
+fn stages_of(state: &RunState) -> Vec<Stage> {
+    if state.stages.is_empty() {
+        vec![Stage {
+            name: "train".into(),
+            train: state.train.clone(),
+            loss: state.loss.clone(),
+            lora: state.model.smolvlm().and_then(|s| s.lora.clone()),
+        }]
+    } else {
+        state.stages.clone()
+    }
+}
+
+/// `--steps` given with `--resume`: the run's last stage is made longer (or shorter) so that the
+/// run ends after `steps` steps. Its learning-rate schedule is computed over the new length.
+/// Returns a line that says what changed, or `None` when `steps` is the run's length already.
+fn change_length(state: &mut RunState, steps: usize) -> Result<Option<String>> {
+    let stages = stages_of(state);
+    let total = total_steps(&stages);
+    if steps == total {
+        return Ok(None);
+    }
+    let last = stages.len() - 1;
+    let last_start = total - stages[last].train.steps;
+    if steps < state.step.max(last_start + 1) {
+        bail!(
+            "--steps {steps} with --resume: the run has taken {} of its {total} steps{}; give at least {}, or leave --steps out to finish it as it was set up",
+            state.step,
+            if stages.len() > 1 { format!(" and its last stage, {}, starts at step {last_start}", stages[last].name) } else { String::new() },
+            state.step.max(last_start + 1)
+        );
+    }
+    let stage_steps = steps - last_start;
+    if state.stages.is_empty() {
+        state.train.steps = stage_steps;
+    } else {
+        state.stages[last].train.steps = stage_steps;
+        if state.step >= last_start {
+            state.train.steps = stage_steps;
+        }
+    }
+    ega_core::train::validate_stages(&stages_of(state), &state.model)?;
+    Ok(Some(format!(
+        "--steps {steps}: the run now ends after {steps} steps instead of {total}{}; the learning-rate schedule is recomputed over the new length from step {} on",
+        if stages.len() > 1 { format!(" (its last stage, {}, has {stage_steps})", stages[last].name) } else { String::new() },
+        state.step
+    )))
+}
+
+/// Options given with `--resume` replace the saved ones (and are saved with the next checkpoint);
+/// each change is said.
+fn apply_resume_options(state: &mut RunState, request: &TrainRequest) -> Result<Vec<String>> {
+    let mut notes = Vec::new();
+    let options = &mut state.options;
+    for (flag, saved, given) in [
+        ("--eval-every", &mut options.eval_every, request.eval_every),
+        ("--eval-count", &mut options.eval_count, request.eval_count),
+        ("--checkpoint-every", &mut options.checkpoint_every, request.checkpoint_every),
+    ] {
+        if let Some(value) = given.filter(|v| v != saved) {
+            notes.push(format!("{flag} {value} replaces the run's {saved}"));
+            *saved = value;
+        }
+    }
+    if request.skip_bad && !options.skip_bad {
+        notes.push("--skip-bad: bad data lines are skipped from now on".into());
+        options.skip_bad = true;
+    }
+    if let Some(steps) = request.steps {
+        notes.extend(change_length(state, steps)?);
+    }
+    Ok(notes)
+}
+
+/// The saved result of a run that is finished (every step taken, final evaluation and bundle
+/// written): its metrics and model id. `None` when something is left to do.
+fn finished(run: &Path, state: &RunState) -> Option<(SplitMetrics, String)> {
+    if state.step < total_steps(&stages_of(state)) {
+        return None;
+    }
+    let config = ega_core::fs::read_regular(&run.join("bundle/config.json"), ega_core::fs::MAX_JSON).ok()?;
+    let config: serde_json::Value = serde_json::from_slice(ega_core::fs::strip_bom(&config)).ok()?;
+    let model_id = config.get("model_id")?.as_str()?.to_string();
+    Some((finished_metrics(run)?, model_id))
+}
+
+fn run_locked(request: &TrainRequest) -> Result<Option<SplitMetrics>> {
+    let removed = checkpoint::remove_stale_temps(&request.out);
+    if !removed.is_empty() {
+        let names: Vec<String> = removed.iter().map(|p| p.display().to_string()).collect();
+        eprintln!("note: removed what a writer that died left behind (a full disk, or killed): {}", names.join(", "));
+    }
     let selected = device::select(request.device)?;
     let device = selected.device.clone().autodiff();
     let inference = selected.device.clone();
@@ -182,10 +304,36 @@ pub fn run(request: TrainRequest) -> Result<Option<SplitMetrics>> {
 
     let (mut state, mut model, tokenizer, mut optimizer, dataset) = if request.resume {
         let checkpoint = checkpoint::load_latest(&request.out, &device)?;
-        eprintln!("resuming {} at step {}", checkpoint.folder.display(), checkpoint.state.step);
-        let state = checkpoint.state;
-        let dataset = data::open(&state.data, state.model.image_size(), request.skip_bad)?;
-        (state, checkpoint.model, checkpoint.tokenizer, Some(checkpoint.optimizer), dataset)
+        for reason in &checkpoint.passed_over {
+            eprintln!("note: passed over a damaged checkpoint: {reason}");
+        }
+        if !checkpoint.passed_over.is_empty() {
+            eprintln!("note: resuming from the newest intact checkpoint instead, {}", checkpoint.folder.display());
+            checkpoint::mark_latest(&request.out, &checkpoint.folder)?;
+        }
+        let mut state = checkpoint.state;
+        let notes = apply_resume_options(&mut state, request)?;
+        if let Some((results, model_id)) = finished(&request.out, &state) {
+            // Nothing to do, and nothing is touched: no re-evaluation, no new bundle (issue 16,
+            // `noop_resume`).
+            println!("{}", metrics_table(&results));
+            println!(
+                "{} is finished: {} of {} steps, bundle {} (model {model_id}); nothing changed{}. Evaluate it again with `native eval --model {0}`, or train it longer with `--resume {0} --steps N`",
+                request.out.display(),
+                state.step,
+                total_steps(&stages_of(&state)),
+                request.out.join("bundle").display(),
+                if notes.is_empty() { "" } else { " (the options given with --resume apply to a run with steps left)" }
+            );
+            return Ok(Some(results));
+        }
+        for note in notes {
+            eprintln!("note: {note}");
+        }
+        eprintln!("resuming {} at step {}", checkpoint.folder.display(), state.step);
+        let dataset = data::open(&state.data, state.model.image_size(), state.options.skip_bad)?;
+        let optimizer = (checkpoint.optimizer, checkpoint.folder.join("optimizer.bin"));
+        (state, checkpoint.model, checkpoint.tokenizer, Some(optimizer), dataset)
     } else {
         if request.out.join("checkpoints").exists() {
             bail!(
@@ -193,7 +341,7 @@ pub fn run(request: TrainRequest) -> Result<Option<SplitMetrics>> {
                 request.out.display()
             );
         }
-        let (model_config, model, tokenizer, dataset) = new_model(&request, &device)?;
+        let (model_config, model, tokenizer, dataset) = new_model(request, &device)?;
         let stages = request.stages.clone();
         let checked = if stages.is_empty() { vec![request.stage_of_plain_run()] } else { stages.clone() };
         ega_core::train::validate_stages(&checked, &model_config)?;
@@ -207,22 +355,23 @@ pub fn run(request: TrainRequest) -> Result<Option<SplitMetrics>> {
             train: first.map_or_else(|| request.train.clone(), |s| s.train.clone()),
             data: request.data.clone(),
             stages,
+            options: {
+                let defaults = checkpoint::RunOptions::default();
+                checkpoint::RunOptions {
+                    eval_every: request.eval_every.unwrap_or(defaults.eval_every),
+                    eval_count: request.eval_count.unwrap_or(defaults.eval_count),
+                    checkpoint_every: request.checkpoint_every.unwrap_or(defaults.checkpoint_every),
+                    skip_bad: request.skip_bad,
+                }
+            },
         };
         (state, model, tokenizer, None, dataset)
     };
-    // A run without a recipe is one stage of its own options.
-    let stages = if state.stages.is_empty() {
-        vec![Stage {
-            name: "train".into(),
-            train: state.train.clone(),
-            loss: state.loss.clone(),
-            lora: state.model.smolvlm().and_then(|s| s.lora.clone()),
-        }]
-    } else {
-        state.stages.clone()
-    };
+    if !dataset.skipped().is_empty() {
+        eprintln!("skipped {} bad data lines (--skip-bad); first: {}", dataset.skipped().len(), dataset.skipped()[0]);
+    }
+    let stages = stages_of(&state);
     let train_len = dataset.len(Split::Train).context("the training split has no length")?;
-    std::fs::create_dir_all(&request.out).with_context(|| format!("creating {}", request.out.display()))?;
     let log_path = request.out.join("metrics.jsonl");
     truncate_log(&log_path, state.step)?;
     let mut log = std::fs::OpenOptions::new()
@@ -267,8 +416,8 @@ pub fn run(request: TrainRequest) -> Result<Option<SplitMetrics>> {
         let mut trainer = Trainer::new(model, stage.train.clone(), stage.loss.clone(), local)?;
         // Optimizer state saved inside this stage resumes it; at a stage's first step the optimizer
         // starts fresh (a checkpoint at the boundary holds the previous stage's).
-        if let Some(bytes) = optimizer.take().filter(|_| local > 0) {
-            trainer.load_optimizer_bytes(bytes)?;
+        if let Some((bytes, file)) = optimizer.take().filter(|_| local > 0) {
+            trainer.load_optimizer_bytes(bytes).with_context(|| file.display().to_string())?;
         }
         let (trainable, all) = trainer.model().trainable_params();
         let line = format!(
@@ -295,7 +444,13 @@ pub fn run(request: TrainRequest) -> Result<Option<SplitMetrics>> {
         let stage_end = (step - local + stage.train.steps).min(last);
         let save = |trainer: &Trainer, state: &RunState, step: usize| -> Result<()> {
             let snapshot = RunState { step, ..state.clone() };
-            checkpoint::save(&request.out, &snapshot, trainer.model(), &trainer.optimizer_bytes()?, &tokenizer)?;
+            checkpoint::save(&request.out, &snapshot, trainer.model(), &trainer.optimizer_bytes()?, &tokenizer)
+                .with_context(|| {
+                    format!(
+                        "writing the checkpoint of step {step} (the run is intact at its last checkpoint: continue it with --resume {})",
+                        request.out.display()
+                    )
+                })?;
             Ok(())
         };
         while step < stage_end {
@@ -338,7 +493,8 @@ pub fn run(request: TrainRequest) -> Result<Option<SplitMetrics>> {
                 line["stage"] = serde_json::json!(stage.name);
             }
             log_line(&mut log, line)?;
-            if request.eval_every > 0 && step % request.eval_every == 0 && step < total {
+            let options = &state.options;
+            if options.eval_every > 0 && step % options.eval_every == 0 && step < total {
                 // Evaluation runs without autodiff: no graph is kept for thousands of forward passes.
                 let metrics = evaluate(
                     &trainer.model().valid(),
@@ -346,7 +502,7 @@ pub fn run(request: TrainRequest) -> Result<Option<SplitMetrics>> {
                     &tokenizer,
                     dataset.as_ref(),
                     Split::Test,
-                    request.eval_count.min(200),
+                    options.eval_count.min(200),
                     64,
                     &inference,
                 )?;
@@ -359,7 +515,7 @@ pub fn run(request: TrainRequest) -> Result<Option<SplitMetrics>> {
                 }
                 log_line(&mut log, serde_json::json!({"step": step - 1, "eval": {"test": metrics}}))?;
             }
-            if step % request.checkpoint_every.max(1) == 0 || step == last || step == stage_end {
+            if step % options.checkpoint_every.max(1) == 0 || step == last || step == stage_end {
                 save(&trainer, &state, step)?;
             }
         }
@@ -379,7 +535,7 @@ pub fn run(request: TrainRequest) -> Result<Option<SplitMetrics>> {
             &tokenizer,
             dataset.as_ref(),
             split,
-            request.eval_count,
+            state.options.eval_count,
             64,
             &inference,
         )?;

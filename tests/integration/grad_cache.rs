@@ -183,6 +183,7 @@ fn a_grad_cache_run_resumes_exactly() {
         train: train.clone(),
         data: "shapes".into(),
         stages: vec![],
+        options: Default::default(),
     };
     checkpoint::save(&run, &state, first.model(), &first.optimizer_bytes().unwrap(), &tokenizer).unwrap();
     drop(first);

@@ -307,6 +307,103 @@ fn huge_captions_are_cut_before_tokenizing() {
     assert_eq!(ega_core::prompt::cut_text(&wide).chars().count(), MAX_TEXT_CHARS);
 }
 
+/// A tiny run's state at `step`, and a trainer whose (empty) optimizer state a checkpoint holds.
+fn tiny_run_state(step: usize) -> (ega_core::checkpoint::RunState, ega_core::train::Trainer) {
+    use ega_core::checkpoint::{RunState, FORMAT_VERSION};
+    let config = ModelConfig::tiny();
+    let train = ega_core::train::TrainConfig::default();
+    let loss = ega_core::loss::LossConfig::default();
+    let model = Embedder::new(&config, 3, &burn::tensor::Device::flex().autodiff()).unwrap();
+    let trainer = ega_core::train::Trainer::new(model, train.clone(), loss.clone(), step).unwrap();
+    let state = RunState {
+        format_version: FORMAT_VERSION,
+        ega_core_version: ega_core::VERSION.into(),
+        step,
+        model: config,
+        loss,
+        train,
+        data: "shapes".into(),
+        stages: vec![],
+        options: Default::default(),
+    };
+    (state, trainer)
+}
+
+/// Issue 16, `enospc`: temp files and folders of writers that died are removed (a full disk
+/// stayed full of them and every resume failed); a damaged latest checkpoint (here its optimizer
+/// state, named in the note) falls back to the previous one, which saving keeps for that.
+#[test]
+fn a_damaged_latest_checkpoint_falls_back_to_the_previous_one() {
+    use ega_core::checkpoint::{load_latest, mark_latest, remove_stale_temps, save};
+    let run = temp_dir("fallback");
+    let device = burn::tensor::Device::flex();
+    let tokenizer = tiny_tokenizer(&ModelConfig::tiny(), "a red circle");
+    let save_step = |step: usize| {
+        let (state, trainer) = tiny_run_state(step);
+        save(&run, &state, trainer.model(), &trainer.optimizer_bytes().unwrap(), &tokenizer).unwrap()
+    };
+    let step = |name: &str| run.join("checkpoints").join(name);
+    save_step(1);
+    save_step(2);
+    assert!(step("step-000001").is_dir() && step("step-000002").is_dir(), "the previous checkpoint is kept");
+    let loaded = load_latest(&run, &device).unwrap();
+    assert_eq!((loaded.state.step, loaded.passed_over.len()), (2, 0));
+
+    std::fs::write(step("step-000002/optimizer.bin"), b"not an optimizer state").unwrap();
+    let loaded = load_latest(&run, &device).unwrap();
+    assert_eq!(loaded.state.step, 1, "falls back to the intact checkpoint");
+    assert_eq!(loaded.passed_over.len(), 1);
+    let why = &loaded.passed_over[0];
+    assert!(why.contains("step-000002/optimizer.bin") && why.contains("optimizer state"), "{why}");
+
+    // Resumed from step 1 (`latest` marked), the next save keeps step 1 and drops the damaged 2.
+    mark_latest(&run, &loaded.folder).unwrap();
+    save_step(3);
+    assert!(step("step-000001").is_dir() && step("step-000003").is_dir() && !step("step-000002").exists());
+
+    // A damaged `latest` file: the newest checkpoint folder that loads.
+    std::fs::write(run.join("checkpoints/latest"), "../../elsewhere").unwrap();
+    let loaded = load_latest(&run, &device).unwrap();
+    assert_eq!(loaded.state.step, 3);
+    assert!(loaded.passed_over[0].contains("latest"), "{:?}", loaded.passed_over);
+
+    // Leftovers of dead writers go; nothing else does.
+    std::fs::create_dir_all(step("step-000004.tmp-4242")).unwrap();
+    std::fs::write(step("step-000004.tmp-4242/model.safetensors"), vec![0u8; 4096]).unwrap();
+    std::fs::write(run.join("metrics.tmp-4242"), "{}").unwrap();
+    std::fs::write(run.join("metrics.jsonl"), "{}\n").unwrap();
+    let removed = remove_stale_temps(&run);
+    assert_eq!(removed.len(), 2, "{removed:?}");
+    assert!(!step("step-000004.tmp-4242").exists() && !run.join("metrics.tmp-4242").exists());
+    assert!(run.join("metrics.jsonl").exists() && step("step-000003").is_dir());
+
+    // Every checkpoint damaged: a clear error naming each.
+    for name in ["step-000001", "step-000003"] {
+        std::fs::write(step(name).join("run.json"), "{ cut").unwrap();
+    }
+    let err = load_latest(&run, &device).err().expect("damaged checkpoints load").to_string();
+    assert!(err.contains("no checkpoint to resume from") && err.contains("step-000001/run.json"), "{err}");
+    let _ = std::fs::remove_dir_all(&run);
+}
+
+/// Issue 16, `resume_opts`: run.json keeps the evaluation and checkpoint options, and a run.json
+/// written before they were recorded still loads (with the command line's defaults).
+#[test]
+fn run_json_keeps_the_run_options_and_old_files_still_load() {
+    let (mut state, _) = tiny_run_state(5);
+    state.options.eval_count = 20;
+    state.options.checkpoint_every = 10;
+    let json = serde_json::to_value(&state).unwrap();
+    assert_eq!(json["options"]["eval_count"], 20);
+    let back: ega_core::checkpoint::RunState = serde_json::from_value(json.clone()).unwrap();
+    assert_eq!(back, state);
+    let mut old = json;
+    old.as_object_mut().unwrap().remove("options");
+    let back: ega_core::checkpoint::RunState = serde_json::from_value(old).unwrap();
+    assert_eq!(back.options, ega_core::checkpoint::RunOptions::default());
+    assert_eq!((back.options.eval_count, back.options.checkpoint_every), (500, 50));
+}
+
 /// Issue 16, unclear messages: a UTF-8 byte-order mark (an editor on Windows) before a JSONL
 /// file, a bundle's config.json, tokenizer.json or an index.json is read past, not "expected
 /// value at line 1 column 1".

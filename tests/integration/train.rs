@@ -75,6 +75,7 @@ fn a_resumed_run_continues_exactly() {
         train: train.clone(),
         data: "shapes".into(),
         stages: vec![],
+        options: Default::default(),
     };
     checkpoint::save(&run, &state, first.model(), &first.optimizer_bytes().unwrap(), &tokenizer).unwrap();
     drop(first);
@@ -157,9 +158,18 @@ fn damaged_checkpoints_are_clear_errors() {
         train,
         data: "shapes".into(),
         stages: vec![],
+        options: Default::default(),
     };
     let model = Embedder::new(&config, 0, &device).unwrap();
-    let folder = checkpoint::save(&run, &state, &model, b"optimizer", &tokenizer).unwrap();
+    // A real (empty) optimizer state: loading checks that it is one (issue 16).
+    let trainer = Trainer::new(
+        Embedder::new(&config, 0, &device.clone().autodiff()).unwrap(),
+        state.train.clone(),
+        state.loss.clone(),
+        0,
+    )
+    .unwrap();
+    let folder = checkpoint::save(&run, &state, &model, &trainer.optimizer_bytes().unwrap(), &tokenizer).unwrap();
     assert!(checkpoint::load_latest(&run, &device).is_ok());
 
     let weights = folder.join("model.safetensors");
