@@ -51,6 +51,10 @@ pub struct BundleConfig {
     /// recorded have none). Not part of the model id, so older indexes keep verifying.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tokenizer_hash: Option<String>,
+    /// [`fnv_hex`] of `model.safetensors`' bytes alone: when the model id does not match, it tells
+    /// replaced weights from an edited config (bundles written before it was recorded have none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weights_hash: Option<String>,
 }
 
 /// A loaded bundle.
@@ -110,6 +114,7 @@ pub fn save(
         steps,
         weights_dtype,
         tokenizer_hash: Some(fnv_hex(&[tokenizer_json.as_bytes()])),
+        weights_hash: Some(fnv_hex(&[&weights])),
     };
     let json_error = |err: serde_json::Error| EgaError::Data(err.to_string());
     write_atomic(&dir.join("model.safetensors"), &weights)?;
@@ -164,10 +169,19 @@ pub fn from_bytes(
     tokenizer.check_fits(config.model.vocab_size(), &format!("{name}/tokenizer.json"))?;
     let id = model_id(&weights, &config.model)?;
     if id != config.model_id {
-        return Err(EgaError::Data(format!(
-            "{name}/model.safetensors: its hash {id} differs from config.json's model_id {} (weights replaced or damaged)",
-            config.model_id
-        )));
+        let expected = &config.model_id;
+        let weights_as_saved = config.weights_hash.as_ref().map(|h| *h == fnv_hex(&[&weights]));
+        return Err(EgaError::Data(match weights_as_saved {
+            Some(true) => format!(
+                "{name}/config.json: its \"model\" section was edited after the bundle was saved: the weights are the saved ones (their weights_hash matches), but with this config their hash {id} differs from model_id {expected}; restore config.json, or save a new bundle"
+            ),
+            Some(false) => format!(
+                "{name}/model.safetensors: its hash {id} differs from config.json's model_id {expected} (weights replaced or damaged: weights_hash differs too)"
+            ),
+            None => format!(
+                "{name}/model.safetensors: its hash {id} with config.json's \"model\" section differs from model_id {expected}: the weights were replaced or damaged, or config.json was edited"
+            ),
+        }));
     }
     let what = format!("{name}/model.safetensors");
     let weights = match config.weights_dtype {
@@ -255,10 +269,7 @@ pub fn load(dir: &Path, device: &Device) -> Result<Bundle> {
         crate::fs::read_regular(&dir.join(file), cap)
     };
     if !dir.join("config.json").exists() {
-        return Err(EgaError::Data(format!(
-            "{}: no config.json: not a model bundle (a run folder from `native train` holds one in bundle/)",
-            dir.display()
-        )));
+        return Err(missing_config(dir));
     }
     let config = read("config.json")?;
     let weights = read("model.safetensors")?;
@@ -268,11 +279,28 @@ pub fn load(dir: &Path, device: &Device) -> Result<Bundle> {
     from_bytes(&config, weights, &tokenizer, metrics.as_deref(), &dir.display().to_string(), device)
 }
 
+fn missing_config(dir: &Path) -> EgaError {
+    let present: Vec<&str> =
+        ["model.safetensors", "tokenizer.json", "metrics.json"].into_iter().filter(|f| dir.join(f).exists()).collect();
+    EgaError::Data(format!(
+        "{}: no config.json: not a complete model bundle (a bundle holds config.json, model.safetensors and tokenizer.json{}; a run folder from `native train` holds one in bundle/)",
+        dir.display(),
+        if present.is_empty() { String::new() } else { format!("; this folder has {}", present.join(", ")) }
+    ))
+}
+
 /// The bundle folder a user means by `path`: the folder itself when it holds `config.json`, else
 /// a run folder's `bundle/`.
 pub fn resolve(path: &Path) -> Result<PathBuf> {
     if path.join("config.json").exists() {
         return Ok(path.to_path_buf());
+    }
+    if !path.exists() {
+        return Err(EgaError::Data(format!("{}: no such file or folder", path.display())));
+    }
+    if path.join("model.safetensors").exists() || path.join("tokenizer.json").exists() {
+        // A bundle that lost its config, not a run (issue 16: it was called "no checkpoint").
+        return Err(missing_config(path));
     }
     if path.join("bundle").join("config.json").exists() {
         return Ok(path.join("bundle"));

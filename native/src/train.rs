@@ -713,33 +713,42 @@ pub struct LoadedModel {
 
 /// Loads `path` as a bundle, a run folder or a checkpoint folder.
 pub fn load_model(path: &Path, device: &burn::tensor::Device) -> Result<LoadedModel> {
-    if let Ok(dir) = ega_core::bundle::resolve(path) {
-        let bundle = ega_core::bundle::load(&dir, device)?;
+    let checkpoint = if path.join("run.json").exists() {
+        Some(checkpoint::load(path, device)?)
+    } else {
+        match ega_core::bundle::resolve(path) {
+            Ok(_) => None,
+            // A run that has no bundle yet: its latest checkpoint.
+            Err(_) if path.join("checkpoints").is_dir() => Some(checkpoint::load_latest(path, device)?),
+            Err(err) => return Err(err.into()),
+        }
+    };
+    if let Some(checkpoint) = checkpoint {
+        for reason in &checkpoint.passed_over {
+            eprintln!("note: passed over a damaged checkpoint: {reason}");
+        }
         return Ok(LoadedModel {
-            description: format!(
-                "bundle {} (model {}, {} steps)",
-                dir.display(),
-                bundle.config.model_id,
-                bundle.config.steps
-            ),
-            model_id: Some(bundle.config.model_id),
-            data: bundle.config.data,
-            config: bundle.config.model,
-            model: bundle.model,
-            tokenizer: bundle.tokenizer,
+            description: format!("{} (step {})", checkpoint.folder.display(), checkpoint.state.step),
+            model_id: None,
+            data: checkpoint.state.data,
+            config: checkpoint.state.model,
+            model: checkpoint.model,
+            tokenizer: checkpoint.tokenizer,
         });
     }
-    let checkpoint = if path.join("run.json").exists() {
-        checkpoint::load(path, device)?
-    } else {
-        checkpoint::load_latest(path, device)?
-    };
+    let dir = ega_core::bundle::resolve(path)?;
+    let bundle = ega_core::bundle::load(&dir, device)?;
     Ok(LoadedModel {
-        description: format!("{} (step {})", checkpoint.folder.display(), checkpoint.state.step),
-        model_id: None,
-        data: checkpoint.state.data,
-        config: checkpoint.state.model,
-        model: checkpoint.model,
-        tokenizer: checkpoint.tokenizer,
+        description: format!(
+            "bundle {} (model {}, {} steps)",
+            dir.display(),
+            bundle.config.model_id,
+            bundle.config.steps
+        ),
+        model_id: Some(bundle.config.model_id),
+        data: bundle.config.data,
+        config: bundle.config.model,
+        model: bundle.model,
+        tokenizer: bundle.tokenizer,
     })
 }

@@ -37,7 +37,7 @@ fn help_lists_the_commands_and_bad_arguments_are_clear_errors() {
         (&["train", "--tau", "0"], "tau"),
         (&["train", "--batch-size", "1"], "batch_size"),
         (&["train", "--data", "nowhere.csv"], "openmoji[:DIR], jsonl:FILE"),
-        (&["eval", "--model", "/nonexistent/run"], "no checkpoint"),
+        (&["eval", "--model", "/nonexistent/run"], "/nonexistent/run: no such file or folder"),
         (&["gen-data", "--split", "dev", "--out", "/tmp/x"], "--split"),
     ];
     for (args, expected) in cases {

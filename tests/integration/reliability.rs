@@ -404,6 +404,36 @@ fn run_json_keeps_the_run_options_and_old_files_still_load() {
     assert_eq!((back.options.eval_count, back.options.checkpoint_every), (500, 50));
 }
 
+/// Issue 16, unclear messages: a bundle whose config.json was edited is blamed on the config (not
+/// the weights); replaced weights on the weights; a bundle without config.json says so.
+#[test]
+fn an_edited_config_and_replaced_weights_are_told_apart() {
+    let device = burn::tensor::Device::flex();
+    let (dir, _, _, saved) = saved_tiny_bundle("edited-config");
+    assert!(saved.weights_hash.is_some());
+    let config_path = dir.join("config.json");
+    let original = std::fs::read(&config_path).unwrap();
+    let mut edited: serde_json::Value = serde_json::from_slice(&original).unwrap();
+    edited["model"]["prompts"]["query"] = "Find: {text}".into();
+    std::fs::write(&config_path, serde_json::to_vec(&edited).unwrap()).unwrap();
+    let err = bundle::load(&dir, &device).err().expect("an edited config loads").to_string();
+    assert!(err.contains("config.json") && err.contains("edited") && !err.contains("damaged"), "{err}");
+    std::fs::write(&config_path, &original).unwrap();
+
+    let weights_path = dir.join("model.safetensors");
+    let mut weights = std::fs::read(&weights_path).unwrap();
+    let last = weights.len() - 1;
+    weights[last] ^= 1;
+    std::fs::write(&weights_path, &weights).unwrap();
+    let err = bundle::load(&dir, &device).err().expect("replaced weights load").to_string();
+    assert!(err.contains("model.safetensors") && err.contains("replaced or damaged"), "{err}");
+
+    std::fs::remove_file(&config_path).unwrap();
+    let err = bundle::resolve(&dir).unwrap_err().to_string();
+    assert!(err.contains("no config.json") && err.contains("model.safetensors, tokenizer.json"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// Issue 16, unclear messages: a UTF-8 byte-order mark (an editor on Windows) before a JSONL
 /// file, a bundle's config.json, tokenizer.json or an index.json is read past, not "expected
 /// value at line 1 column 1".
