@@ -66,13 +66,80 @@ fn file_sizes(dir: &Path, prefix: &str, out: &mut Vec<(String, u64)>) -> Result<
     Ok(())
 }
 
+/// `path` absolute, with links resolved, also when its last parts do not exist yet.
+fn real_path(path: &Path) -> PathBuf {
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let mut existing = absolute.clone();
+    let mut missing = Vec::new();
+    loop {
+        if let Ok(mut real) = std::fs::canonicalize(&existing) {
+            real.extend(missing.iter().rev());
+            return real;
+        }
+        match (existing.file_name().map(|n| n.to_os_string()), existing.parent()) {
+            (Some(name), Some(parent)) => {
+                missing.push(name);
+                existing = parent.to_path_buf();
+            }
+            _ => return absolute,
+        }
+    }
+}
+
+/// Refuses an `--out` that is the bundle or the index being exported, or a folder holding one
+/// of them: export replaces `<out>/model` and `<out>/index`, and would overwrite its own inputs
+/// (issue 16, `export_onto_inputs`: the f32 inputs were replaced without a word).
+fn refuse_out_onto_inputs(out: &Path, bundle: &Path, index: &Path) -> Result<()> {
+    let real_out = real_path(out);
+    for (what, input) in [("the model bundle", bundle), ("the index", index)] {
+        if real_path(input).starts_with(&real_out) {
+            anyhow::bail!(
+                "--out {} is {what} being exported ({}) or a folder holding it: export writes model/, index/, export.json and README.md there and would replace its own input; choose another --out",
+                out.display(),
+                input.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Refuses to export when data it reads back (the index's images, the evaluation data) lies in a
+/// folder the export replaces.
+fn refuse_out_onto_data(out: &Path, sources: &[&str]) -> Result<()> {
+    let replaced = ["model", "model.partial", "index"].map(|name| real_path(&out.join(name)));
+    for source in sources {
+        let path = source.strip_prefix("jsonl:").or_else(|| source.strip_prefix("openmoji:")).unwrap_or(source);
+        if !Path::new(path).exists() {
+            continue;
+        }
+        let real = real_path(Path::new(path));
+        if let Some(folder) = replaced.iter().find(|folder| real.starts_with(folder)) {
+            anyhow::bail!(
+                "{source} (read to re-embed the index or to evaluate) lies in {}, which the export replaces; choose another --out",
+                folder.display()
+            );
+        }
+    }
+    Ok(())
+}
+
 /// `native export`.
 pub fn export(request: ExportRequest) -> Result<()> {
+    let dir = bundle::resolve(&request.model)?;
+    refuse_out_onto_inputs(&request.out, &dir, &request.index)?;
+    std::fs::create_dir_all(&request.out).with_context(|| format!("creating {}", request.out.display()))?;
+    let (_lock, note) = ega_core::lock::OutputLock::acquire(&request.out.join(".lock"), &request.out)?;
+    if let Some(note) = note {
+        eprintln!("{note}");
+    }
+    let index_out = request.out.join("index");
+    crate::search::check_index_out(&index_out)?;
+    let _index_lock = crate::search::lock_index_out(&index_out)?;
     let selected = device::select(request.device)?;
     let device = selected.device.clone();
-    let dir = bundle::resolve(&request.model)?;
     let mut source = bundle::load(&dir, &device)?;
     let index = Index::load(&request.index)?;
+    refuse_out_onto_data(&request.out, &[&index.meta.source, &source.config.data])?;
     index.check_model(&source.config.model_id, source.config.model.embed_dim(), &dir.display().to_string())?;
     if request.merge_lora {
         match source.model.merged_lora(&source.config.model, &device)? {
@@ -147,7 +214,6 @@ pub fn export(request: ExportRequest) -> Result<()> {
     let exported = if weights == Dtype::F16 { halved } else { bundle::load(&model_out, &device)? };
 
     // The gallery, re-embedded with the exported weights; rows in f32 first to compare.
-    let index_out = request.out.join("index");
     let loaded = LoadedModel {
         model: exported.model,
         config: exported.config.model.clone(),

@@ -992,3 +992,44 @@ fn a_resume_cleans_up_after_a_dead_writer_and_skips_a_damaged_checkpoint() {
     assert_eq!(steps, (0..6).collect::<Vec<_>>(), "one log line per step, none twice");
     let _ = std::fs::remove_dir_all(&run);
 }
+
+/// Issue 16, `export_onto_inputs` and unclear messages: `export --out` onto the bundle or index it
+/// exports (or a folder holding them) is refused with nothing changed; a bundle folder without
+/// config.json is named as such (it was "no checkpoint to resume from").
+#[test]
+fn export_onto_its_own_inputs_is_refused() {
+    let assets = Path::new(env!("CARGO_MANIFEST_DIR")).join("../assets/shapes");
+    let root = temp("export-inputs");
+    for part in ["model", "index"] {
+        let copied = root.join(part);
+        std::fs::create_dir_all(&copied).unwrap();
+        for file in ["config.json", "model.safetensors", "tokenizer.json", "index.bin", "index.json"] {
+            if assets.join(part).join(file).is_file() {
+                std::fs::copy(assets.join(part).join(file), copied.join(file)).unwrap();
+            }
+        }
+    }
+    let before = snapshot(&root);
+    for out in [root.clone(), root.join("model"), root.join("index")] {
+        let output = native()
+            .args(["export", "--model"])
+            .arg(root.join("model"))
+            .arg("--index")
+            .arg(root.join("index"))
+            .arg("--out")
+            .arg(&out)
+            .args(["--device", "cpu"])
+            .output()
+            .unwrap();
+        let message = text(&output);
+        assert!(!output.status.success() && message.contains("would replace its own input"), "{out:?}: {message}");
+    }
+    assert!(snapshot(&root) == before, "a refused export changed its inputs");
+
+    std::fs::remove_file(root.join("model/config.json")).unwrap();
+    let output = run(&["eval", "--model", root.join("model").to_str().unwrap(), "--device", "cpu"]);
+    let message = text(&output);
+    assert!(!output.status.success() && message.contains("no config.json"), "{message}");
+    assert!(!message.contains("no checkpoint"), "{message}");
+    let _ = std::fs::remove_dir_all(&root);
+}
