@@ -142,6 +142,8 @@ pub struct MixDataset {
     train_len: Option<usize>,
     /// `(source, index)` of each test and unseen pair, in order (`None`: a source is unbounded).
     held_out: [Option<Vec<(usize, usize)>>; 2],
+    /// What the sources left out when opened (`skip_bad`), each named by its source.
+    skipped: Vec<String>,
 }
 
 /// Every pair of sources of `lens` pairs once, each source's `j`-th at `(j + ½) / len` of the
@@ -193,8 +195,15 @@ impl MixDataset {
             let lens: Option<Vec<usize>> = sources.iter().map(|(_, _, d)| d.len(split)).collect();
             lens.map(|lens| interleave(&lens))
         });
-        let (labels, datasets) = sources.into_iter().map(|(label, _, d)| (label, d)).unzip();
+        let (labels, datasets): (Vec<String>, Vec<Box<dyn Dataset>>) =
+            sources.into_iter().map(|(label, _, d)| (label, d)).unzip();
+        let skipped = labels
+            .iter()
+            .zip(&datasets)
+            .flat_map(|(label, d)| d.skipped().iter().map(move |why| format!("{label}: {why}")))
+            .collect();
         Ok(Self {
+            skipped,
             spec: spec.to_string(),
             labels,
             sources: datasets,
@@ -272,6 +281,10 @@ impl Dataset for MixDataset {
         let mut sample = self.sources[source].sample(split, within)?;
         sample.id = format!("{}/{}", self.labels[source], sample.id);
         Ok(sample)
+    }
+
+    fn skipped(&self) -> &[String] {
+        &self.skipped
     }
 }
 
