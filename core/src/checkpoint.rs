@@ -257,9 +257,22 @@ pub fn save(
     let target = folder.join(&name);
     let tmp = folder.join(format!("{name}.tmp-{}", std::process::id()));
     // The one to keep beside the new one: what `latest` names now (else the newest older one).
-    let previous = latest_name(&folder)
+    let current = latest_name(&folder);
+    let previous = current
+        .clone()
         .filter(|p| step_of(p).is_some_and(|s| s < state.step))
         .or_else(|| checkpoint_names(&folder).into_iter().find(|(s, _)| *s < state.step).map(|(_, n)| n));
+    // Keep `keep`, remove every other checkpoint folder.
+    let keep_only = |keep: &[Option<&String>]| {
+        for (_, other) in checkpoint_names(&folder) {
+            if !keep.contains(&Some(&other)) {
+                let _ = std::fs::remove_dir_all(folder.join(other));
+            }
+        }
+    };
+    // Before writing: only the previous one stays (and `latest`'s, whatever it is), so at most
+    // two checkpoints are on the disk at a time, as many as when each save removed the one before.
+    keep_only(&[previous.as_ref(), current.as_ref()]);
     if tmp.exists() {
         std::fs::remove_dir_all(&tmp).map_err(|err| EgaError::io(&tmp, err))?;
     }
@@ -280,13 +293,8 @@ pub fn save(
     }
     std::fs::rename(&tmp, &target).map_err(|err| EgaError::io(&target, err))?;
     write_atomic(&folder.join("latest"), name.as_bytes())?;
-    // Once `latest` names the new one: keep it and the previous one, remove the rest (older
-    // ones, and damaged newer ones a resume fell back from).
-    for (_, other) in checkpoint_names(&folder) {
-        if other != name && Some(&other) != previous.as_ref() {
-            let _ = std::fs::remove_dir_all(folder.join(other));
-        }
-    }
+    // Once `latest` names the new one: the new one and the previous one stay.
+    keep_only(&[Some(&name), previous.as_ref()]);
     Ok(target)
 }
 
