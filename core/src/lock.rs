@@ -99,9 +99,18 @@ impl OutputLock {
             match file.try_lock() {
                 Ok(()) => {}
                 Err(TryLockError::WouldBlock) => {
-                    let holder = read_holder(&mut file)
+                    // The holder writes its name just after taking the lock: give it a moment.
+                    let mut holder = read_holder(&mut file);
+                    for _ in 0..25 {
+                        if holder.is_some() {
+                            break;
+                        }
+                        std::thread::sleep(std::time::Duration::from_millis(20));
+                        holder = read_holder(&mut file);
+                    }
+                    let holder = holder
                         .map(|h| h.describe())
-                        .unwrap_or_else(|| "a process that has not written its name yet".into());
+                        .unwrap_or_else(|| "a process that has not written its name".into());
                     return Err(EgaError::Data(format!(
                         "{} is being written by another process: {holder}, holds {}; wait for it to finish, or choose another output folder",
                         folder.display(),
