@@ -23,6 +23,7 @@ pub mod index;
 pub mod init;
 pub mod kernels;
 pub mod lab;
+#[cfg(not(target_family = "wasm"))]
 pub mod lock;
 pub mod loss;
 pub mod model;
