@@ -74,6 +74,23 @@ impl Default for RunOptions {
     }
 }
 
+impl RunState {
+    /// The state of a run of one stage at `step`, written by this build, with default options.
+    pub fn new(step: usize, model: ModelConfig, loss: LossConfig, train: TrainConfig, data: &str) -> Self {
+        Self {
+            format_version: FORMAT_VERSION,
+            ega_core_version: crate::VERSION.to_string(),
+            step,
+            model,
+            loss,
+            train,
+            data: data.to_string(),
+            stages: Vec::new(),
+            options: RunOptions::default(),
+        }
+    }
+}
+
 /// The model's weights as safetensors bytes: a `mini` model's burn tensor names, a `smolvlm`
 /// model's Hugging Face names and layout (blocking read-back: native only).
 pub fn model_to_bytes(model: &Embedder) -> Result<Vec<u8>> {

@@ -171,9 +171,13 @@ pub fn run(request: AblateRequest) -> Result<()> {
     }
     let table = table(&results);
     let seeds: Vec<String> = request.seeds.iter().map(u64::to_string).collect();
+    let model = match &request.start {
+        ModelStart::Preset => request.preset.clone(),
+        ModelStart::Lm(path) => format!("--init-lm {}", path.display()),
+        ModelStart::Smolvlm(path) => format!("--init {}", path.display()),
+    };
     let header = format!(
-        "Ablation: {} on {}, {} steps of batch {} (+{} hard negatives), seeds {}, {} pairs per split; mean ± std over seeds (percent; MRR as a fraction).\n\n",
-        request.preset,
+        "Ablation: {model} on {}, {} steps of batch {} (+{} hard negatives), seeds {}, {} pairs per split; mean ± std over seeds (percent; MRR as a fraction).\n\n",
         request.data,
         request.train.steps,
         request.train.batch_size,

@@ -174,17 +174,7 @@ fn a_grad_cache_run_resumes_exactly() {
     let mut resumed_losses = run_steps(&mut first, &data, &config, &tokenizer, 3, &device);
     let run = std::env::temp_dir().join(format!("ega-test-grad-cache-resume-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&run);
-    let state = RunState {
-        format_version: checkpoint::FORMAT_VERSION,
-        ega_core_version: ega_core::VERSION.into(),
-        step: first.step,
-        model: config.clone(),
-        loss: loss.clone(),
-        train: train.clone(),
-        data: "shapes".into(),
-        stages: vec![],
-        options: Default::default(),
-    };
+    let state = RunState::new(first.step, config.clone(), loss.clone(), train.clone(), "shapes");
     checkpoint::save(&run, &state, first.model(), &first.optimizer_bytes().unwrap(), &tokenizer).unwrap();
     drop(first);
     let loaded = checkpoint::load_latest(&run, &device).unwrap();

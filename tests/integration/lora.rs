@@ -233,17 +233,7 @@ fn a_lora_run_resumes_exactly() {
     let mut resumed = run_steps(&mut first, &adapted, &data, &tokenizer, 3);
     let run = std::env::temp_dir().join(format!("ega-test-lora-resume-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&run);
-    let state = RunState {
-        format_version: checkpoint::FORMAT_VERSION,
-        ega_core_version: ega_core::VERSION.into(),
-        step: 3,
-        model: adapted.clone(),
-        loss: loss.clone(),
-        train: train.clone(),
-        data: "shapes".into(),
-        stages: vec![],
-        options: Default::default(),
-    };
+    let state = RunState::new(3, adapted.clone(), loss.clone(), train.clone(), "shapes");
     checkpoint::save(&run, &state, first.model(), &first.optimizer_bytes().unwrap(), &tokenizer).unwrap();
     drop(first);
     let loaded = checkpoint::load_latest(&run, &device).unwrap();

@@ -66,17 +66,7 @@ fn a_resumed_run_continues_exactly() {
     let mut resumed_losses = steps(&mut first, &data, &config, &tokenizer, 4, &device);
     let run = std::env::temp_dir().join(format!("ega-test-resume-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&run);
-    let state = RunState {
-        format_version: checkpoint::FORMAT_VERSION,
-        ega_core_version: ega_core::VERSION.into(),
-        step: first.step,
-        model: config.clone(),
-        loss: loss.clone(),
-        train: train.clone(),
-        data: "shapes".into(),
-        stages: vec![],
-        options: Default::default(),
-    };
+    let state = RunState::new(first.step, config.clone(), loss.clone(), train.clone(), "shapes");
     checkpoint::save(&run, &state, first.model(), &first.optimizer_bytes().unwrap(), &tokenizer).unwrap();
     drop(first);
     let loaded = checkpoint::load_latest(&run, &device).unwrap();
@@ -149,17 +139,7 @@ fn damaged_checkpoints_are_clear_errors() {
     let device = Device::flex();
     let run = std::env::temp_dir().join(format!("ega-test-damaged-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&run);
-    let state = RunState {
-        format_version: checkpoint::FORMAT_VERSION,
-        ega_core_version: ega_core::VERSION.into(),
-        step: 3,
-        model: config.clone(),
-        loss: LossConfig::default(),
-        train,
-        data: "shapes".into(),
-        stages: vec![],
-        options: Default::default(),
-    };
+    let state = RunState::new(3, config.clone(), LossConfig::default(), train, "shapes");
     let model = Embedder::new(&config, 0, &device).unwrap();
     // A real (empty) optimizer state: loading checks that it is one (issue 16).
     let trainer = Trainer::new(

@@ -66,6 +66,33 @@ pub struct Sample {
     pub negative_images: Vec<RgbImage>,
 }
 
+/// The sample of a collection whose splits are lists of item numbers (`indices`): item
+/// `indices[index]` with its id, caption and image, and the captions and images of its hard
+/// negatives (items too). `name` and `noun` ("emoji", "pictures") name an index past the end.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn collection_sample(
+    (name, noun): (&str, &str),
+    split: Split,
+    index: usize,
+    indices: &[usize],
+    negatives: impl Fn(usize) -> Vec<usize>,
+    id: impl Fn(usize) -> String,
+    caption: impl Fn(usize) -> String,
+    image: impl Fn(usize) -> Result<RgbImage>,
+) -> Result<Sample> {
+    let &item = indices.get(index).ok_or_else(|| {
+        EgaError::Data(format!("{name}: the {split} split has {} {noun}, asked for number {index}", indices.len()))
+    })?;
+    let negatives = negatives(item);
+    Ok(Sample {
+        id: id(item),
+        image: image(item)?,
+        caption: caption(item),
+        negative_captions: negatives.iter().map(|&n| caption(n)).collect(),
+        negative_images: negatives.iter().map(|&n| image(n)).collect::<Result<_>>()?,
+    })
+}
+
 /// A source of image–text pairs, deterministic: the same `(split, index)` always gives the same
 /// sample.
 pub trait Dataset: Send + Sync {

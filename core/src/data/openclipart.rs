@@ -512,23 +512,19 @@ impl Dataset for OpenClipartDataset {
     }
 
     fn sample(&self, split: Split, index: usize) -> Result<Sample> {
-        let indices = self.indices(split);
-        let &picture = indices.get(index).ok_or_else(|| {
-            EgaError::Data(format!(
-                "{}: the {split} split has {} pictures, asked for number {index}",
-                self.name(),
-                indices.len()
-            ))
-        })?;
-        let negatives = self.negatives(picture);
-        let id = self.clipart[picture].path.strip_suffix(".png").unwrap_or(&self.clipart[picture].path);
-        Ok(Sample {
-            id: format!("openclipart-{id}"),
-            image: self.image(picture)?,
-            caption: self.clipart[picture].caption.clone(),
-            negative_captions: negatives.iter().map(|&n| self.clipart[n].caption.clone()).collect(),
-            negative_images: negatives.iter().map(|&n| self.image(n)).collect::<Result<_>>()?,
-        })
+        super::collection_sample(
+            (&self.name(), "pictures"),
+            split,
+            index,
+            self.indices(split),
+            |p| self.negatives(p),
+            |p| {
+                let path = &self.clipart[p].path;
+                format!("openclipart-{}", path.strip_suffix(".png").unwrap_or(path))
+            },
+            |p| self.clipart[p].caption.clone(),
+            |p| self.image(p),
+        )
     }
 }
 

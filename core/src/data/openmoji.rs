@@ -273,22 +273,16 @@ impl Dataset for OpenMojiDataset {
     }
 
     fn sample(&self, split: Split, index: usize) -> Result<Sample> {
-        let indices = self.indices(split);
-        let &emoji = indices.get(index).ok_or_else(|| {
-            EgaError::Data(format!(
-                "{}: the {split} split has {} emoji, asked for number {index}",
-                self.name(),
-                indices.len()
-            ))
-        })?;
-        let negatives = self.negatives(emoji);
-        Ok(Sample {
-            id: format!("openmoji-{}", self.emoji[emoji].hexcode),
-            image: self.image(emoji)?,
-            caption: self.emoji[emoji].caption.clone(),
-            negative_captions: negatives.iter().map(|&n| self.emoji[n].caption.clone()).collect(),
-            negative_images: negatives.iter().map(|&n| self.image(n)).collect::<Result<_>>()?,
-        })
+        super::collection_sample(
+            (&self.name(), "emoji"),
+            split,
+            index,
+            self.indices(split),
+            |e| self.negatives(e),
+            |e| format!("openmoji-{}", self.emoji[e].hexcode),
+            |e| self.emoji[e].caption.clone(),
+            |e| self.image(e),
+        )
     }
 }
 
