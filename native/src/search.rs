@@ -551,9 +551,14 @@ fn contact_sheet(request: &SearchRequest, index: &Index, hits: &[Hit]) -> String
     let mut cells = String::new();
     for (rank, hit) in hits.iter().enumerate() {
         let entry = &index.meta.entries[hit.row];
+        // A thumbnail is a file inside the index folder: a path in index.json that leaves it
+        // (absolute, or with `..`) is not followed (issue 16).
+        let inside =
+            |t: &&String| Path::new(t.as_str()).components().all(|c| matches!(c, std::path::Component::Normal(_)));
         let src = entry
             .thumbnail
             .as_ref()
+            .filter(inside)
             .map(|t| format!("file://{}", base.join(t).display()))
             .or_else(|| {
                 entry

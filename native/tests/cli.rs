@@ -345,6 +345,20 @@ fn index_and_search_a_folder_of_images_with_clear_errors() {
     assert!(output.status.success(), "{}", text(&output));
     assert_eq!(text(&output).matches("| photo-").count() + text(&output).matches("| nested").count(), 3);
     assert_eq!(std::fs::read_to_string(&sheet).unwrap().matches("<figure>").count(), 3);
+    // Thumbnail paths in index.json that leave the index folder are not put in the page.
+    let json_path = index.join("index.json");
+    let original = std::fs::read_to_string(&json_path).unwrap();
+    let mut edited: serde_json::Value = serde_json::from_str(&original).unwrap();
+    for (k, entry) in edited["entries"].as_array_mut().unwrap().iter_mut().enumerate() {
+        entry["thumbnail"] = serde_json::json!(if k % 2 == 0 { "../../../etc/passwd" } else { "/etc/shadow" });
+    }
+    std::fs::write(&json_path, serde_json::to_string(&edited).unwrap()).unwrap();
+    let output = search(&["a red square", "-k", "3", "--device", "cpu", "--open", sheet.to_str().unwrap()]);
+    assert!(output.status.success(), "{}", text(&output));
+    let page = std::fs::read_to_string(&sheet).unwrap();
+    assert!(!page.contains("passwd") && !page.contains("shadow"), "{page}");
+    assert_eq!(page.matches("<figure>").count(), 3, "the results are still shown (by their image files)");
+    std::fs::write(&json_path, original).unwrap();
 
     // Bad input.
     let long = "red ".repeat(25_000);
