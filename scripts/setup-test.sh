@@ -13,7 +13,8 @@ cd "$(dirname "$0")/.."
 
 apt_packages=()
 # Any Vulkan ICD will do (a GPU's driver, or lavapipe); the loader library too.
-if ! ls /usr/share/vulkan/icd.d/*.json /etc/vulkan/icd.d/*.json >/dev/null 2>&1; then
+# (`ls a/*.json b/*.json` fails when either folder has none, so each is tried on its own.)
+if ! compgen -G '/usr/share/vulkan/icd.d/*.json' >/dev/null && ! compgen -G '/etc/vulkan/icd.d/*.json' >/dev/null; then
   apt_packages+=(mesa-vulkan-drivers)
 fi
 if ! ldconfig -p 2>/dev/null | grep -q 'libvulkan\.so\.1'; then
