@@ -171,13 +171,33 @@ fn titled_png(width: u32, height: u32, rgba: [u8; 4], title: &str, author: &str)
     out
 }
 
+/// For items given as (name, family, split): a family never spans two splits, and each item's
+/// hard negatives (at most `max`) come from its own split, with at least one whenever the split
+/// holds another family.
+fn check_family_splits(items: &[(&str, &str, Split)], negatives: impl Fn(usize) -> Vec<usize>, max: usize) {
+    let mut family_split: HashMap<&str, Split> = HashMap::new();
+    let mut split_families: HashMap<Split, HashSet<&str>> = HashMap::new();
+    for &(_, family, split) in items {
+        let first = *family_split.entry(family).or_insert(split);
+        assert_eq!(first, split, "family {family:?} is in {first} and {split}");
+        split_families.entry(split).or_default().insert(family);
+    }
+    for (index, &(name, _, split)) in items.iter().enumerate() {
+        let negatives = negatives(index);
+        assert!(negatives.len() <= max);
+        assert!(split_families[&split].len() < 2 || !negatives.is_empty(), "{name} has no hard negative");
+        for &n in &negatives {
+            assert_eq!(items[n].2, split, "{name} gets a negative from another split");
+        }
+    }
+}
+
 /// Families never span two splits, no picture of an unseen category is outside `unseen`, and
 /// hard negatives come from the same split, other families, one each.
 fn check_openclipart(data: &OpenClipartDataset) {
-    let mut family_split: HashMap<&str, Split> = HashMap::new();
+    let items: Vec<_> = data.clipart().iter().map(|c| (c.path.as_str(), c.caption.as_str(), c.split)).collect();
+    check_family_splits(&items, |i| data.negatives(i), openclipart::MAX_NEGATIVES);
     for c in data.clipart() {
-        let split = *family_split.entry(c.caption.as_str()).or_insert(c.split);
-        assert_eq!(split, c.split, "family {:?} is in {split} and {}", c.caption, c.split);
         if openclipart::is_unseen_category(&c.category) {
             assert_eq!(c.split, Split::Unseen, "{} is in an unseen category but in {}", c.path, c.split);
         }
@@ -185,20 +205,12 @@ fn check_openclipart(data: &OpenClipartDataset) {
     for split in SPLITS {
         assert!(data.len(split).unwrap() > 0, "{split} is empty");
     }
-    let mut split_families: HashMap<Split, HashSet<&str>> = HashMap::new();
-    for c in data.clipart() {
-        split_families.entry(c.split).or_default().insert(&c.caption);
-    }
     for (index, c) in data.clipart().iter().enumerate() {
         let negatives = data.negatives(index);
-        assert!(negatives.len() <= openclipart::MAX_NEGATIVES);
-        assert!(split_families[&c.split].len() < 2 || !negatives.is_empty(), "{} has no hard negative", c.path);
         let families: HashSet<&str> = negatives.iter().map(|&n| data.clipart()[n].caption.as_str()).collect();
         assert_eq!(families.len(), negatives.len(), "{}: two negatives of one family", c.path);
         for &n in &negatives {
-            let other = &data.clipart()[n];
-            assert_eq!(other.split, c.split, "{} gets a negative from another split", c.path);
-            assert_ne!(other.caption, c.caption, "{} gets a negative of its own family", c.path);
+            assert_ne!(data.clipart()[n].caption, c.caption, "{} gets a negative of its own family", c.path);
         }
         // Same category first, when it has another family in this split.
         let neighbour =
@@ -345,25 +357,14 @@ fn svg(colour: &str) -> String {
 
 /// Families share a split; negatives come from the same split, another tone of the same emoji first.
 fn check_fluentui(data: &FluentUiDataset) {
-    let mut family_split: HashMap<&str, Split> = HashMap::new();
-    for e in data.emoji() {
-        let split = *family_split.entry(e.family.as_str()).or_insert(e.split);
-        assert_eq!(split, e.split, "family {} is in {split} and {}", e.family, e.split);
-    }
+    let items: Vec<_> = data.emoji().iter().map(|e| (e.name.as_str(), e.family.as_str(), e.split)).collect();
+    check_family_splits(&items, |i| data.negatives(i), fluentui::MAX_NEGATIVES);
     assert!(data.len(Split::Train).unwrap() > 0 && data.len(Split::Test).unwrap() > 0);
     assert_eq!(data.len(Split::Unseen), Some(0), "the package has no groups to hold out");
-    let mut split_families: HashMap<Split, HashSet<&str>> = HashMap::new();
-    for e in data.emoji() {
-        split_families.entry(e.split).or_default().insert(&e.family);
-    }
     for (index, e) in data.emoji().iter().enumerate() {
         let negatives = data.negatives(index);
-        assert!(negatives.len() <= fluentui::MAX_NEGATIVES);
-        assert!(split_families[&e.split].len() < 2 || !negatives.is_empty(), "{} has no hard negative", e.name);
         for &n in &negatives {
-            let other = &data.emoji()[n];
-            assert_eq!(other.split, e.split, "{} gets a negative from another split", e.name);
-            assert_ne!(other.caption, e.caption);
+            assert_ne!(data.emoji()[n].caption, e.caption);
         }
         if e.tone.is_some() {
             assert_eq!(data.emoji()[negatives[0]].family, e.family, "{}: another skin tone first", e.name);
