@@ -68,12 +68,18 @@ async function main() {
   }
   if (backendInfo.backend === 'webgpu') Object.assign(backendInfo, await adapterDetails());
   timings.backendReadyMs = performance.now();
+  const searchOn = deviceFor('searchdevice');
   const badge = $('#backend');
-  badge.textContent = backendInfo.backend === 'webgpu' ? `WebGPU · ${backendInfo.adapter}` : 'CPU (wasm)';
-  badge.title = backendInfo.reason;
+  if (backendInfo.backend !== 'webgpu') badge.textContent = 'CPU (wasm)';
+  else if (searchOn.device === 'cpu') badge.textContent = `CPU (wasm) search · WebGPU: ${backendInfo.adapter}`;
+  else badge.textContent = `WebGPU · ${backendInfo.adapter}`;
+  badge.title = searchOn.device === 'cpu' && backendInfo.backend === 'webgpu'
+    ? `search runs on the CPU backend: ${searchOn.why}` : backendInfo.reason;
   badge.dataset.backend = backendInfo.backend;
+  badge.dataset.search = searchOn.device === 'cpu' ? 'cpu' : backendInfo.backend;
   if (backendInfo.backend === 'cpu') message(`Running on the CPU backend: ${backendInfo.reason}.`, 'info');
-  window.ega = { backend: backendInfo };
+  else if (searchOn.device === 'cpu') message(`Search runs on the CPU backend: ${searchOn.why}.`, 'info');
+  window.ega = { backend: backendInfo, search: badge.dataset.search };
   setupTabs();
   setupSearch();
   setupLab();
@@ -114,15 +120,112 @@ const gallery = { name: null, searcher: null, base: '', known: null, added: 0 };
 
 class MissingFile extends Error {}
 
-async function fetchBytes(url) {
+async function fetchResponse(url, init) {
   let response;
   try {
-    response = await fetch(url);
+    response = await fetch(url, init);
   } catch (err) {
     throw new MissingFile(`${url} could not be fetched (${errorText(err)})`);
   }
   if (!response.ok) throw new MissingFile(`${url} is missing (HTTP ${response.status})`);
-  return new Uint8Array(await response.arrayBuffer());
+  return response;
+}
+
+// A small file fetched past every cache (it says which version of the big files is current).
+async function fetchFresh(url) {
+  return new Uint8Array(await (await fetchResponse(url, { cache: 'no-store' })).arrayBuffer());
+}
+
+// The body of a response, read in chunks so that `progress(bytes)` can follow the download.
+async function readBody(response, progress) {
+  if (!response.body || !progress) return new Uint8Array(await response.arrayBuffer());
+  const reader = response.body.getReader();
+  const chunks = [];
+  let length = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    chunks.push(value);
+    length += value.byteLength;
+    progress(value.byteLength);
+  }
+  const bytes = new Uint8Array(length);
+  let at = 0;
+  for (const chunk of chunks) {
+    bytes.set(chunk, at);
+    at += chunk.byteLength;
+  }
+  return bytes;
+}
+
+// Model and gallery files, kept in the browser's Cache API under a name that changes with the
+// files themselves (`revision`: a digest of the small file that describes them), so that a repeat
+// visit downloads nothing and a rebuilt bundle is fetched again. `window.egaCache` counts where each
+// file came from (the browser test reads it). Without the Cache API (a page not served from a
+// secure origin), plain fetches.
+const CACHE_PREFIX = 'ega-';
+window.egaCache = { hits: 0, misses: 0, files: {} };
+
+async function digest(bytes) {
+  if (!crypto.subtle) return String(bytes.length);
+  const hash = new Uint8Array(await crypto.subtle.digest('SHA-256', bytes));
+  return [...hash.slice(0, 8)].map((b) => b.toString(16).padStart(2, '0')).join('');
+}
+
+async function openCache(family, revision) {
+  if (typeof caches === 'undefined') return null;
+  try {
+    const name = `${CACHE_PREFIX}${family}-${revision}`;
+    for (const old of await caches.keys()) {
+      if (old.startsWith(`${CACHE_PREFIX}${family}-`) && old !== name) await caches.delete(old);
+    }
+    return await caches.open(name);
+  } catch (err) {
+    return null; // storage refused (private mode, quota): fetch as usual
+  }
+}
+
+async function fetchCached(cache, url, progress) {
+  if (cache) {
+    const hit = await cache.match(url);
+    if (hit) {
+      window.egaCache.hits += 1;
+      window.egaCache.files[url] = 'cache';
+      const bytes = new Uint8Array(await hit.arrayBuffer());
+      if (progress) progress(bytes.length);
+      return bytes;
+    }
+  }
+  const response = await fetchResponse(url, { cache: 'no-store' });
+  const bytes = await readBody(response, progress);
+  window.egaCache.misses += 1;
+  window.egaCache.files[url] = 'network';
+  if (cache) {
+    const type = response.headers.get('content-type') || 'application/octet-stream';
+    await cache.put(url, new Response(bytes, { headers: { 'content-type': type } })).catch(() => {});
+  }
+  return bytes;
+}
+
+// A progress bar under the search box while big files download.
+function progressBar(label, total) {
+  const bar = $('#load-progress');
+  let done = 0;
+  bar.hidden = false;
+  bar.max = Math.max(1, total);
+  bar.value = 0;
+  const status = $('#search-status');
+  const mb = (b) => (b / 2 ** 20).toFixed(1);
+  return {
+    add(bytes) {
+      done += bytes;
+      bar.value = Math.min(done, bar.max);
+      status.textContent = `${label}: ${mb(done)} of ${mb(total)} MB…`;
+    },
+    close() {
+      bar.hidden = true;
+    },
+  };
 }
 
 async function loadGallery(name, initial = false) {
@@ -130,11 +233,21 @@ async function loadGallery(name, initial = false) {
   $('#search-button').disabled = true;
   status.textContent = `Loading the ${name} model and gallery…`;
   const base = `assets/${name}/`;
+  const names = ['model/config.json', 'model/model.safetensors', 'model/tokenizer.json', 'index/index.bin', 'index/index.json'];
   let files;
+  let exported;
+  let bar;
   try {
-    files = await Promise.all(['model/config.json', 'model/model.safetensors', 'model/tokenizer.json',
-      'index/index.bin', 'index/index.json', 'export.json'].map((f) => fetchBytes(base + f)));
+    // export.json (always fetched fresh) lists the bundle's files with their sizes; its digest
+    // names the cache the big files are kept in.
+    const manifest = await fetchFresh(`${base}export.json`);
+    exported = JSON.parse(new TextDecoder().decode(manifest));
+    const sizes = Object.fromEntries((exported.files || []).map((f) => [f.path, f.bytes]));
+    const cache = await openCache(name, await digest(manifest));
+    bar = progressBar(`Loading the ${name} model and gallery`, names.reduce((sum, f) => sum + (sizes[f] || 0), 0));
+    files = await Promise.all(names.map((f) => fetchCached(cache, base + f, (n) => bar.add(n))));
   } catch (err) {
+    if (bar) bar.close();
     status.textContent = `The ${name} gallery is not available.`;
     message(`${errorText(err)}. Build the demo bundles with \`bash scripts/make-demo-bundles.sh\` ` +
       '(or `cargo run -p native -- export`), then rebuild the page with `trunk build --offline`.');
@@ -142,12 +255,14 @@ async function loadGallery(name, initial = false) {
     $('#gallery').value = gallery.name || name;
     return;
   }
+  bar.close();
   const text = new TextDecoder();
   try {
-    const searcher = new wasm.Searcher(files[0], files[1], text.decode(files[2]), files[3], files[4]);
+    const where = deviceFor('searchdevice');
+    const searcher = new wasm.Searcher(files[0], files[1], text.decode(files[2]), files[3], files[4], where.device);
     if (gallery.searcher) gallery.searcher.free();
     if (gallery.added) message(`Your ${gallery.added} added image(s) were embedded by the ${gallery.name} model and are not part of the ${name} gallery: add them again to search them here.`, 'info');
-    Object.assign(gallery, { name, searcher, base, known: JSON.parse(text.decode(files[5])).known_query, added: 0 });
+    Object.assign(gallery, { name, searcher, base, known: exported.known_query, added: 0 });
   } catch (err) {
     status.textContent = `The ${name} gallery could not be loaded.`;
     message(`${name}: ${errorText(err)}`);
@@ -159,7 +274,7 @@ async function loadGallery(name, initial = false) {
   params.set('gallery', name);
   saveState();
   $('#search-button').disabled = false;
-  status.textContent = `${gallery.searcher.count()} images in the ${name} gallery, on ${backendInfo.backend}.`;
+  status.textContent = `${gallery.searcher.count()} images in the ${name} gallery, on ${searchLabel()}.`;
   const query = (initial && params.get('q')) || gallery.known.query;
   $('#query').value = query;
   await runSearch();
@@ -186,7 +301,7 @@ async function runSearch() {
   params.set('q', query);
   saveState();
   status.textContent = `Top ${results.length} of ${gallery.searcher.count()} images in ${ms.toFixed(0)} ms ` +
-    `(${backendInfo.backend === 'webgpu' ? 'WebGPU, WGSL top-k' : 'CPU backend'}).`;
+    `(${gallery.searcher.backend() === 'webgpu' ? 'WebGPU, WGSL top-k' : 'CPU backend'}).`;
   status.dataset.ms = ms.toFixed(1);
   const grid = $('#results');
   grid.replaceChildren();
@@ -274,7 +389,7 @@ async function addFiles(files) {
     }
   }
   $('#search-status').textContent = `${gallery.searcher.count()} images in the ${gallery.name} gallery ` +
-    `(${gallery.added} of them yours), on ${backendInfo.backend}.`;
+    `(${gallery.added} of them yours), on ${searchLabel()}.`;
 }
 
 function setupSearch() {
@@ -309,16 +424,21 @@ function setupSearch() {
 const WORKED_EXAMPLE = { s: [0.9, 0.8, 0.3, 0.1, 0.7, 0.6], n: 2, m: 3 };
 const DEFAULTS = { mode: 'live', tau: 0.05, alpha: 1, tauh: 0.05, rescale: 'sum', bs: 6, neg: 1, labdevice: null };
 
-// Where the lab trains: the page's backend, except on a software WebGPU adapter (slower than the
-// CPU backend); `labdevice=webgpu|cpu` in the URL overrides.
-function labDevice() {
-  const asked = params.get('labdevice');
-  if (asked === 'webgpu' || asked === 'cpu') return { device: asked === 'webgpu' ? 'backend' : 'cpu', why: 'chosen in the URL (labdevice)' };
+// Where search (`searchdevice`) or the lab (`labdevice`) runs: the page's backend, except on a
+// software WebGPU adapter (SwiftShader: each kernel runs on the CPU, slower than the CPU backend
+// in wasm); `searchdevice=webgpu|cpu` / `labdevice=webgpu|cpu` in the URL overrides.
+function deviceFor(key) {
+  const asked = params.get(key);
+  if (asked === 'webgpu' || asked === 'cpu') return { device: asked === 'webgpu' ? 'backend' : 'cpu', why: `chosen in the URL (${key})` };
   if (backendInfo.backend !== 'webgpu') return { device: 'cpu', why: 'the page runs on the CPU backend' };
   if (backendInfo.software) {
-    return { device: 'cpu', why: `the WebGPU adapter (${backendInfo.adapter}) is a software renderer, slower than the CPU backend; add labdevice=webgpu to the URL to train on it anyway` };
+    return { device: 'cpu', why: `the WebGPU adapter (${backendInfo.adapter}) is a software renderer, slower than the CPU backend; add ${key}=webgpu to the URL to use it anyway` };
   }
   return { device: 'backend', why: 'WebGPU' };
+}
+
+function searchLabel() {
+  return gallery.searcher && gallery.searcher.backend() === 'webgpu' ? 'WebGPU' : 'the CPU backend';
 }
 
 // The lab's starting model (assets/lab/model), fetched once; null when it is missing.
@@ -326,8 +446,10 @@ let labModel;
 async function labModelFiles() {
   if (labModel !== undefined) return labModel;
   try {
-    const files = await Promise.all(['config.json', 'model.safetensors', 'tokenizer.json'].map((f) => fetchBytes(`assets/lab/model/${f}`)));
-    labModel = { config: files[0], weights: files[1], tokenizer: new TextDecoder().decode(files[2]) };
+    const config = await fetchFresh('assets/lab/model/config.json');
+    const cache = await openCache('lab', await digest(config));
+    const files = await Promise.all(['model.safetensors', 'tokenizer.json'].map((f) => fetchCached(cache, `assets/lab/model/${f}`)));
+    labModel = { config, weights: files[0], tokenizer: new TextDecoder().decode(files[1]) };
   } catch (err) {
     message(`${errorText(err)}: the lab starts from a fresh, untrained model instead (build the starting model with ` +
       '`bash scripts/make-demo-bundles.sh lab`).');
@@ -456,7 +578,7 @@ const lab = {
       status.textContent = 'Building the batch and the two models…';
       await new Promise((r) => setTimeout(r, 0));
       await labModelFiles();
-      const where = labDevice();
+      const where = deviceFor('labdevice');
       try {
         this.engine = newLab(this.config(), where.device);
         this.info = JSON.parse(this.engine.view_info());
@@ -876,7 +998,7 @@ async function runBench() {
         modelLoadedMs: timings.modelLoadedMs, firstResultMs: timings.firstResultMs });
       rows.push(['page load → first search result', s(timings.firstResultMs),
         `wasm ready at ${s(timings.wasmReadyMs)}, backend at ${s(timings.backendReadyMs)}, model + gallery loaded at ` +
-        `${s(timings.modelLoadedMs)}; ${gallery.name} gallery, ${backendInfo.backend}`]);
+        `${s(timings.modelLoadedMs)}; ${gallery.name} gallery, search on ${searchLabel()}`]);
     }
     show();
 

@@ -252,8 +252,9 @@ pub struct Searcher {
 #[wasm_bindgen]
 impl Searcher {
     /// Loads `model/config.json`, `model/model.safetensors`, `model/tokenizer.json`,
-    /// `index/index.bin` and `index/index.json` onto the backend chosen by [`init_backend`];
-    /// refuses an index made by another model.
+    /// `index/index.bin` and `index/index.json` onto `device`: `backend` (the one
+    /// [`init_backend`] chose; the default) or `cpu` (burn's flex backend in wasm, which the page
+    /// picks on a software WebGPU adapter). Refuses an index made by another model.
     #[wasm_bindgen(constructor)]
     pub fn new(
         config_json: &[u8],
@@ -261,8 +262,13 @@ impl Searcher {
         tokenizer_json: &str,
         index_bin: &[u8],
         index_json: &[u8],
+        device: Option<String>,
     ) -> Result<Searcher, JsError> {
-        let backend = backend();
+        let backend = match device.as_deref().unwrap_or("backend") {
+            "backend" => backend(),
+            "cpu" => Backend::cpu("the CPU backend was asked for"),
+            other => return Err(JsError::new(&format!("unknown search device {other:?}: expected backend or cpu"))),
+        };
         let bundle = ega_core::bundle::from_bytes(config_json, weights, tokenizer_json, None, "model", &backend.device)
             .map_err(js_error)?;
         let index = ega_core::index::Index::from_bytes(index_bin, index_json, "index").map_err(js_error)?;

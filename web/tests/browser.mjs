@@ -27,10 +27,25 @@ if (!fs.existsSync(path.join(dist, 'index.html'))) {
 
 const TYPES = { '.html': 'text/html', '.js': 'text/javascript', '.css': 'text/css', '.wasm': 'application/wasm',
   '.json': 'application/json', '.png': 'image/png', '.md': 'text/markdown' };
+// Served as a real deployment should: trunk's hashed files (`name-<16 hex>.ext`) are immutable;
+// every other file carries an ETag and must be revalidated (a 304 when unchanged).
 const served = [];
 const server = http.createServer((req, res) => {
-  served.push({ method: req.method, url: req.url });
   const file = path.join(dist, decodeURIComponent(new URL(req.url, 'http://x').pathname));
+  const entry = { method: req.method, url: req.url, status: 200 };
+  served.push(entry);
+  if (file.startsWith(dist) && fs.existsSync(file) && fs.statSync(file).isFile()) {
+    const stat = fs.statSync(file);
+    const etag = `"${stat.size}-${Math.round(stat.mtimeMs)}"`;
+    const hashed = /-[0-9a-f]{16}(_bg)?\.(wasm|js|css)$/.test(file);
+    res.setHeader('cache-control', hashed ? 'public, max-age=31536000, immutable' : 'no-cache');
+    res.setHeader('etag', etag);
+    if (req.headers['if-none-match'] === etag) {
+      entry.status = 304;
+      res.writeHead(304);
+      return res.end();
+    }
+  }
   if (!file.startsWith(dist) || !fs.existsSync(file) || fs.statSync(file).isDirectory()) {
     const index = path.join(file, 'index.html');
     if (file.startsWith(dist) && fs.existsSync(index)) {
@@ -132,10 +147,55 @@ const known = JSON.parse(fs.readFileSync(path.join(dist, 'assets/shapes/export.j
 const requests = [];
 
 // ---------------------------------------------------------------------------------------------
-// 1. WebGPU: backend, search, user images, bad input.
+// 0. The default page, as a visitor meets it: where search runs (on a software WebGPU adapter the
+//    CPU backend, with the reason on the badge), the time to the first result, and a repeat visit
+//    that takes the model and gallery from the Cache API and the module from the HTTP cache.
+
+const visits = {};
+{
+  const browser = await chromium.launch({ executablePath: chromiumPath, args: [...FLAGS, '--enable-unsafe-webgpu'] });
+  const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+  for (const visit of ['first', 'repeat']) {
+    const from = served.length;
+    const page = await context.newPage();
+    page.on('pageerror', (e) => console.log(`page error: ${e.message}`));
+    page.on('request', (r) => requests.push({ url: r.url(), method: r.method(), body: r.postData() }));
+    await page.goto(`${base}/`);
+    await page.waitForFunction(() => window.egaTimings && window.egaTimings.firstResultMs, null, { timeout: 180_000 });
+    const got = await page.evaluate(() => ({ timings: window.egaTimings, cache: window.egaCache, search: window.ega.search,
+      backend: window.ega.backend, badge: document.querySelector('#backend').textContent,
+      title: document.querySelector('#backend').title, first: document.querySelector('#results .hit')?.dataset.id }));
+    got.served = served.slice(from).map((r) => `${r.status} ${r.url}`);
+    visits[visit] = got;
+    check(got.first === known.id, `${visit} visit: the initial search ranks ${known.id} first (${(got.timings.firstResultMs / 1000).toFixed(2)} s after opening)`);
+    if (visit === 'first') {
+      const software = got.backend.backend === 'webgpu' && got.backend.software;
+      if (software) {
+        check(got.search === 'cpu' && /software renderer/.test(got.title) && /CPU \(wasm\) search/.test(got.badge),
+          'on a software WebGPU adapter search runs on the CPU backend and the badge says why', `${got.badge} (${got.title})`);
+      } else {
+        check(got.search === got.backend.backend, `search runs on the page's backend (${got.badge})`, got.search);
+      }
+      await page.screenshot({ path: path.join(out, 'search-default.png'), fullPage: true });
+    } else {
+      check(got.cache.misses === 0 && got.cache.hits >= 5, 'repeat visit: the model and gallery come from the Cache API',
+        JSON.stringify(got.cache));
+      const big = got.served.filter((r) => /model\.safetensors|index\.bin|_bg\.wasm/.test(r) && !r.startsWith('304'));
+      check(big.length === 0, 'repeat visit: no model, index or module bytes are downloaded again', big.join(', '));
+    }
+    await page.close();
+  }
+  fs.writeFileSync(path.join(out, 'load.json'), `${JSON.stringify(visits, null, 2)}\n`);
+  console.log(`load: first visit ${visits.first.timings.firstResultMs.toFixed(0)} ms, repeat ${visits.repeat.timings.firstResultMs.toFixed(0)} ms to the first result`);
+  await browser.close();
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1. WebGPU, forced for search (`searchdevice=webgpu`, so that the WGSL path stays tested on a
+//    software adapter too): backend, search, user images, bad input.
 
 const browser = await chromium.launch({ executablePath: chromiumPath, args: [...FLAGS, '--enable-unsafe-webgpu'] });
-let page = await openPage(browser, `${base}/`, requests);
+let page = await openPage(browser, `${base}/#searchdevice=webgpu`, requests);
 const backend = await page.$eval('#backend', (el) => el.dataset.backend);
 const badge = await page.$eval('#backend', (el) => `${el.textContent} (${el.title})`);
 if (backend !== 'webgpu') {
@@ -144,6 +204,7 @@ if (backend !== 'webgpu') {
   else console.log(`SKIPPED the WebGPU checks: ${note} (REQUIRE_GPU=1 makes this a failure)`);
 } else {
   check(true, `the page reports the WebGPU backend: ${badge}`);
+  check(await page.$eval('#backend', (el) => el.dataset.search) === 'webgpu', 'with searchdevice=webgpu, search runs on WebGPU');
 }
 check(await firstHit(page) === known.id, `the initial search for "${known.query}" ranks ${known.id} first`);
 await page.screenshot({ path: path.join(out, 'search.png'), fullPage: true });
