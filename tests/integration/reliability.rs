@@ -480,3 +480,18 @@ fn a_huge_head_dim_is_refused_not_overflowed() {
         assert!(err.contains("hf/config.json") && err.contains("head_dim"), "{err}");
     }
 }
+
+/// Issue 16 (found by `fuzz_smoke`): a syntax error inside tokenizer.json's `"decoder"` made
+/// `tokenizers` panic (`expect("Helper")`) instead of returning an error; it is now refused as
+/// invalid JSON, for a bundle and for a Hugging Face folder.
+#[test]
+fn a_tokenizer_json_with_a_broken_decoder_is_an_error_not_a_panic() {
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/smolvlm-tiny/tokenizer.json");
+    let good = std::fs::read_to_string(fixture).unwrap();
+    assert!(Tokenizer::from_json(&good).is_ok());
+    let at = good.find("\"decoder\"").unwrap();
+    let brace = at + good[at..].find('{').unwrap();
+    let broken = format!("{}{{7: 1, {}", &good[..brace], &good[brace + 1..]);
+    let err = Tokenizer::from_json(&broken).unwrap_err().to_string();
+    assert!(err.contains("not valid JSON") && err.contains("key must be a string"), "{err}");
+}
