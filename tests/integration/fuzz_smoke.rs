@@ -472,3 +472,17 @@ fn write_seed_corpus() {
     write_seeds("index", &index_seeds());
     write_seeds("gguf", &gguf_seeds());
 }
+
+/// Found by `cargo +nightly fuzz run -a gguf` from the seeds: two tensors of a type without a
+/// known size (not checked against the file) with 2^63 values each overflowed the parameter
+/// count of `metadata_summary` (`native info`). It saturates now.
+#[test]
+fn a_gguf_parameter_count_that_overflows_saturates() {
+    let mut g = Gguf::default();
+    g.string("general.architecture", "llama");
+    g.u32("llama.attention.head_count", 2);
+    g.tensor("a", &[1 << 63], 16, vec![]); // IQ2_XXS: no block size known here
+    g.tensor("b", &[1 << 63], 16, vec![]);
+    let checkpoint = ega_core::pretrained::gguf::GgufCheckpoint::from_bytes(g.bytes(), "big.gguf").unwrap();
+    assert_eq!(checkpoint.metadata_summary().parameter_count, usize::MAX);
+}
