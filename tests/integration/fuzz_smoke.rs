@@ -34,8 +34,7 @@ fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {
 }
 
 /// Numbers that break length and offset arithmetic.
-const INTERESTING: [u64; 10] =
-    [0, 1, 0x7f, 0xff, 0xffff, 0x8000_0000, 0xffff_ffff, 1 << 32, 1 << 63, u64::MAX];
+const INTERESTING: [u64; 10] = [0, 1, 0x7f, 0xff, 0xffff, 0x8000_0000, 0xffff_ffff, 1 << 32, 1 << 63, u64::MAX];
 
 /// One random edit of `data` (which may be empty); `other` is another seed to splice with.
 /// Returns what it did, for the failure message.
@@ -290,10 +289,9 @@ fn index_seeds() -> Vec<(&'static str, Vec<u8>)> {
         thumbnail: (i != 2).then(|| format!("thumbs/{i}.png")),
     };
     let mut out = Vec::new();
-    for (name, dtype, split) in [
-        ("f32.index", Dtype::F32, None),
-        ("f16_test_split.index", Dtype::F16, Some(ega_core::data::Split::Test)),
-    ] {
+    for (name, dtype, split) in
+        [("f32.index", Dtype::F32, None), ("f16_test_split.index", Dtype::F16, Some(ega_core::data::Split::Test))]
+    {
         let bin = encode_bin(&rows, count, dim, dtype, "0123456789abcdef").unwrap();
         let meta = IndexMeta {
             format_version: INDEX_FORMAT_VERSION,
@@ -452,7 +450,11 @@ fn gguf_seeds() -> Vec<(&'static str, Vec<u8>)> {
     }
     let mut header_only = Gguf::default();
     header_only.string("general.architecture", "llama");
-    header_only.array("nested", 9, vec![[4u32.to_le_bytes().to_vec(), 2u64.to_le_bytes().to_vec(), vec![1, 0, 0, 0, 2, 0, 0, 0]].concat()]);
+    header_only.array(
+        "nested",
+        9,
+        vec![[4u32.to_le_bytes().to_vec(), 2u64.to_le_bytes().to_vec(), vec![1, 0, 0, 0, 2, 0, 0, 0]].concat()],
+    );
     header_only.metadata.push(("flag".into(), 7, vec![1]));
     header_only.metadata.push(("big".into(), 10, u64::MAX.to_le_bytes().to_vec()));
     header_only.metadata.push(("neg".into(), 11, (-3i64).to_le_bytes().to_vec()));
