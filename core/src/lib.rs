@@ -19,6 +19,7 @@ pub mod embed;
 pub mod error;
 pub mod eval;
 pub mod fs;
+pub mod fuzzing;
 pub mod index;
 pub mod init;
 pub mod kernels;

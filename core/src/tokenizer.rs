@@ -33,6 +33,17 @@ impl std::fmt::Debug for Tokenizer {
     }
 }
 
+/// A Hugging Face `tokenizer.json` as a `tokenizers` tokenizer, a leading byte-order mark read
+/// past. The text is checked to be well-formed JSON first: `tokenizers` 0.22 panics (an
+/// `expect("Helper")` in its decoder deserializer) on a syntax error inside `"decoder"` instead of
+/// returning it (found by the fuzz smoke test, issue 16).
+pub fn parse_tokenizers_json(json: &str) -> Result<tokenizers::Tokenizer> {
+    let json = json.strip_prefix('\u{feff}').unwrap_or(json);
+    serde_json::from_str::<serde::de::IgnoredAny>(json)
+        .map_err(|err| EgaError::Tokenizer(format!("not valid JSON: {err}")))?;
+    tokenizers::Tokenizer::from_str(json).map_err(tokenizer_error)
+}
+
 fn tokenizer_error(err: impl std::fmt::Display) -> EgaError {
     EgaError::Tokenizer(err.to_string())
 }
@@ -77,8 +88,7 @@ impl Tokenizer {
     /// ids, a pretrained tokenizer's, must lie inside its vocabulary).
     pub fn from_json_with(json: &str, special: SpecialTokens) -> Result<Self> {
         // A byte-order mark (an editor on Windows) is not JSON: read past it.
-        let json = json.strip_prefix('\u{feff}').unwrap_or(json);
-        let inner = tokenizers::Tokenizer::from_str(json).map_err(tokenizer_error)?;
+        let inner = parse_tokenizers_json(json)?;
         Self::from_tokenizers(inner, special)
     }
 

@@ -464,3 +464,34 @@ fn a_byte_order_mark_is_read_past() {
     let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::remove_dir_all(&bundle_dir);
 }
+
+/// Issue 16 (found reviewing the fuzz targets' code): a Hugging Face config's `head_dim` times
+/// `num_attention_heads` overflowed (a panic in debug builds; in release a wrapped product could
+/// equal `hidden_size` and pass). Now a clear error.
+#[test]
+fn a_huge_head_dim_is_refused_not_overflowed() {
+    for (head_dim, heads, hidden) in [(1u64 << 63, 4u64, 16u64), ((1 << 62) + 4, 4, 16)] {
+        let config = serde_json::json!({
+            "model_type": "llama", "vocab_size": 64, "hidden_size": hidden, "intermediate_size": 32,
+            "num_hidden_layers": 1, "num_attention_heads": heads, "head_dim": head_dim
+        });
+        let bytes = serde_json::to_vec(&config).unwrap();
+        let err = ega_core::pretrained::safetensors::parse_hf_config(&bytes, "hf/config.json").unwrap_err().to_string();
+        assert!(err.contains("hf/config.json") && err.contains("head_dim"), "{err}");
+    }
+}
+
+/// Issue 16 (found by `fuzz_smoke`): a syntax error inside tokenizer.json's `"decoder"` made
+/// `tokenizers` panic (`expect("Helper")`) instead of returning an error; it is now refused as
+/// invalid JSON, for a bundle and for a Hugging Face folder.
+#[test]
+fn a_tokenizer_json_with_a_broken_decoder_is_an_error_not_a_panic() {
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/smolvlm-tiny/tokenizer.json");
+    let good = std::fs::read_to_string(fixture).unwrap();
+    assert!(Tokenizer::from_json(&good).is_ok());
+    let at = good.find("\"decoder\"").unwrap();
+    let brace = at + good[at..].find('{').unwrap();
+    let broken = format!("{}{{7: 1, {}", &good[..brace], &good[brace + 1..]);
+    let err = Tokenizer::from_json(&broken).unwrap_err().to_string();
+    assert!(err.contains("not valid JSON") && err.contains("key must be a string"), "{err}");
+}

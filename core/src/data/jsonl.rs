@@ -98,7 +98,7 @@ fn first_non_empty(
     Ok(None)
 }
 
-fn parse_line(text: &str, line: usize, file: &str, folder: &Path) -> Result<Entry> {
+fn parse_line(text: &str, line: usize, file: &str, folder: &Path, is_file: &dyn Fn(&Path) -> bool) -> Result<Entry> {
     let value: Value =
         serde_json::from_str(text).map_err(|err| EgaError::Data(format!("{file}:{line}: not valid JSON: {err}")))?;
     let Value::Object(object) = value else {
@@ -120,7 +120,7 @@ fn parse_line(text: &str, line: usize, file: &str, folder: &Path) -> Result<Entr
         .ok_or_else(|| EgaError::Data(format!("{file}:{line}: no text (give \"text\": \"a caption\")")))?;
     let resolve = |p: &str| -> Result<PathBuf> {
         let path = folder.join(p);
-        if !path.is_file() {
+        if !is_file(&path) {
             return Err(EgaError::Data(format!(
                 "{file}:{line}: image {} does not exist or is not a file",
                 path.display()
@@ -168,12 +168,19 @@ impl JsonlDataset {
     pub fn open(path: impl AsRef<Path>, skip_bad: bool) -> Result<Self> {
         let path = path.as_ref();
         let content = crate::fs::read_regular(path, crate::fs::MAX_DATASET)?;
+        Self::from_bytes(&content, path, skip_bad, &|image: &Path| image.is_file())
+    }
+
+    /// [`Self::open`] on a file's contents: `path` names the file (relative image paths resolve
+    /// against its folder) and `is_file` says whether an image file exists (`Path::is_file` for
+    /// [`Self::open`]; the fuzz targets pass a stand-in, see [`crate::fuzzing`]).
+    pub fn from_bytes(content: &[u8], path: &Path, skip_bad: bool, is_file: &dyn Fn(&Path) -> bool) -> Result<Self> {
         let file = path.display().to_string();
         let folder = path.parent().map(Path::to_path_buf).unwrap_or_default();
         let mut entries = Vec::new();
         let mut skipped = Vec::new();
         // A byte-order mark before the first line (an editor on Windows) is not part of it.
-        for (number, bytes) in crate::fs::strip_bom(&content).split(|&b| b == b'\n').enumerate() {
+        for (number, bytes) in crate::fs::strip_bom(content).split(|&b| b == b'\n').enumerate() {
             // Each line is checked on its own, so a stray non-UTF-8 caption names its line.
             let parsed = std::str::from_utf8(bytes)
                 .map_err(|err| {
@@ -188,7 +195,7 @@ impl JsonlDataset {
                     if text.trim().is_empty() {
                         Ok(None)
                     } else {
-                        parse_line(text, number + 1, &file, &folder).map(Some)
+                        parse_line(text, number + 1, &file, &folder, is_file).map(Some)
                     }
                 });
             match parsed {

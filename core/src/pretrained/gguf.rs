@@ -935,7 +935,9 @@ impl GgufCheckpoint {
             model_name: file.get("general.name").and_then(GgufValue::as_str).map(str::to_string),
             file_type: file.get("general.file_type").and_then(GgufValue::as_u64).map(file_type_name),
             tensor_count: file.tensors.len(),
-            parameter_count: file.tensors.iter().map(|t| t.numel).sum(),
+            // Saturating: a tensor of a type without a known size is not checked against the file,
+            // so its dimensions can be anything (the sum overflowed; found by fuzzing, issue 16).
+            parameter_count: file.tensors.iter().fold(0usize, |sum, t| sum.saturating_add(t.numel)),
             tensor_types,
             tokenizer_model: file.get("tokenizer.ggml.model").and_then(GgufValue::as_str).map(str::to_string),
             metadata: file.metadata.iter().map(|(k, v)| (k.clone(), v.brief())).collect(),

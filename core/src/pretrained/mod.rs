@@ -121,9 +121,7 @@ pub fn open(path: &Path) -> Result<Pretrained> {
         let folder = HfFolder::open(path)?;
         let tokenizer = match &folder.tokenizer_json {
             Some(json) => Some(
-                json.strip_prefix('\u{feff}')
-                    .unwrap_or(json)
-                    .parse::<tokenizers::Tokenizer>()
+                crate::tokenizer::parse_tokenizers_json(json)
                     .map_err(|err| EgaError::Data(format!("{shown}/tokenizer.json: {err}")))?,
             ),
             None => None,

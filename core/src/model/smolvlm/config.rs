@@ -98,7 +98,8 @@ impl LlamaConfig {
             return Err(EgaError::Data(format!("{name}: rope_scaling {scaling} is not supported")));
         }
         if let Some(head_dim) = field("head_dim").and_then(|v| v.as_u64()) {
-            if head_dim as usize * num_attention_heads != hidden_size {
+            // Checked: both come from the file, and a huge head_dim overflowed the product.
+            if (head_dim as usize).checked_mul(num_attention_heads) != Some(hidden_size) {
                 return Err(EgaError::Data(format!(
                     "{name}: head_dim {head_dim} × num_attention_heads {num_attention_heads} ≠ hidden_size {hidden_size} (not supported)"
                 )));
