@@ -3,8 +3,7 @@
 # apt for a package whose command is already there from another source, e.g. Node.js from
 # nodesource, which conflicts with Debian's npm):
 #   a Vulkan driver (lavapipe: software Vulkan, so the GPU tests run without a GPU), node + npm,
-#   Chromium (headless browser tests), wasm-opt (Debian's binaryen), the wasm32 target,
-#   wasm-bindgen-cli at Cargo.lock's version
+#   Chromium (headless browser tests), the wasm32 target, wasm-bindgen-cli at Cargo.lock's version
 #   (~3 min to build), trunk 0.21.14 (~8 min to build).
 # Called by scripts/test.sh (README's test command) and .ci/run; safe to run again (a no-op when
 # everything is there). apt needs root: as another user it uses sudo when that works without a
@@ -26,8 +25,6 @@ command -v npm >/dev/null || apt_packages+=(npm)
 if ! command -v "${CHROMIUM:-chromium}" >/dev/null && ! command -v chromium-browser >/dev/null; then
   apt_packages+=(chromium)
 fi
-# wasm-opt (trunk runs it on the page's module: index.html's data-wasm-opt); any version.
-command -v wasm-opt >/dev/null || apt_packages+=(binaryen)
 if ((${#apt_packages[@]})); then
   echo "setup-test: installing ${apt_packages[*]} with apt-get" >&2
   if [[ $(id -u) == 0 ]]; then
