@@ -1,11 +1,16 @@
-// The EGA demo page: search, lab and benchmark views over the `web` wasm module (ega-core).
+// The EGA demo page: search, lab and benchmark views over ega-core compiled to wasm.
 // Everything runs in this page; the only requests are for the page's own files.
+//
+// Two wasm modules with the same API: trunk's (the `web` package: the CPU backend only, small,
+// loaded with the page) and webgpu/ (`web-gpu`: the WebGPU backend and the WGSL kernels, several
+// times the size), imported only when search, the lab or the benchmark runs on WebGPU.
 
 const $ = (selector) => document.querySelector(selector);
 const params = new URLSearchParams(location.hash.slice(1));
 const timings = (window.egaTimings = { start: performance.now() });
-let wasm = null;
-let backendInfo = null;
+let wasm = null; // the CPU module
+let backendInfo = null; // what the browser offers: {backend: 'webgpu' | 'cpu', adapter, software, reason}
+let webgpuLoading = null; // the WebGPU module, once asked for (a promise)
 
 // ---------------------------------------------------------------------------------------------
 // Messages: every error reaches the page as text, and the page stays usable.
@@ -37,7 +42,7 @@ function saveState() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Start: the wasm module (trunk's loader sets window.wasmBindings), then the backend.
+// Start: the CPU module (trunk's loader sets window.wasmBindings), then what WebGPU offers.
 
 function wasmReady() {
   if (window.wasmBindings) return Promise.resolve(window.wasmBindings);
@@ -60,13 +65,8 @@ async function main() {
   timings.wasmReadyMs = performance.now();
   $('#version').textContent = `ega-core ${wasm.version()}`;
   const mode = params.get('backend') || 'auto';
-  try {
-    backendInfo = JSON.parse(await wasm.init_backend(mode));
-  } catch (err) {
-    message(`Backend: ${errorText(err)}`);
-    backendInfo = JSON.parse(await wasm.init_backend('cpu'));
-  }
-  if (backendInfo.backend === 'webgpu') Object.assign(backendInfo, await adapterDetails());
+  await wasm.init_backend('cpu');
+  backendInfo = await probeWebgpu(mode);
   timings.backendReadyMs = performance.now();
   const searchOn = deviceFor('searchdevice');
   const badge = $('#backend');
@@ -87,18 +87,66 @@ async function main() {
   await loadGallery(params.get('gallery') || 'shapes', true);
 }
 
-// The browser's own description of its WebGPU adapter (wgpu's is empty on the web), and whether
-// it is a software renderer (SwiftShader), where the CPU backend trains faster.
-async function adapterDetails() {
-  try {
-    const adapter = await navigator.gpu.requestAdapter();
-    const info = (adapter && adapter.info) || {};
-    const words = [info.vendor, info.architecture, info.description].filter(Boolean).join(' ');
-    const software = /swiftshader|llvmpipe|lavapipe|software/i.test(words) || Boolean(info.isFallbackAdapter || (adapter && adapter.isFallbackAdapter));
-    return { adapter: words || 'unnamed adapter', software };
-  } catch (err) {
-    return { software: false };
+// Whether the browser offers a WebGPU adapter (`backend=auto|webgpu|cpu` in the URL), with the
+// browser's own description of it (wgpu's is empty on the web) and whether it is a software
+// renderer (SwiftShader), where the CPU backend is faster. Nothing is opened here: the WebGPU
+// module opens the adapter when something first runs on it.
+async function probeWebgpu(mode) {
+  const cpu = (reason) => ({ backend: 'cpu', adapter: 'burn flex (wasm)', software: false, reason });
+  if (mode === 'cpu') return cpu('the CPU backend was asked for');
+  if (mode !== 'auto' && mode !== 'webgpu') {
+    message(`Backend: unknown backend "${mode}" in the URL: expected auto, webgpu or cpu.`);
+    return cpu(`unknown backend "${mode}"`);
   }
+  let why;
+  try {
+    const adapter = navigator.gpu ? await navigator.gpu.requestAdapter() : null;
+    if (adapter) {
+      const info = adapter.info || {};
+      const words = [info.vendor, info.architecture, info.description].filter(Boolean).join(' ');
+      const software = /swiftshader|llvmpipe|lavapipe|software/i.test(words) || Boolean(info.isFallbackAdapter || adapter.isFallbackAdapter);
+      return { backend: 'webgpu', adapter: words || 'unnamed adapter', software, reason: 'WebGPU adapter found' };
+    }
+    why = navigator.gpu ? 'the browser offers no WebGPU adapter' : 'this browser has no WebGPU (navigator.gpu is missing)';
+  } catch (err) {
+    why = `the WebGPU adapter failed: ${errorText(err)}`;
+  }
+  if (mode === 'webgpu') message(`Backend: ${why}.`);
+  return cpu(`${why}; using the CPU backend`);
+}
+
+// The WebGPU module (webgpu/, built by scripts/build-webgpu-module.sh), imported and its adapter
+// opened the first time something runs on WebGPU. The wasm file is kept in the Cache API under
+// its digest (webgpu/module.json), with a progress bar while it downloads.
+function webgpuModule() {
+  if (!webgpuLoading) {
+    webgpuLoading = (async () => {
+      const started = performance.now();
+      const manifest = JSON.parse(new TextDecoder().decode(await fetchFresh('webgpu/module.json')));
+      const version = manifest.sha256.slice(0, 16);
+      const module = await import(`./webgpu/${manifest.js}?v=${version}`);
+      const cache = await openCache('webgpu', version);
+      const bar = progressBar('Loading the WebGPU module', manifest.bytes);
+      let bytes;
+      try {
+        bytes = await fetchCached(cache, `webgpu/${manifest.wasm}?v=${version}`, (n) => bar.add(n));
+      } finally {
+        bar.close();
+      }
+      await module.default({ module_or_path: bytes });
+      const opened = JSON.parse(await module.init_backend('webgpu'));
+      timings.webgpuModuleMs = performance.now() - started;
+      window.ega.webgpuModule = { bytes: bytes.length, ms: timings.webgpuModuleMs, adapter: opened.adapter };
+      return module;
+    })();
+    webgpuLoading.catch(() => { webgpuLoading = null; }); // a later use tries again
+  }
+  return webgpuLoading;
+}
+
+// The module that runs on `device` ('backend': WebGPU; 'cpu').
+async function moduleFor(device) {
+  return device === 'backend' ? webgpuModule() : wasm;
 }
 
 function setupTabs() {
@@ -258,11 +306,21 @@ async function loadGallery(name, initial = false) {
   bar.close();
   const text = new TextDecoder();
   try {
-    const where = deviceFor('searchdevice');
-    const searcher = new wasm.Searcher(files[0], files[1], text.decode(files[2]), files[3], files[4], where.device);
+    let where = deviceFor('searchdevice');
+    let module;
+    try {
+      module = await moduleFor(where.device);
+    } catch (err) {
+      message(`WebGPU: ${errorText(err)}; search runs on the CPU backend.`);
+      where = { device: 'cpu', why: `the WebGPU module failed (${errorText(err)})` };
+      module = wasm;
+    }
+    const searcher = new module.Searcher(files[0], files[1], text.decode(files[2]), files[3], files[4], where.device);
     if (gallery.searcher) gallery.searcher.free();
     if (gallery.added) message(`Your ${gallery.added} added image(s) were embedded by the ${gallery.name} model and are not part of the ${name} gallery: add them again to search them here.`, 'info');
     Object.assign(gallery, { name, searcher, base, known: exported.known_query, added: 0 });
+    $('#backend').dataset.search = searcher.backend();
+    window.ega.search = searcher.backend();
   } catch (err) {
     status.textContent = `The ${name} gallery could not be loaded.`;
     message(`${name}: ${errorText(err)}`);
@@ -458,9 +516,10 @@ async function labModelFiles() {
   return labModel;
 }
 
-function newLab(config, device) {
+async function newLab(config, device) {
   const json = JSON.stringify(config);
-  return labModel ? new wasm.Lab(json, device, labModel.config, labModel.weights, labModel.tokenizer) : new wasm.Lab(json, device);
+  const module = await moduleFor(device);
+  return labModel ? new module.Lab(json, device, labModel.config, labModel.weights, labModel.tokenizer) : new module.Lab(json, device);
 }
 const MATRICES = [
   ['s', 'S', 'cosine similarities S = Q Tᵀ', 'diverging'],
@@ -580,7 +639,7 @@ const lab = {
       await labModelFiles();
       const where = deviceFor('labdevice');
       try {
-        this.engine = newLab(this.config(), where.device);
+        this.engine = await newLab(this.config(), where.device);
         this.info = JSON.parse(this.engine.view_info());
         this.where = `training on ${this.engine.device() === 'webgpu' ? 'WebGPU' : 'the CPU backend'}` +
           (where.device === 'cpu' && backendInfo.backend === 'webgpu' ? ` (${where.why})` : '');
@@ -984,13 +1043,24 @@ async function runBench() {
   $('#bench-run').disabled = true;
   try {
     status.textContent = 'wasm size…';
-    const wasmEntry = performance.getEntriesByType('resource').find((e) => e.name.endsWith('.wasm'));
+    const mib = (b) => (b / 2 ** 20).toFixed(1);
+    const wasmEntry = performance.getEntriesByType('resource').find((e) => /_bg-?[0-9a-f]*\.wasm$/.test(new URL(e.name).pathname) && !e.name.includes('/webgpu/'));
     if (wasmEntry) {
       const bytes = new Uint8Array(await (await fetch(wasmEntry.name)).arrayBuffer());
       results.wasmBytes = bytes.length;
       results.wasmGzipBytes = await gzipSize(bytes);
-      rows.push(['wasm module', `${(results.wasmBytes / 2 ** 20).toFixed(1)} MiB, ${(results.wasmGzipBytes / 2 ** 20).toFixed(1)} MiB gzipped`,
+      rows.push(['wasm module (CPU; loaded with the page)', `${mib(results.wasmBytes)} MiB, ${mib(results.wasmGzipBytes)} MiB gzipped`,
         new URL(wasmEntry.name).pathname]);
+    }
+    try {
+      const manifest = JSON.parse(new TextDecoder().decode(await fetchFresh('webgpu/module.json')));
+      const bytes = await fetchFresh(`webgpu/${manifest.wasm}?v=${manifest.sha256.slice(0, 16)}`);
+      results.webgpuWasmBytes = bytes.length;
+      results.webgpuWasmGzipBytes = await gzipSize(bytes);
+      rows.push(['wasm module (WebGPU; loaded when something runs on WebGPU)',
+        `${mib(results.webgpuWasmBytes)} MiB, ${mib(results.webgpuWasmGzipBytes)} MiB gzipped`, `/webgpu/${manifest.wasm}`]);
+    } catch (err) {
+      rows.push(['wasm module (WebGPU)', 'missing', errorText(err)]);
     }
     if (timings.firstResultMs) {
       const s = (ms) => `${(ms / 1000).toFixed(1)} s`;
@@ -1008,7 +1078,8 @@ async function runBench() {
     const random = mulberry32(7);
     const values = unitRows(n, dim, random);
     const query = unitRows(1, dim, random);
-    const bench = new wasm.TopkBench(values, dim);
+    const topkModule = backendInfo.backend === 'webgpu' ? await webgpuModule() : wasm;
+    const bench = new topkModule.TopkBench(values, dim);
     const expected = topkJs(values, dim, query, k);
     const first = JSON.parse(await bench.run(query, k)); // warm-up (shader compilation, upload)
     const kernelMs = [];
@@ -1039,7 +1110,7 @@ async function runBench() {
     if (backendInfo.backend === 'webgpu') devices.push(['backend', `WebGPU (${backendInfo.adapter})`]);
     for (const [device, label] of devices) {
       status.textContent = `lab: training steps on the ${label}…`;
-      const probe = newLab({ batch_size: 6, hard_negatives: 1 }, device);
+      const probe = await newLab({ batch_size: 6, hard_negatives: 1 }, device);
       await probe.step(); // warm-up (shader compilation on WebGPU)
       const stepMs = [];
       for (let r = 0; r < (device === 'cpu' ? 3 : 1); r++) {

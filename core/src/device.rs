@@ -58,11 +58,11 @@ pub struct SelectedDevice {
     pub is_wgpu: bool,
 }
 
-#[cfg(not(target_family = "wasm"))]
+#[cfg(all(not(target_family = "wasm"), feature = "wgpu"))]
 static WGPU: std::sync::OnceLock<Result<WgpuAdapter, String>> = std::sync::OnceLock::new();
 
 /// Opens (once per process) the default wgpu adapter. `Err` says why there is none.
-#[cfg(not(target_family = "wasm"))]
+#[cfg(all(not(target_family = "wasm"), feature = "wgpu"))]
 pub fn wgpu_adapter() -> Result<&'static WgpuAdapter, &'static str> {
     WGPU.get_or_init(|| {
         // Adapter discovery can panic inside drivers; a missing GPU must be an error, not a crash.
@@ -86,6 +86,12 @@ pub fn wgpu_adapter() -> Result<&'static WgpuAdapter, &'static str> {
     })
     .as_ref()
     .map_err(|err| err.as_str())
+}
+
+/// Built without ega-core's `wgpu` feature there is no adapter to open.
+#[cfg(all(not(target_family = "wasm"), not(feature = "wgpu")))]
+pub fn wgpu_adapter() -> Result<&'static WgpuAdapter, &'static str> {
+    Err("ega-core was built without its `wgpu` feature")
 }
 
 /// The `flex` CPU device.

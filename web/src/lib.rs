@@ -77,6 +77,31 @@ fn has_webgpu() -> bool {
         .unwrap_or(false)
 }
 
+/// Opens burn's wgpu backend on the browser's WebGPU adapter.
+#[cfg(feature = "webgpu")]
+async fn open_webgpu() -> Result<Backend, String> {
+    match Device::wgpu_options().init_with_setup_async().await {
+        Ok((device, setup)) => {
+            let info = setup.adapter.get_info();
+            let adapter = if info.name.is_empty() { "WebGPU adapter".to_string() } else { info.name };
+            Ok(Backend { device, name: "webgpu", adapter, reason: "WebGPU adapter opened".into() })
+        }
+        Err(err) => Err(format!("the WebGPU adapter failed: {err}")),
+    }
+}
+
+/// The CPU module (built without the `webgpu` feature) has no WebGPU backend to open.
+#[cfg(not(feature = "webgpu"))]
+async fn open_webgpu() -> Result<Backend, String> {
+    Err("this is the page's CPU module, built without WebGPU (the `web-gpu` package has it)".to_string())
+}
+
+/// Whether this module was built with the WebGPU backend (`web-gpu`) or is the CPU module (`web`).
+#[wasm_bindgen]
+pub fn has_webgpu_backend() -> bool {
+    cfg!(feature = "webgpu")
+}
+
 /// Chooses the backend once: `mode` is `auto` (WebGPU when the browser offers a working adapter,
 /// else the CPU backend), `webgpu` (WebGPU or an error) or `cpu`. Returns JSON
 /// `{backend: "webgpu" | "cpu", adapter, reason}`; a second call returns the first choice.
@@ -91,14 +116,7 @@ pub async fn init_backend(mode: String) -> Result<String, JsError> {
             let fallback = if !has_webgpu() {
                 Err("this browser has no WebGPU (navigator.gpu is missing)".to_string())
             } else {
-                match Device::wgpu_options().init_with_setup_async().await {
-                    Ok((device, setup)) => {
-                        let info = setup.adapter.get_info();
-                        let adapter = if info.name.is_empty() { "WebGPU adapter".to_string() } else { info.name };
-                        Ok(Backend { device, name: "webgpu", adapter, reason: "WebGPU adapter opened".into() })
-                    }
-                    Err(err) => Err(format!("the WebGPU adapter failed: {err}")),
-                }
+                open_webgpu().await
             };
             match fallback {
                 Ok(backend) => backend,

@@ -176,6 +176,8 @@ const visits = {};
       if (software) {
         check(got.search === 'cpu' && /software renderer/.test(got.title) && /CPU \(wasm\) search/.test(got.badge),
           'on a software WebGPU adapter search runs on the CPU backend and the badge says why', `${got.badge} (${got.title})`);
+        const webgpuFiles = got.served.filter((r) => r.includes('/webgpu/'));
+        check(webgpuFiles.length === 0, 'with search on the CPU backend the WebGPU module is not downloaded', webgpuFiles.join(', '));
       } else {
         check(got.search === got.backend.backend, `search runs on the page's backend (${got.badge})`, got.search);
       }
@@ -208,7 +210,10 @@ if (backend !== 'webgpu') {
   else console.log(`SKIPPED the WebGPU checks: ${note} (REQUIRE_GPU=1 makes this a failure)`);
 } else {
   check(true, `the page reports the WebGPU backend: ${badge}`);
+  await page.waitForFunction(() => window.egaTimings && window.egaTimings.firstResultMs, null, { timeout: 180_000 });
   check(await page.$eval('#backend', (el) => el.dataset.search) === 'webgpu', 'with searchdevice=webgpu, search runs on WebGPU');
+  const webgpuModule = await page.evaluate(() => window.ega.webgpuModule);
+  check(webgpuModule && webgpuModule.bytes > 0, 'the WebGPU module (webgpu/) was imported for it', JSON.stringify(webgpuModule));
 }
 check(await firstHit(page) === known.id, `the initial search for "${known.query}" ranks ${known.id} first`);
 await page.screenshot({ path: path.join(out, 'search.png'), fullPage: true });

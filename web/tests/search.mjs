@@ -11,6 +11,11 @@ const require = createRequire(import.meta.url);
 const web = require(path.resolve(process.argv[2], 'web.js'));
 const root = path.resolve(path.dirname(new URL(import.meta.url).pathname), '../..');
 
+// This is the page's CPU module (the `web` package without its `webgpu` feature): no WebGPU
+// backend, and asking for one is a readable error, not a crash.
+assert.equal(web.has_webgpu_backend(), false, 'the CPU module was built without WebGPU');
+await assert.rejects(web.init_backend('webgpu'), /WebGPU/);
+
 for (const name of ['openmoji', 'shapes']) {
   const dir = path.join(root, 'assets', name);
   const read = (file) => readFileSync(path.join(dir, file));

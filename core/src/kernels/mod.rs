@@ -17,13 +17,18 @@
 //! another dtype, gradient checkpointing) the burn reference runs. [`ega_path`] says which, and
 //! `EGA_KERNELS=off` in the environment forces the reference (for comparisons and debugging).
 
+//! Without ega-core's `wgpu` feature (the page's CPU module) only the references are compiled:
+//! [`is_wgpu`] is false, [`ega_path`] is the reference and [`topk_cosine`] is [`topk_reference`].
+
+#[cfg(feature = "wgpu")]
 pub mod ega;
+#[cfg(feature = "wgpu")]
 mod launch;
 pub mod topk;
 
-use burn::backend::{DispatchDevice, RuntimeId};
 use burn::tensor::Device;
 
+#[cfg(feature = "wgpu")]
 pub use ega::{ega_loss_fused, EgaKernelParams};
 pub use topk::{topk_cosine, topk_reference, TopK};
 
@@ -62,8 +67,16 @@ pub fn kernels_enabled() -> bool {
 }
 
 /// True when `device` (with or without autodiff) is a wgpu device, where the WGSL kernels run.
+#[cfg(feature = "wgpu")]
 pub fn is_wgpu(device: &Device) -> bool {
+    use burn::backend::{DispatchDevice, RuntimeId};
     matches!(device.clone().without_autodiff().as_dispatch(), DispatchDevice::Cube(cube) if cube.runtime() == RuntimeId::Wgpu)
+}
+
+/// Built without wgpu: no device is a wgpu device.
+#[cfg(not(feature = "wgpu"))]
+pub fn is_wgpu(_device: &Device) -> bool {
+    false
 }
 
 /// The loss implementation used on `device`.

@@ -7,17 +7,22 @@
 //! [`topk_reference`] is the same search composed from burn ops (matmul + sort), which runs on
 //! every device; [`topk_cosine`] picks the kernels on wgpu and the reference elsewhere.
 
+#[cfg(feature = "wgpu")]
 use burn::backend::wgpu::{into_contiguous, CubeTensor};
+#[cfg(feature = "wgpu")]
 use burn::backend::{Cube, DType, Shape};
 use burn::tensor::{Int, Tensor};
 
+#[cfg(feature = "wgpu")]
 use super::launch::{empty_like_device, launch, WgslKernel};
 use crate::{EgaError, Result};
 
 /// Threads per workgroup of both passes.
+#[cfg(feature = "wgpu")]
 const WORKGROUP: u32 = 256;
 /// Scores each thread of pass 1 reads (it keeps its best `min(k, 32)` in registers): a chunk is
 /// 8192 index rows.
+#[cfg(feature = "wgpu")]
 const ROWS_PER_THREAD: u32 = 32;
 /// Largest score block `[queries, n]` materialised at once (64 Mi floats = 256 MiB, the largest
 /// buffer browsers commonly allow).
@@ -55,6 +60,7 @@ fn check(queries: &Tensor<2>, index: &Tensor<2>, k: usize) -> Result<(usize, usi
 
 /// Both passes on a contiguous f32 score block `[q, n]`: `(indices u32 [q, k], scores f32 [q, k])`,
 /// padded with index `u32::MAX` past `n`.
+#[cfg(feature = "wgpu")]
 fn select(scores: &CubeTensor, q: usize, n: usize, d: usize, k: usize) -> (CubeTensor, CubeTensor) {
     let chunk = (WORKGROUP * ROWS_PER_THREAD) as usize;
     let num_chunks = n.div_ceil(chunk).max(1);
@@ -97,6 +103,25 @@ pub fn topk_cosine(queries: Tensor<2>, index: Tensor<2>, k: usize) -> Result<Top
 #[doc(hidden)]
 pub fn topk_cosine_blocked(queries: Tensor<2>, index: Tensor<2>, k: usize, max_score_elements: usize) -> Result<TopK> {
     let (q, n, d) = check(&queries, &index, k)?;
+    #[cfg(not(feature = "wgpu"))]
+    {
+        // Built without wgpu (the page's CPU module): no device can run the kernels.
+        let _ = (q, n, d, max_score_elements);
+        topk_reference(queries, index, k)
+    }
+    #[cfg(feature = "wgpu")]
+    topk_on_kernels(queries, index, k, max_score_elements, (q, n, d))
+}
+
+/// The WGSL path of [`topk_cosine_blocked`] (falls back to the reference off wgpu).
+#[cfg(feature = "wgpu")]
+fn topk_on_kernels(
+    queries: Tensor<2>,
+    index: Tensor<2>,
+    k: usize,
+    max_score_elements: usize,
+    (q, n, d): (usize, usize, usize),
+) -> Result<TopK> {
     let device = queries.device();
     let on_kernels = super::kernels_enabled()
         && super::is_wgpu(&device)

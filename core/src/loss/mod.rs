@@ -200,6 +200,7 @@ pub fn contrastive_loss(similarities: Tensor<2>, config: &LossConfig) -> Result<
     config.validate()?;
     let [n, m] = similarities.dims();
     config.check_shape(n, m)?;
+    #[cfg(feature = "wgpu")]
     let similarities = if matches!(config.kind, LossKind::InfoNce | LossKind::Ega)
         && crate::kernels::ega_path(&similarities.device()) == crate::kernels::LossPath::FusedWgsl
     {
