@@ -17,10 +17,9 @@ use std::path::{Path, PathBuf};
 use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 
-use crate::checkpoint::{model_from_bytes, model_to_bytes, write_atomic};
-use crate::index::Dtype;
 use crate::loss::LossConfig;
 use crate::model::{Embedder, ModelConfig};
+use crate::store::{fnv_hex, model_from_bytes, model_id, model_to_bytes, safetensors, write_atomic, StoredDtype};
 use crate::tokenizer::Tokenizer;
 use crate::{EgaError, Result};
 
@@ -46,7 +45,7 @@ pub struct BundleConfig {
     pub steps: usize,
     /// How `model.safetensors` stores the weights (f16 is expanded to f32 on load).
     #[serde(default)]
-    pub weights_dtype: Dtype,
+    pub weights_dtype: StoredDtype,
     /// [`fnv_hex`] of `tokenizer.json`'s bytes, checked on load (bundles written before it was
     /// recorded have none). Not part of the model id, so older indexes keep verifying.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -69,22 +68,6 @@ pub struct Bundle {
     pub metrics: serde_json::Value,
 }
 
-/// 64-bit FNV-1a, as 16 hex digits.
-pub fn fnv_hex(parts: &[&[u8]]) -> String {
-    let mut hash = 0xcbf2_9ce4_8422_2325u64;
-    for part in parts {
-        for &byte in *part {
-            hash = (hash ^ byte as u64).wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-    format!("{hash:016x}")
-}
-
-/// The id of a model: a hash of its safetensors bytes and its config.
-pub fn model_id(weights: &[u8], config: &ModelConfig) -> Result<String> {
-    Ok(fnv_hex(&[weights, &config.id_bytes()?]))
-}
-
 /// Writes a bundle folder (each file atomically). Returns its config.
 #[allow(clippy::too_many_arguments)]
 pub fn save(
@@ -96,12 +79,12 @@ pub fn save(
     data: &str,
     steps: usize,
     metrics: &serde_json::Value,
-    weights_dtype: Dtype,
+    weights_dtype: StoredDtype,
 ) -> Result<BundleConfig> {
     std::fs::create_dir_all(dir).map_err(|err| EgaError::io(dir, err))?;
     let weights = match weights_dtype {
-        Dtype::F32 => model_to_bytes(model)?,
-        Dtype::F16 => safetensors_convert(&model_to_bytes(model)?, Dtype::F16, "the model")?,
+        StoredDtype::F32 => model_to_bytes(model)?,
+        StoredDtype::F16 => safetensors::convert(&model_to_bytes(model)?, StoredDtype::F16, "the model")?,
     };
     let tokenizer_json = tokenizer.to_json()?;
     let config = BundleConfig {
@@ -185,8 +168,8 @@ pub fn from_bytes(
     }
     let what = format!("{name}/model.safetensors");
     let weights = match config.weights_dtype {
-        Dtype::F32 => weights,
-        Dtype::F16 => safetensors_convert(&weights, Dtype::F32, &what)?,
+        StoredDtype::F32 => weights,
+        StoredDtype::F16 => safetensors::convert(&weights, StoredDtype::F32, &what)?,
     };
     let model = model_from_bytes(&config.model, weights, device, &what)?;
     let metrics = match metrics_json {
@@ -194,72 +177,6 @@ pub fn from_bytes(
         None => serde_json::Value::Null,
     };
     Ok(Bundle { config, model, tokenizer, metrics })
-}
-
-/// Re-encodes every F32 tensor of a safetensors file as `to` (F16 ↔ F32; other dtypes are kept).
-/// `name` names the file in messages: a truncated or foreign file is an error.
-pub fn safetensors_convert(bytes: &[u8], to: Dtype, name: &str) -> Result<Vec<u8>> {
-    let bad = |why: &str| EgaError::Data(format!("{name}: not a readable safetensors file: {why}"));
-    let header_len = bytes.get(..8).ok_or_else(|| bad("shorter than 8 bytes"))?;
-    let header_len = u64::from_le_bytes(header_len.try_into().map_err(|_| bad("header length"))?) as usize;
-    let header = bytes.get(8..8usize.saturating_add(header_len)).ok_or_else(|| bad("truncated header"))?;
-    let data = &bytes[8 + header_len..];
-    let header: serde_json::Map<String, serde_json::Value> =
-        serde_json::from_slice(header).map_err(|err| bad(&format!("header is not JSON: {err}")))?;
-    let (from_name, to_name) = match to {
-        Dtype::F16 => ("F32", "F16"),
-        Dtype::F32 => ("F16", "F32"),
-    };
-    let mut tensors: Vec<(String, serde_json::Value, usize, usize)> = Vec::new();
-    let mut out_header = serde_json::Map::new();
-    for (key, value) in header {
-        if key == "__metadata__" {
-            out_header.insert(key, value);
-            continue;
-        }
-        let offsets = value
-            .get("data_offsets")
-            .and_then(|o| o.as_array())
-            .and_then(|o| Some((o.first()?.as_u64()? as usize, o.get(1)?.as_u64()? as usize)))
-            .ok_or_else(|| bad(&format!("tensor {key} has no data_offsets")))?;
-        if offsets.0 > offsets.1 || offsets.1 > data.len() {
-            return Err(bad(&format!("tensor {key} lies outside the file (truncated?)")));
-        }
-        tensors.push((key, value, offsets.0, offsets.1));
-    }
-    tensors.sort_by_key(|t| t.2);
-    let mut out_data: Vec<u8> = Vec::with_capacity(data.len());
-    for (key, mut value, start, end) in tensors {
-        let raw = &data[start..end];
-        let converted: Vec<u8> = if value.get("dtype").and_then(|d| d.as_str()) == Some(from_name) {
-            value["dtype"] = serde_json::Value::from(to_name);
-            match to {
-                Dtype::F16 => raw
-                    .chunks_exact(4)
-                    .flat_map(|c| half::f16::from_f32(f32::from_le_bytes([c[0], c[1], c[2], c[3]])).to_le_bytes())
-                    .collect(),
-                Dtype::F32 => raw
-                    .chunks_exact(2)
-                    .flat_map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32().to_le_bytes())
-                    .collect(),
-            }
-        } else {
-            raw.to_vec()
-        };
-        let begin = out_data.len();
-        out_data.extend_from_slice(&converted);
-        value["data_offsets"] = serde_json::json!([begin, out_data.len()]);
-        out_header.insert(key, value);
-    }
-    let mut header = serde_json::to_vec(&out_header).map_err(|err| bad(&err.to_string()))?;
-    while header.len() % 8 != 0 {
-        header.push(b' ');
-    }
-    let mut out = Vec::with_capacity(8 + header.len() + out_data.len());
-    out.extend_from_slice(&(header.len() as u64).to_le_bytes());
-    out.extend_from_slice(&header);
-    out.extend_from_slice(&out_data);
-    Ok(out)
 }
 
 /// Loads a bundle folder.

@@ -32,6 +32,21 @@ pub enum EgaError {
     /// A data file, line or image is unusable; the message names it.
     #[error("{0}")]
     Data(String),
+    /// A file is not in the format its reader expects: foreign, truncated, damaged, of another
+    /// format version, or with a field out of place.
+    #[error("{file}: {problem}")]
+    Format {
+        /// The file (a path, or the name a caller gave bytes), with `:LINE` for a line of a text
+        /// file.
+        file: String,
+        /// What is wrong with it, with the cause's own words (a parser's message) where there is
+        /// one: as with `Io`, the cause is in the message, not a `#[source]` printed twice.
+        problem: String,
+    },
+    /// Writing or reading a value as JSON failed where there is no file to name (serialising a
+    /// config, say); its message is serde_json's.
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
     /// Reading or writing a file failed.
     #[error("{path}: {error}")]
     Io {
@@ -63,6 +78,11 @@ pub type Result<T, E = EgaError> = std::result::Result<T, E>;
 impl EgaError {
     pub(crate) fn io(path: impl AsRef<std::path::Path>, source: std::io::Error) -> Self {
         EgaError::Io { path: path.as_ref().display().to_string(), error: source }
+    }
+
+    /// A [`EgaError::Format`] problem of `file`.
+    pub(crate) fn format(file: impl std::fmt::Display, problem: impl Into<String>) -> Self {
+        EgaError::Format { file: file.to_string(), problem: problem.into() }
     }
 
     pub(crate) fn config(field: &'static str, value: impl std::fmt::Display, reason: impl Into<String>) -> Self {

@@ -30,6 +30,7 @@ pub mod loss;
 pub mod model;
 pub mod pretrained;
 pub mod prompt;
+pub mod store;
 pub mod tensor_util;
 pub mod tokenizer;
 pub mod train;

@@ -186,13 +186,10 @@ pub fn run(request: AblateRequest) -> Result<()> {
         request.eval_count
     );
     let markdown = format!("{header}{table}");
-    ega_core::checkpoint::write_atomic(&request.out.join("ablation.md"), markdown.as_bytes())?;
+    ega_core::store::write_atomic(&request.out.join("ablation.md"), markdown.as_bytes())?;
     let json = serde_json::json!({"preset": request.preset, "data": request.data, "train": request.train,
         "loss": request.loss, "eval_count": request.eval_count, "runs": json_runs});
-    ega_core::checkpoint::write_atomic(
-        &request.out.join("ablation.json"),
-        serde_json::to_string_pretty(&json)?.as_bytes(),
-    )?;
+    ega_core::store::write_atomic(&request.out.join("ablation.json"), serde_json::to_string_pretty(&json)?.as_bytes())?;
     println!("\n{markdown}");
     println!(
         "written to {} (ablation.md, ablation.json); {:.0} s",

@@ -151,10 +151,9 @@ fn or_default<'a>(dir: &'a str, default: &'a str) -> &'a str {
     }
 }
 
-/// FNV-1a, 64 bits: the stable hash that assigns items to splits (the same on every machine and
-/// build, unlike `std`'s randomly seeded hasher).
+/// [`crate::store::fnv1a`] of a text: the stable hash that assigns items to splits.
 pub(crate) fn fnv1a(text: &str) -> u64 {
-    text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |hash, byte| (hash ^ byte as u64).wrapping_mul(0x0100_0000_01b3))
+    crate::store::fnv1a(&[text.as_bytes()])
 }
 
 /// Texts to train the tokenizer on: the captions and negative captions of up to `max_samples`

@@ -150,33 +150,6 @@ impl TensorSource for SafetensorsSource {
     }
 }
 
-/// Host tensors as safetensors bytes (F32), names in the order given.
-pub fn to_bytes(tensors: &[(String, HostTensor)]) -> Result<Vec<u8>> {
-    let mut header = serde_json::Map::new();
-    let mut offset = 0usize;
-    for (name, tensor) in tensors {
-        let len = tensor.data.len() * 4;
-        header.insert(
-            name.clone(),
-            serde_json::json!({ "dtype": "F32", "shape": tensor.shape, "data_offsets": [offset, offset + len] }),
-        );
-        offset += len;
-    }
-    let mut header = serde_json::to_vec(&header).map_err(|err| EgaError::Data(err.to_string()))?;
-    while header.len() % 8 != 0 {
-        header.push(b' ');
-    }
-    let mut out = Vec::with_capacity(8 + header.len() + offset);
-    out.extend_from_slice(&(header.len() as u64).to_le_bytes());
-    out.extend_from_slice(&header);
-    for (_, tensor) in tensors {
-        for v in &tensor.data {
-            out.extend_from_slice(&v.to_le_bytes());
-        }
-    }
-    Ok(out)
-}
-
 /// What a Hugging Face folder's `config.json` describes.
 #[derive(Debug, Clone, PartialEq)]
 pub enum HfModel {
