@@ -133,11 +133,7 @@ pub fn run(request: AblateRequest) -> Result<()> {
                         if resume { "resuming" } else { "training" },
                         started.elapsed().as_secs_f64()
                     );
-                    let mut loss = request.loss.clone();
-                    loss.kind = kind;
-                    if kind == LossKind::InfoNce {
-                        loss.alpha = 0.0;
-                    }
+                    let loss = request.loss.clone().with_kind(kind);
                     let train = TrainConfig { seed, ..request.train.clone() };
                     train::run(TrainRequest {
                         preset: request.preset.clone(),

@@ -230,7 +230,7 @@ impl LossArgs {
         LossConfig {
             kind: self.loss,
             tau: self.tau,
-            alpha: if self.loss == ega_core::loss::LossKind::InfoNce { 0.0 } else { self.alpha },
+            alpha: self.alpha,
             tau_h: self.tau_h,
             rescale: self.rescale,
             symmetric: self.symmetric,
@@ -238,6 +238,7 @@ impl LossArgs {
             hcl_beta: self.hcl_beta,
             hcl_tau_plus: self.hcl_tau_plus,
         }
+        .with_kind(self.loss)
     }
 }
 
@@ -1054,7 +1055,7 @@ fn train_command(args: TrainArgs, given: &[String]) -> Result<()> {
                 ega_core::train::Stage {
                     name: "align".into(),
                     train: align,
-                    loss: LossConfig { kind: loss::LossKind::InfoNce, alpha: 0.0, ..loss.clone() },
+                    loss: loss.clone().with_kind(loss::LossKind::InfoNce),
                     lora: None,
                 },
                 ega_core::train::Stage {

@@ -24,7 +24,7 @@ pub mod topk;
 use burn::backend::{DispatchDevice, RuntimeId};
 use burn::tensor::Device;
 
-pub use ega::{ega_loss_fused, EgaKernelParams};
+pub use ega::{ega_rows_fused, EgaKernelParams};
 pub use topk::{topk_cosine, topk_reference, TopK};
 
 /// The WGSL sources, by file name (validated by naga in the tests).
