@@ -99,32 +99,34 @@ pub fn save(
         tokenizer_hash: Some(fnv_hex(&[tokenizer_json.as_bytes()])),
         weights_hash: Some(fnv_hex(&[&weights])),
     };
-    let json_error = |err: serde_json::Error| EgaError::Data(err.to_string());
     write_atomic(&dir.join("model.safetensors"), &weights)?;
     write_atomic(&dir.join("tokenizer.json"), tokenizer_json.as_bytes())?;
-    write_atomic(&dir.join("metrics.json"), serde_json::to_string_pretty(metrics).map_err(json_error)?.as_bytes())?;
+    write_atomic(&dir.join("metrics.json"), serde_json::to_string_pretty(metrics)?.as_bytes())?;
     // config.json last: a folder with a config is a complete bundle.
-    write_atomic(&dir.join("config.json"), serde_json::to_string_pretty(&config).map_err(json_error)?.as_bytes())?;
+    write_atomic(&dir.join("config.json"), serde_json::to_string_pretty(&config)?.as_bytes())?;
     Ok(config)
 }
 
 /// Reads and checks a bundle's `config.json` (format version, model config).
 pub fn parse_config(bytes: &[u8], name: &str) -> Result<BundleConfig> {
     let value: serde_json::Value = serde_json::from_slice(crate::fs::strip_bom(bytes))
-        .map_err(|err| EgaError::Data(format!("{name}: not JSON: {err}")))?;
+        .map_err(|err| EgaError::format(&name, format!("not JSON: {err}")))?;
     match value.get("format_version").and_then(|v| v.as_u64()) {
         Some(v) if v == BUNDLE_FORMAT_VERSION as u64 => {}
         Some(v) => {
-            return Err(EgaError::Data(format!(
-                "{name}: bundle format version {v}; this build reads version {BUNDLE_FORMAT_VERSION} (written by ega-core {})",
+            return Err(EgaError::format(
+                &name,
+                format!(
+                "bundle format version {v}; this build reads version {BUNDLE_FORMAT_VERSION} (written by ega-core {})",
                 value.get("ega_core_version").and_then(|v| v.as_str()).unwrap_or("?")
-            )));
+            ),
+            ));
         }
-        None => return Err(EgaError::Data(format!("{name}: no format_version: not an EGA bundle config"))),
+        None => return Err(EgaError::format(&name, "no format_version: not an EGA bundle config")),
     }
     let config: BundleConfig = serde_json::from_value(value)
-        .map_err(|err| EgaError::Data(format!("{name}: unreadable bundle config: {err}")))?;
-    config.model.validate().map_err(|err| EgaError::Data(format!("{name}: {err}")))?;
+        .map_err(|err| EgaError::format(&name, format!("unreadable bundle config: {err}")))?;
+    config.model.validate().map_err(|err| EgaError::format(&name, err.to_string()))?;
     Ok(config)
 }
 
@@ -142,29 +144,30 @@ pub fn from_bytes(
     if let Some(expected) = &config.tokenizer_hash {
         let hash = fnv_hex(&[tokenizer_json.as_bytes()]);
         if &hash != expected {
-            return Err(EgaError::Data(format!(
-                "{name}/tokenizer.json: its hash {hash} differs from config.json's tokenizer_hash {expected}: tokenizer.json differs from the one this bundle was saved with"
+            return Err(EgaError::format(format_args!("{name}/tokenizer.json"), format!(
+                "its hash {hash} differs from config.json's tokenizer_hash {expected}: tokenizer.json differs from the one this bundle was saved with"
             )));
         }
     }
     let tokenizer = Tokenizer::from_json_with(tokenizer_json, config.model.special)
-        .map_err(|err| EgaError::Data(format!("{name}/tokenizer.json: {err}")))?;
+        .map_err(|err| EgaError::format(format_args!("{name}/tokenizer.json"), err.to_string()))?;
     tokenizer.check_fits(config.model.vocab_size(), &format!("{name}/tokenizer.json"))?;
     let id = model_id(&weights, &config.model)?;
     if id != config.model_id {
         let expected = &config.model_id;
         let weights_as_saved = config.weights_hash.as_ref().map(|h| *h == fnv_hex(&[&weights]));
-        return Err(EgaError::Data(match weights_as_saved {
-            Some(true) => format!(
-                "{name}/config.json: its \"model\" section was edited after the bundle was saved: the weights are the saved ones (their weights_hash matches), but with this config their hash {id} differs from model_id {expected}; restore config.json, or save a new bundle"
-            ),
-            Some(false) => format!(
-                "{name}/model.safetensors: its hash {id} differs from config.json's model_id {expected} (weights replaced or damaged: weights_hash differs too)"
-            ),
-            None => format!(
-                "{name}/model.safetensors: its hash {id} with config.json's \"model\" section differs from model_id {expected}: the weights were replaced or damaged, or config.json was edited"
-            ),
-        }));
+        let (file, problem) = match weights_as_saved {
+            Some(true) => ("config.json", format!(
+                "its \"model\" section was edited after the bundle was saved: the weights are the saved ones (their weights_hash matches), but with this config their hash {id} differs from model_id {expected}; restore config.json, or save a new bundle"
+            )),
+            Some(false) => ("model.safetensors", format!(
+                "its hash {id} differs from config.json's model_id {expected} (weights replaced or damaged: weights_hash differs too)"
+            )),
+            None => ("model.safetensors", format!(
+                "its hash {id} with config.json's \"model\" section differs from model_id {expected}: the weights were replaced or damaged, or config.json was edited"
+            )),
+        };
+        return Err(EgaError::format(format_args!("{name}/{file}"), problem));
     }
     let what = format!("{name}/model.safetensors");
     let weights = match config.weights_dtype {
@@ -191,7 +194,7 @@ pub fn load(dir: &Path, device: &Device) -> Result<Bundle> {
     let config = read("config.json")?;
     let weights = read("model.safetensors")?;
     let tokenizer = String::from_utf8(read("tokenizer.json")?)
-        .map_err(|_| EgaError::Data(format!("{}/tokenizer.json is not UTF-8", dir.display())))?;
+        .map_err(|_| EgaError::format(dir.join("tokenizer.json").display(), "not UTF-8"))?;
     let metrics = crate::fs::read_regular(&dir.join("metrics.json"), crate::fs::MAX_JSON).ok();
     from_bytes(&config, weights, &tokenizer, metrics.as_deref(), &dir.display().to_string(), device)
 }

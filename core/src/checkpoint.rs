@@ -191,7 +191,7 @@ pub fn save(
         write_synced(&tmp.join("model.safetensors"), &model_to_bytes(model)?)?;
         write_synced(&tmp.join("optimizer.bin"), optimizer)?;
         write_synced(&tmp.join("tokenizer.json"), tokenizer.to_json()?.as_bytes())?;
-        let json = serde_json::to_string_pretty(state).map_err(|err| EgaError::Data(err.to_string()))?;
+        let json = serde_json::to_string_pretty(state)?;
         write_synced(&tmp.join("run.json"), json.as_bytes())
     };
     if let Err(err) = write() {
@@ -280,19 +280,20 @@ pub fn load(folder: &Path, device: &Device) -> Result<Checkpoint> {
         crate::fs::read_regular(&folder.join(file), cap)
     };
     let state: RunState = serde_json::from_slice(crate::fs::strip_bom(&read("run.json")?))
-        .map_err(|err| EgaError::Data(format!("{}: unreadable run.json: {err}", folder.join("run.json").display())))?;
+        .map_err(|err| EgaError::format(folder.join("run.json").display(), format!("unreadable run.json: {err}")))?;
     if state.format_version != FORMAT_VERSION {
-        return Err(EgaError::Data(format!(
-            "{}: format version {} (this build reads {FORMAT_VERSION}; written by ega-core {})",
+        return Err(EgaError::format(
             folder.display(),
-            state.format_version,
-            state.ega_core_version
-        )));
+            format!(
+                "format version {} (this build reads {FORMAT_VERSION}; written by ega-core {})",
+                state.format_version, state.ega_core_version
+            ),
+        ));
     }
     let tokenizer_json = String::from_utf8(read("tokenizer.json")?)
-        .map_err(|_| EgaError::Data(format!("{}: tokenizer.json is not UTF-8", folder.display())))?;
+        .map_err(|_| EgaError::format(folder.display(), "tokenizer.json is not UTF-8"))?;
     let tokenizer = Tokenizer::from_json_with(&tokenizer_json, state.model.special)
-        .map_err(|err| EgaError::Data(format!("{}: {err}", folder.join("tokenizer.json").display())))?;
+        .map_err(|err| EgaError::format(folder.join("tokenizer.json").display(), err.to_string()))?;
     tokenizer.check_fits(state.model.vocab_size(), &folder.join("tokenizer.json").display().to_string())?;
     let model = model_from_bytes(
         &state.model,
@@ -305,10 +306,7 @@ pub fn load(folder: &Path, device: &Device) -> Result<Checkpoint> {
     // is named by its file and makes the checkpoint one to fall back from.
     burn::optim::OptimizerRecord::from_bytes(burn::tensor::Bytes::from_bytes_vec(optimizer.clone())).map_err(
         |err| {
-            EgaError::Data(format!(
-                "{}: not a readable optimizer state: {err:?}",
-                folder.join("optimizer.bin").display()
-            ))
+            EgaError::format(folder.join("optimizer.bin").display(), format!("not a readable optimizer state: {err:?}"))
         },
     )?;
     Ok(Checkpoint { folder: folder.to_path_buf(), optimizer, state, model, tokenizer, passed_over: Vec::new() })

@@ -101,32 +101,33 @@ pub fn encode_bin(rows: &[f32], count: usize, dim: usize, dtype: StoredDtype, mo
 /// The header fields of `index.bin`: (dtype, count, dim, model id).
 pub fn decode_header(bytes: &[u8], name: &str) -> Result<(StoredDtype, usize, usize, String)> {
     if bytes.len() < HEADER_BYTES {
-        return Err(EgaError::Data(format!(
-            "{name}: {} bytes, shorter than the {HEADER_BYTES}-byte header: truncated or not an index",
-            bytes.len()
-        )));
+        return Err(EgaError::format(
+            &name,
+            format!("{} bytes, shorter than the {HEADER_BYTES}-byte header: truncated or not an index", bytes.len()),
+        ));
     }
     if &bytes[0..8] != MAGIC {
-        return Err(EgaError::Data(format!("{name}: not an EGA index (no EGAINDEX magic)")));
+        return Err(EgaError::format(&name, "not an EGA index (no EGAINDEX magic)"));
     }
     let u32_at = |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap_or([0; 4]));
     let version = u32_at(8);
     if version != INDEX_FORMAT_VERSION {
-        return Err(EgaError::Data(format!(
-            "{name}: index format version {version}; this build reads version {INDEX_FORMAT_VERSION}"
-        )));
+        return Err(EgaError::format(
+            &name,
+            format!("index format version {version}; this build reads version {INDEX_FORMAT_VERSION}"),
+        ));
     }
     let dtype = match StoredDtype::from_code(u32_at(12)) {
         Some(dtype) => dtype,
-        None => return Err(EgaError::Data(format!("{name}: unknown row type code {}", u32_at(12)))),
+        None => return Err(EgaError::format(&name, format!("unknown row type code {}", u32_at(12)))),
     };
     let count = u64::from_le_bytes(bytes[16..24].try_into().unwrap_or([0; 8]));
     let dim = u32_at(24) as usize;
     let model_id = String::from_utf8_lossy(&bytes[32..48]).to_string();
     let expected = (count as u128) * (dim as u128) * dtype.bytes() as u128 + HEADER_BYTES as u128;
     if expected != bytes.len() as u128 {
-        return Err(EgaError::Data(format!(
-            "{name}: the header says {count} rows of {dim} {dtype:?} values ({expected} bytes in all) but the file has {} bytes: {}",
+        return Err(EgaError::format(&name, format!(
+            "the header says {count} rows of {dim} {dtype:?} values ({expected} bytes in all) but the file has {} bytes: {}",
             bytes.len(),
             if (bytes.len() as u128) < expected { "truncated" } else { "trailing data" }
         )));
@@ -150,10 +151,13 @@ pub fn decode_bin(bytes: &[u8], name: &str) -> Result<(StoredDtype, usize, usize
 fn check_finite_rows(rows: &[f32], dim: usize, name: &str) -> Result<()> {
     if let Some(at) = rows.iter().position(|v| !v.is_finite()) {
         let (row, column) = (at / dim.max(1), at % dim.max(1));
-        return Err(EgaError::Data(format!(
-            "{name}: row {row} holds a non-finite value ({} at column {column}); embeddings must be finite: rebuild the index",
+        return Err(EgaError::format(
+            &name,
+            format!(
+            "row {row} holds a non-finite value ({} at column {column}); embeddings must be finite: rebuild the index",
             rows[at]
-        )));
+        ),
+        ));
     }
     Ok(())
 }
@@ -162,19 +166,19 @@ impl Index {
     /// An index from its two files' contents; `name` names it in messages.
     pub fn from_bytes(bin: &[u8], json: &[u8], name: &str) -> Result<Self> {
         let meta: IndexMeta = serde_json::from_slice(crate::fs::strip_bom(json))
-            .map_err(|err| EgaError::Data(format!("{name}/index.json: unreadable: {err}")))?;
+            .map_err(|err| EgaError::format(format_args!("{name}/index.json"), format!("unreadable: {err}")))?;
         if meta.format_version != INDEX_FORMAT_VERSION {
-            return Err(EgaError::Data(format!(
-                "{name}/index.json: format version {}; this build reads {INDEX_FORMAT_VERSION}",
-                meta.format_version
-            )));
+            return Err(EgaError::format(
+                format_args!("{name}/index.json"),
+                format!("format version {}; this build reads {INDEX_FORMAT_VERSION}", meta.format_version),
+            ));
         }
         let (dtype, count, dim, model_id, rows) = decode_bin(bin, &format!("{name}/index.bin"))?;
         if (dtype, count, dim, model_id.as_str()) != (meta.dtype, meta.count, meta.dim, meta.model_id.as_str())
             || meta.entries.len() != count
         {
-            return Err(EgaError::Data(format!(
-                "{name}: index.bin ({count} rows of {dim} {dtype:?}, model {model_id}) and index.json ({} rows, {} entries, of {} {:?}, model {}) disagree",
+            return Err(EgaError::format(&name, format!(
+                "index.bin ({count} rows of {dim} {dtype:?}, model {model_id}) and index.json ({} rows, {} entries, of {} {:?}, model {}) disagree",
                 meta.count,
                 meta.entries.len(),
                 meta.dim,
@@ -199,7 +203,7 @@ impl Index {
     pub fn save(&self, dir: &Path) -> Result<()> {
         std::fs::create_dir_all(dir).map_err(|err| EgaError::io(dir, err))?;
         let bin = encode_bin(&self.rows, self.meta.count, self.meta.dim, self.meta.dtype, &self.meta.model_id)?;
-        let json = serde_json::to_string_pretty(&self.meta).map_err(|err| EgaError::Data(err.to_string()))?;
+        let json = serde_json::to_string_pretty(&self.meta)?;
         crate::store::write_atomic(&dir.join("index.bin"), &bin)?;
         crate::store::write_atomic(&dir.join("index.json"), json.as_bytes())
     }

@@ -467,7 +467,7 @@ impl ModelConfig {
             }),
             Architecture::Smolvlm(_) => serde_json::to_vec(self),
         };
-        bytes.map_err(|err| EgaError::Data(err.to_string()))
+        Ok(bytes?)
     }
 
     /// Checks that the shapes fit together.

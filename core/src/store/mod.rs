@@ -141,10 +141,10 @@ pub fn model_from_bytes(config: &ModelConfig, bytes: Vec<u8>, device: &Device, w
             let mut model = MiniEmbedder::new(config, 0, device)?;
             let mut store = SafetensorsStore::from_bytes(Some(bytes));
             let result = model.load_from(&mut store).map_err(|err| {
-                EgaError::Data(format!("{what}: not a usable safetensors file for this model: {err}"))
+                EgaError::format(&what, format!("not a usable safetensors file for this model: {err}"))
             })?;
             if !result.is_success() || !result.missing.is_empty() {
-                return Err(EgaError::Data(format!("{what}: the weights do not match the model config: {result}")));
+                return Err(EgaError::format(&what, format!("the weights do not match the model config: {result}")));
             }
             Ok(Embedder::Mini(model))
         }

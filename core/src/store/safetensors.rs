@@ -70,7 +70,7 @@ pub fn to_bytes(tensors: &[(String, HostTensor)]) -> Result<Vec<u8>> {
 /// Re-encodes every F32 tensor of a safetensors file as `to` (F16 ↔ F32; other dtypes are kept).
 /// `name` names the file in messages: a truncated or foreign file is an error.
 pub fn convert(bytes: &[u8], to: StoredDtype, name: &str) -> Result<Vec<u8>> {
-    let bad = |why: String| EgaError::format(name, format!("not a readable safetensors file: {why}"));
+    let bad = |why: String| EgaError::format(&name, format!("not a readable safetensors file: {why}"));
     let (header, data) = split(bytes).map_err(bad)?;
     let (from_name, to_name) = match to {
         StoredDtype::F16 => ("F32", "F16"),
@@ -115,7 +115,7 @@ pub fn convert(bytes: &[u8], to: StoredDtype, name: &str) -> Result<Vec<u8>> {
 /// tensor that is not: another dtype would reach a matmul as a dtype mismatch (a panic), and NaN
 /// or ±Inf weights make every embedding NaN, which ranks and scores as nonsense (issue 16).
 pub fn check_f32_finite(bytes: &[u8], what: &str) -> Result<()> {
-    let bad = |why: String| EgaError::format(what, why);
+    let bad = |why: String| EgaError::format(&what, why);
     let (header, data) = split(bytes).map_err(|why| bad(format!("not a safetensors file: {why}")))?;
     let mut names: Vec<&String> = header.keys().filter(|k| *k != "__metadata__").collect();
     names.sort();
@@ -168,7 +168,10 @@ mod tests {
             assert!(err.starts_with("cut.safetensors: not a readable safetensors file"), "{cut}: {err}");
             assert!(check_f32_finite(&bytes[..cut], "cut.safetensors").is_err(), "{cut}");
         }
-        let err = check_f32_finite(&bytes[..bytes.len() - 1], "cut.safetensors").unwrap_err().to_string();
-        assert!(err.contains("outside the file"), "{err}");
+        let err = check_f32_finite(&bytes[..bytes.len() - 1], "cut.safetensors").unwrap_err();
+        assert!(
+            matches!(&err, EgaError::Format { file, problem } if file == "cut.safetensors" && problem.contains("outside the file")),
+            "{err:?}"
+        );
     }
 }
