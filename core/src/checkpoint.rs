@@ -10,14 +10,12 @@
 
 use std::path::{Path, PathBuf};
 
-use burn::store::{ModuleSnapshot, SafetensorsStore};
 use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 
 use crate::loss::LossConfig;
-use crate::model::smolvlm::{Part, SmolVlm};
-use crate::model::{Architecture, Embedder, MiniEmbedder, ModelConfig};
-use crate::pretrained::safetensors::{Rename, SafetensorsSource};
+use crate::model::{Embedder, ModelConfig};
+use crate::store::{is_temp_name, model_from_bytes, model_to_bytes, write_atomic, write_synced};
 use crate::tokenizer::Tokenizer;
 use crate::train::TrainConfig;
 use crate::{EgaError, Result};
@@ -89,111 +87,6 @@ impl RunState {
             options: RunOptions::default(),
         }
     }
-}
-
-/// The model's weights as safetensors bytes: a `mini` model's burn tensor names, a `smolvlm`
-/// model's Hugging Face names and layout (blocking read-back: native only).
-pub fn model_to_bytes(model: &Embedder) -> Result<Vec<u8>> {
-    match model {
-        Embedder::Mini(mini) => {
-            // burn-store's default metadata is a HashMap, written in a random key order: without
-            // it the same weights always give the same bytes, so the same model id (issue 16).
-            let mut store = SafetensorsStore::from_bytes(None).clear_metadata();
-            mini.save_into(&mut store).map_err(|err| EgaError::Data(format!("serialising the weights: {err}")))?;
-            store.get_bytes().map_err(|err| EgaError::Data(format!("serialising the weights: {err}")))
-        }
-        Embedder::Smolvlm(smolvlm) => crate::pretrained::safetensors::to_bytes(&smolvlm.export()?),
-    }
-}
-
-/// A model of `config` with the weights of `bytes`; every tensor must be present with its shape.
-pub fn model_from_bytes(config: &ModelConfig, bytes: Vec<u8>, device: &Device, what: &str) -> Result<Embedder> {
-    match &config.architecture {
-        Architecture::Mini(_) => {
-            check_f32_finite(&bytes, what)?;
-            let mut model = MiniEmbedder::new(config, 0, device)?;
-            let mut store = SafetensorsStore::from_bytes(Some(bytes));
-            let result = model.load_from(&mut store).map_err(|err| {
-                EgaError::Data(format!("{what}: not a usable safetensors file for this model: {err}"))
-            })?;
-            if !result.is_success() || !result.missing.is_empty() {
-                return Err(EgaError::Data(format!("{what}: the weights do not match the model config: {result}")));
-            }
-            Ok(Embedder::Mini(model))
-        }
-        Architecture::Smolvlm(smolvlm) => {
-            let mut source = SafetensorsSource::from_files(what, vec![(what.to_string(), bytes)], Rename::Smolvlm)?;
-            let (model, _) = SmolVlm::build(smolvlm, Some(&mut source), &Part::ALL, 0, device)?;
-            Ok(Embedder::Smolvlm(model))
-        }
-    }
-}
-
-/// Refuses a mini model's safetensors file unless every tensor is F32 and finite, naming the first
-/// tensor that is not: another dtype would reach a matmul as a dtype mismatch (a panic), and NaN
-/// or ±Inf weights make every embedding NaN, which ranks and scores as nonsense (issue 16).
-pub fn check_f32_finite(bytes: &[u8], what: &str) -> Result<()> {
-    let bad = |why: String| EgaError::Data(format!("{what}: {why}"));
-    let header_len = bytes
-        .get(..8)
-        .and_then(|b| b.try_into().ok())
-        .map(u64::from_le_bytes)
-        .ok_or_else(|| bad("not a safetensors file: shorter than 8 bytes".into()))?;
-    let data_start =
-        8u64.checked_add(header_len).filter(|end| *end <= bytes.len() as u64).ok_or_else(|| {
-            bad(format!("not a safetensors file: a {header_len}-byte header in {} bytes", bytes.len()))
-        })? as usize;
-    let header: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&bytes[8..data_start])
-        .map_err(|err| bad(format!("not a safetensors file: header is not JSON: {err}")))?;
-    let data = &bytes[data_start..];
-    let mut names: Vec<&String> = header.keys().filter(|k| *k != "__metadata__").collect();
-    names.sort();
-    for name in names {
-        let info = &header[name];
-        let dtype = info.get("dtype").and_then(|d| d.as_str()).unwrap_or("?");
-        if dtype != "F32" {
-            return Err(bad(format!("tensor {name} is stored as {dtype}; this model's weights must be F32 (or F16 with weights_dtype \"f16\")")));
-        }
-        let offsets = info.get("data_offsets").and_then(|o| o.as_array());
-        let range = match offsets.map(|o| o.iter().map(|v| v.as_u64()).collect::<Vec<_>>()).as_deref() {
-            Some([Some(start), Some(end)]) if start <= end && *end <= data.len() as u64 => {
-                *start as usize..*end as usize
-            }
-            _ => return Err(bad(format!("tensor {name}: data_offsets missing or outside the file"))),
-        };
-        let values = data[range].chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]));
-        if let Some((at, value)) = values.enumerate().find(|(_, v)| !v.is_finite()) {
-            return Err(bad(format!(
-                "tensor {name} holds a non-finite value ({value} at element {at}); weights must be finite"
-            )));
-        }
-    }
-    Ok(())
-}
-
-/// Writes `bytes` to `path` and flushes them to the disk before returning: a checkpoint renamed
-/// into place must not hold empty files after a power loss.
-fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
-    use std::io::Write;
-    let mut file = std::fs::File::create(path).map_err(|err| EgaError::io(path, err))?;
-    file.write_all(bytes).and_then(|_| file.sync_all()).map_err(|err| EgaError::io(path, err))
-}
-
-/// The name of a temporary file or folder of [`write_atomic`] and [`save`] (`*.tmp-<PID>`).
-pub fn is_temp_name(name: &str) -> bool {
-    name.rsplit_once(".tmp-").is_some_and(|(_, pid)| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()))
-}
-
-/// Replaces `path` atomically with `bytes` (temp file in the same folder + rename). A failed
-/// write (a full disk) removes its temp file, so nothing is left taking the space.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
-    let written =
-        write_file(&tmp, bytes).and_then(|_| std::fs::rename(&tmp, path).map_err(|err| EgaError::io(path, err)));
-    if written.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    written
 }
 
 /// Removes the temp files and folders (`*.tmp-<PID>`) that writers which died (killed, or a full
@@ -295,11 +188,11 @@ pub fn save(
     }
     let write = || -> Result<()> {
         std::fs::create_dir_all(&tmp).map_err(|err| EgaError::io(&tmp, err))?;
-        write_file(&tmp.join("model.safetensors"), &model_to_bytes(model)?)?;
-        write_file(&tmp.join("optimizer.bin"), optimizer)?;
-        write_file(&tmp.join("tokenizer.json"), tokenizer.to_json()?.as_bytes())?;
-        let json = serde_json::to_string_pretty(state).map_err(|err| EgaError::Data(err.to_string()))?;
-        write_file(&tmp.join("run.json"), json.as_bytes())
+        write_synced(&tmp.join("model.safetensors"), &model_to_bytes(model)?)?;
+        write_synced(&tmp.join("optimizer.bin"), optimizer)?;
+        write_synced(&tmp.join("tokenizer.json"), tokenizer.to_json()?.as_bytes())?;
+        let json = serde_json::to_string_pretty(state)?;
+        write_synced(&tmp.join("run.json"), json.as_bytes())
     };
     if let Err(err) = write() {
         let _ = std::fs::remove_dir_all(&tmp);
@@ -387,19 +280,20 @@ pub fn load(folder: &Path, device: &Device) -> Result<Checkpoint> {
         crate::fs::read_regular(&folder.join(file), cap)
     };
     let state: RunState = serde_json::from_slice(crate::fs::strip_bom(&read("run.json")?))
-        .map_err(|err| EgaError::Data(format!("{}: unreadable run.json: {err}", folder.join("run.json").display())))?;
+        .map_err(|err| EgaError::format(folder.join("run.json").display(), format!("unreadable run.json: {err}")))?;
     if state.format_version != FORMAT_VERSION {
-        return Err(EgaError::Data(format!(
-            "{}: format version {} (this build reads {FORMAT_VERSION}; written by ega-core {})",
+        return Err(EgaError::format(
             folder.display(),
-            state.format_version,
-            state.ega_core_version
-        )));
+            format!(
+                "format version {} (this build reads {FORMAT_VERSION}; written by ega-core {})",
+                state.format_version, state.ega_core_version
+            ),
+        ));
     }
     let tokenizer_json = String::from_utf8(read("tokenizer.json")?)
-        .map_err(|_| EgaError::Data(format!("{}: tokenizer.json is not UTF-8", folder.display())))?;
+        .map_err(|_| EgaError::format(folder.display(), "tokenizer.json is not UTF-8"))?;
     let tokenizer = Tokenizer::from_json_with(&tokenizer_json, state.model.special)
-        .map_err(|err| EgaError::Data(format!("{}: {err}", folder.join("tokenizer.json").display())))?;
+        .map_err(|err| EgaError::format(folder.join("tokenizer.json").display(), err.to_string()))?;
     tokenizer.check_fits(state.model.vocab_size(), &folder.join("tokenizer.json").display().to_string())?;
     let model = model_from_bytes(
         &state.model,
@@ -412,10 +306,7 @@ pub fn load(folder: &Path, device: &Device) -> Result<Checkpoint> {
     // is named by its file and makes the checkpoint one to fall back from.
     burn::optim::OptimizerRecord::from_bytes(burn::tensor::Bytes::from_bytes_vec(optimizer.clone())).map_err(
         |err| {
-            EgaError::Data(format!(
-                "{}: not a readable optimizer state: {err:?}",
-                folder.join("optimizer.bin").display()
-            ))
+            EgaError::format(folder.join("optimizer.bin").display(), format!("not a readable optimizer state: {err:?}"))
         },
     )?;
     Ok(Checkpoint { folder: folder.to_path_buf(), optimizer, state, model, tokenizer, passed_over: Vec::new() })

@@ -29,9 +29,26 @@ pub enum EgaError {
     /// A prompt template or a token sequence is malformed.
     #[error("invalid prompt: {0}")]
     Prompt(String),
-    /// A data file, line or image is unusable; the message names it.
+    /// Data are unusable for a reason other than a file's format (a file a dataset names is
+    /// missing, a split is too small, a folder is not a bundle or a run, a dataset is not set
+    /// up); the message names what.
     #[error("{0}")]
     Data(String),
+    /// A file is not in the format its reader expects: foreign, truncated, damaged, of another
+    /// format version, or with a field out of place.
+    #[error("{file}: {problem}")]
+    Format {
+        /// The file (a path, or the name a caller gave bytes), with `:LINE` for a line of a text
+        /// file.
+        file: String,
+        /// What is wrong with it, with the cause's own words (a parser's message) where there is
+        /// one: as with `Io`, the cause is in the message, not a `#[source]` printed twice.
+        problem: String,
+    },
+    /// Writing or reading a value as JSON failed where there is no file to name (serialising a
+    /// config, say); its message is serde_json's.
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
     /// Reading or writing a file failed.
     #[error("{path}: {error}")]
     Io {
@@ -65,7 +82,28 @@ impl EgaError {
         EgaError::Io { path: path.as_ref().display().to_string(), error: source }
     }
 
+    /// A [`EgaError::Format`] problem of `file`.
+    pub(crate) fn format(file: impl std::fmt::Display, problem: impl Into<String>) -> Self {
+        EgaError::Format { file: file.to_string(), problem: problem.into() }
+    }
+
     pub(crate) fn config(field: &'static str, value: impl std::fmt::Display, reason: impl Into<String>) -> Self {
         EgaError::InvalidConfig { field, value: value.to_string(), reason: reason.into() }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn format_errors_name_the_file_and_json_errors_keep_serde_json_s_words() {
+        let err = EgaError::format("a/index.json", "format version 9");
+        assert_eq!(err.to_string(), "a/index.json: format version 9");
+        let cause = serde_json::from_str::<u32>("x").unwrap_err();
+        let words = cause.to_string();
+        let err: EgaError = cause.into();
+        assert!(matches!(err, EgaError::Json(_)));
+        assert_eq!(err.to_string(), words);
     }
 }

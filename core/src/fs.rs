@@ -45,8 +45,7 @@ pub fn read_regular(path: &Path, cap: u64) -> Result<Vec<u8>> {
 
 /// [`read_regular`] as UTF-8 text.
 pub fn read_text(path: &Path, cap: u64) -> Result<String> {
-    String::from_utf8(read_regular(path, cap)?)
-        .map_err(|_| EgaError::Data(format!("{}: not UTF-8 text", path.display())))
+    String::from_utf8(read_regular(path, cap)?).map_err(|_| EgaError::format(path.display(), "not UTF-8 text"))
 }
 
 /// `bytes` without a leading UTF-8 byte-order mark: editors on Windows write one, and serde_json

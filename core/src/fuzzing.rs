@@ -14,11 +14,12 @@ use std::path::Path;
 use crate::bundle;
 use crate::data::jsonl::JsonlDataset;
 use crate::data::Split;
-use crate::index::{self, Dtype, Index};
+use crate::index::{self, Index};
 use crate::model::ModelConfig;
 use crate::pretrained::gguf::{GgufCheckpoint, GgufFile};
 use crate::pretrained::safetensors::{parse_hf_config, Rename, SafetensorsSource};
 use crate::pretrained::TensorSource;
+use crate::store::{self, StoredDtype};
 use crate::tokenizer::Tokenizer;
 
 /// Separates the files of a multi-file input.
@@ -123,8 +124,8 @@ pub fn bundle(data: &[u8]) {
 }
 
 /// A safetensors file: the Hugging Face reader ([`SafetensorsSource`], every tensor taken), the
-/// F16 ↔ F32 conversion of bundles ([`bundle::safetensors_convert`]) and the loading of a `mini`
-/// model's weights ([`crate::checkpoint::model_from_bytes`] into [`micro_config`]).
+/// F16 ↔ F32 conversion of bundles ([`store::safetensors::convert`]) and the loading of a `mini`
+/// model's weights ([`store::model_from_bytes`] into [`micro_config`]).
 pub fn safetensors(data: &[u8]) {
     let files = vec![("fuzz.safetensors".to_string(), data.to_vec())];
     if let Ok(mut source) = SafetensorsSource::from_files("fuzz", files, Rename::Smolvlm) {
@@ -132,10 +133,10 @@ pub fn safetensors(data: &[u8]) {
             let _ = source.take(&tensor.name);
         }
     }
-    let _ = bundle::safetensors_convert(data, Dtype::F16, "fuzz.safetensors");
-    let _ = bundle::safetensors_convert(data, Dtype::F32, "fuzz.safetensors");
+    let _ = store::safetensors::convert(data, StoredDtype::F16, "fuzz.safetensors");
+    let _ = store::safetensors::convert(data, StoredDtype::F32, "fuzz.safetensors");
     let device = crate::device::cpu().device;
-    let _ = crate::checkpoint::model_from_bytes(&micro_config(), data.to_vec(), &device, "fuzz.safetensors");
+    let _ = store::model_from_bytes(&micro_config(), data.to_vec(), &device, "fuzz.safetensors");
 }
 
 /// An index: `index.bin` and `index.json` joined by [`PART_SEPARATOR`] ([`Index::from_bytes`],

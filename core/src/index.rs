@@ -15,6 +15,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::store::StoredDtype;
 use crate::{EgaError, Result};
 
 /// First bytes of `index.bin`.
@@ -23,43 +24,6 @@ pub const MAGIC: &[u8; 8] = b"EGAINDEX";
 pub const INDEX_FORMAT_VERSION: u32 = 1;
 /// Bytes before the rows.
 pub const HEADER_BYTES: usize = 64;
-
-/// How rows are stored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Dtype {
-    /// 4-byte floats.
-    #[default]
-    F32,
-    /// 2-byte IEEE half floats (half the size; embeddings in [−1, 1] keep ~3 decimal digits).
-    F16,
-}
-
-impl Dtype {
-    fn code(self) -> u32 {
-        match self {
-            Dtype::F32 => 0,
-            Dtype::F16 => 1,
-        }
-    }
-    fn bytes(self) -> usize {
-        match self {
-            Dtype::F32 => 4,
-            Dtype::F16 => 2,
-        }
-    }
-}
-
-impl std::str::FromStr for Dtype {
-    type Err = EgaError;
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "f32" => Ok(Dtype::F32),
-            "f16" => Ok(Dtype::F16),
-            other => Err(EgaError::config("dtype", other, "expected f32 or f16")),
-        }
-    }
-}
 
 /// What one row of the index is.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -96,7 +60,7 @@ pub struct IndexMeta {
     /// Embedding dimension.
     pub dim: usize,
     /// Row storage.
-    pub dtype: Dtype,
+    pub dtype: StoredDtype,
     /// One entry per row, in row order.
     pub entries: Vec<IndexEntry>,
 }
@@ -111,7 +75,7 @@ pub struct Index {
 }
 
 /// `index.bin`'s bytes for `rows` (`count × dim`) stored as `dtype`.
-pub fn encode_bin(rows: &[f32], count: usize, dim: usize, dtype: Dtype, model_id: &str) -> Result<Vec<u8>> {
+pub fn encode_bin(rows: &[f32], count: usize, dim: usize, dtype: StoredDtype, model_id: &str) -> Result<Vec<u8>> {
     if rows.len() != count * dim {
         return Err(EgaError::Data(format!("{} values for {count} rows of {dim}", rows.len())));
     }
@@ -128,42 +92,42 @@ pub fn encode_bin(rows: &[f32], count: usize, dim: usize, dtype: Dtype, model_id
     out.extend_from_slice(model_id.as_bytes());
     out.resize(HEADER_BYTES, 0);
     match dtype {
-        Dtype::F32 => rows.iter().for_each(|v| out.extend_from_slice(&v.to_le_bytes())),
-        Dtype::F16 => rows.iter().for_each(|v| out.extend_from_slice(&half::f16::from_f32(*v).to_le_bytes())),
+        StoredDtype::F32 => rows.iter().for_each(|v| out.extend_from_slice(&v.to_le_bytes())),
+        StoredDtype::F16 => rows.iter().for_each(|v| out.extend_from_slice(&half::f16::from_f32(*v).to_le_bytes())),
     }
     Ok(out)
 }
 
 /// The header fields of `index.bin`: (dtype, count, dim, model id).
-pub fn decode_header(bytes: &[u8], name: &str) -> Result<(Dtype, usize, usize, String)> {
+pub fn decode_header(bytes: &[u8], name: &str) -> Result<(StoredDtype, usize, usize, String)> {
     if bytes.len() < HEADER_BYTES {
-        return Err(EgaError::Data(format!(
-            "{name}: {} bytes, shorter than the {HEADER_BYTES}-byte header: truncated or not an index",
-            bytes.len()
-        )));
+        return Err(EgaError::format(
+            &name,
+            format!("{} bytes, shorter than the {HEADER_BYTES}-byte header: truncated or not an index", bytes.len()),
+        ));
     }
     if &bytes[0..8] != MAGIC {
-        return Err(EgaError::Data(format!("{name}: not an EGA index (no EGAINDEX magic)")));
+        return Err(EgaError::format(&name, "not an EGA index (no EGAINDEX magic)"));
     }
     let u32_at = |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap_or([0; 4]));
     let version = u32_at(8);
     if version != INDEX_FORMAT_VERSION {
-        return Err(EgaError::Data(format!(
-            "{name}: index format version {version}; this build reads version {INDEX_FORMAT_VERSION}"
-        )));
+        return Err(EgaError::format(
+            &name,
+            format!("index format version {version}; this build reads version {INDEX_FORMAT_VERSION}"),
+        ));
     }
-    let dtype = match u32_at(12) {
-        0 => Dtype::F32,
-        1 => Dtype::F16,
-        other => return Err(EgaError::Data(format!("{name}: unknown row type code {other}"))),
+    let dtype = match StoredDtype::from_code(u32_at(12)) {
+        Some(dtype) => dtype,
+        None => return Err(EgaError::format(&name, format!("unknown row type code {}", u32_at(12)))),
     };
     let count = u64::from_le_bytes(bytes[16..24].try_into().unwrap_or([0; 8]));
     let dim = u32_at(24) as usize;
     let model_id = String::from_utf8_lossy(&bytes[32..48]).to_string();
     let expected = (count as u128) * (dim as u128) * dtype.bytes() as u128 + HEADER_BYTES as u128;
     if expected != bytes.len() as u128 {
-        return Err(EgaError::Data(format!(
-            "{name}: the header says {count} rows of {dim} {dtype:?} values ({expected} bytes in all) but the file has {} bytes: {}",
+        return Err(EgaError::format(&name, format!(
+            "the header says {count} rows of {dim} {dtype:?} values ({expected} bytes in all) but the file has {} bytes: {}",
             bytes.len(),
             if (bytes.len() as u128) < expected { "truncated" } else { "trailing data" }
         )));
@@ -172,12 +136,12 @@ pub fn decode_header(bytes: &[u8], name: &str) -> Result<(Dtype, usize, usize, S
 }
 
 /// The rows of `index.bin` as f32, after checking the header.
-pub fn decode_bin(bytes: &[u8], name: &str) -> Result<(Dtype, usize, usize, String, Vec<f32>)> {
+pub fn decode_bin(bytes: &[u8], name: &str) -> Result<(StoredDtype, usize, usize, String, Vec<f32>)> {
     let (dtype, count, dim, model_id) = decode_header(bytes, name)?;
     let data = &bytes[HEADER_BYTES..];
     let rows: Vec<f32> = match dtype {
-        Dtype::F32 => data.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
-        Dtype::F16 => data.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+        StoredDtype::F32 => data.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
+        StoredDtype::F16 => data.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
     };
     check_finite_rows(&rows, dim, name)?;
     Ok((dtype, count, dim, model_id, rows))
@@ -187,10 +151,13 @@ pub fn decode_bin(bytes: &[u8], name: &str) -> Result<(Dtype, usize, usize, Stri
 fn check_finite_rows(rows: &[f32], dim: usize, name: &str) -> Result<()> {
     if let Some(at) = rows.iter().position(|v| !v.is_finite()) {
         let (row, column) = (at / dim.max(1), at % dim.max(1));
-        return Err(EgaError::Data(format!(
-            "{name}: row {row} holds a non-finite value ({} at column {column}); embeddings must be finite: rebuild the index",
+        return Err(EgaError::format(
+            &name,
+            format!(
+            "row {row} holds a non-finite value ({} at column {column}); embeddings must be finite: rebuild the index",
             rows[at]
-        )));
+        ),
+        ));
     }
     Ok(())
 }
@@ -199,19 +166,19 @@ impl Index {
     /// An index from its two files' contents; `name` names it in messages.
     pub fn from_bytes(bin: &[u8], json: &[u8], name: &str) -> Result<Self> {
         let meta: IndexMeta = serde_json::from_slice(crate::fs::strip_bom(json))
-            .map_err(|err| EgaError::Data(format!("{name}/index.json: unreadable: {err}")))?;
+            .map_err(|err| EgaError::format(format_args!("{name}/index.json"), format!("unreadable: {err}")))?;
         if meta.format_version != INDEX_FORMAT_VERSION {
-            return Err(EgaError::Data(format!(
-                "{name}/index.json: format version {}; this build reads {INDEX_FORMAT_VERSION}",
-                meta.format_version
-            )));
+            return Err(EgaError::format(
+                format_args!("{name}/index.json"),
+                format!("format version {}; this build reads {INDEX_FORMAT_VERSION}", meta.format_version),
+            ));
         }
         let (dtype, count, dim, model_id, rows) = decode_bin(bin, &format!("{name}/index.bin"))?;
         if (dtype, count, dim, model_id.as_str()) != (meta.dtype, meta.count, meta.dim, meta.model_id.as_str())
             || meta.entries.len() != count
         {
-            return Err(EgaError::Data(format!(
-                "{name}: index.bin ({count} rows of {dim} {dtype:?}, model {model_id}) and index.json ({} rows, {} entries, of {} {:?}, model {}) disagree",
+            return Err(EgaError::format(&name, format!(
+                "index.bin ({count} rows of {dim} {dtype:?}, model {model_id}) and index.json ({} rows, {} entries, of {} {:?}, model {}) disagree",
                 meta.count,
                 meta.entries.len(),
                 meta.dim,
@@ -236,9 +203,9 @@ impl Index {
     pub fn save(&self, dir: &Path) -> Result<()> {
         std::fs::create_dir_all(dir).map_err(|err| EgaError::io(dir, err))?;
         let bin = encode_bin(&self.rows, self.meta.count, self.meta.dim, self.meta.dtype, &self.meta.model_id)?;
-        let json = serde_json::to_string_pretty(&self.meta).map_err(|err| EgaError::Data(err.to_string()))?;
-        crate::checkpoint::write_atomic(&dir.join("index.bin"), &bin)?;
-        crate::checkpoint::write_atomic(&dir.join("index.json"), json.as_bytes())
+        let json = serde_json::to_string_pretty(&self.meta)?;
+        crate::store::write_atomic(&dir.join("index.bin"), &bin)?;
+        crate::store::write_atomic(&dir.join("index.json"), json.as_bytes())
     }
 
     /// Refuses an index made by another model than `model_id`, or of another dimension.
@@ -298,13 +265,13 @@ mod tests {
     #[test]
     fn bin_round_trips_and_refuses_damage() {
         let rows: Vec<f32> = (0..12).map(|v| v as f32 / 16.0 - 0.3).collect();
-        for dtype in [Dtype::F32, Dtype::F16] {
+        for dtype in [StoredDtype::F32, StoredDtype::F16] {
             let bin = encode_bin(&rows, 3, 4, dtype, "0123456789abcdef").unwrap();
             assert_eq!(bin.len(), HEADER_BYTES + 12 * dtype.bytes());
             let (d, count, dim, id, back) = decode_bin(&bin, "x").unwrap();
             assert_eq!((d, count, dim, id.as_str()), (dtype, 3, 4, "0123456789abcdef"));
             for (a, b) in rows.iter().zip(&back) {
-                assert!((a - b).abs() <= if dtype == Dtype::F32 { 0.0 } else { 1e-3 }, "{a} vs {b}");
+                assert!((a - b).abs() <= if dtype == StoredDtype::F32 { 0.0 } else { 1e-3 }, "{a} vs {b}");
             }
             let err = decode_bin(&bin[..bin.len() - 1], "cut.bin").unwrap_err().to_string();
             assert!(err.contains("cut.bin") && err.contains("truncated"), "{err}");
@@ -323,7 +290,7 @@ mod tests {
             split: None,
             count: 1,
             dim: 2,
-            dtype: Dtype::F32,
+            dtype: StoredDtype::F32,
             entries: vec![IndexEntry { id: "x".into(), caption: None, image: None, thumbnail: None }],
         };
         let index = Index { meta: meta.clone(), rows: vec![1.0, 0.0] };
@@ -333,7 +300,7 @@ mod tests {
         let err = index.check_model("00000000000000bb", 2, "runs/b").unwrap_err().to_string();
         assert!(err.contains("rebuild"), "{err}");
         // index.bin and index.json must agree.
-        let bin = encode_bin(&[1.0, 0.0], 1, 2, Dtype::F32, "00000000000000aa").unwrap();
+        let bin = encode_bin(&[1.0, 0.0], 1, 2, StoredDtype::F32, "00000000000000aa").unwrap();
         let json = serde_json::to_vec(&IndexMeta { count: 2, ..meta }).unwrap();
         assert!(Index::from_bytes(&bin, &json, "idx").unwrap_err().to_string().contains("disagree"));
     }

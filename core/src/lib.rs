@@ -7,6 +7,8 @@
 //!   independent float64 host oracle of EGA ([`loss::oracle`]).
 //! - [`kernels`]: the fused WGSL kernels (EGA loss, top-k search) on wgpu devices.
 //! - [`device`]: choosing a burn `Device` (wgpu GPU, software Vulkan, or the `flex` CPU backend).
+//! - [`store`]: the storage floor of the file formats ([`checkpoint`], [`bundle`], [`index`]):
+//!   atomic writes, model ⇄ bytes, on-disk dtypes, safetensors conversion, hashing.
 //!
 //! Shape legend used throughout: `N` queries, `M` targets (`M >= N`), `d` embedding width,
 //! `B` batch, `L` sequence length, `D` model width, `H` heads, `K` image tokens.
@@ -30,6 +32,7 @@ pub mod loss;
 pub mod model;
 pub mod pretrained;
 pub mod prompt;
+pub mod store;
 pub mod tensor_util;
 pub mod tokenizer;
 pub mod train;

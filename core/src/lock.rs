@@ -131,7 +131,7 @@ impl OutputLock {
                     dead.describe()
                 )
             });
-            let json = serde_json::to_string(&Holder::this_process()).map_err(|err| EgaError::Data(err.to_string()))?;
+            let json = serde_json::to_string(&Holder::this_process())?;
             file.set_len(0)
                 .and_then(|_| file.seek(SeekFrom::Start(0)))
                 .and_then(|_| file.write_all(json.as_bytes()))

@@ -164,8 +164,8 @@ impl Tokenizer {
     pub fn check_fits(&self, model_vocab: usize, name: &str) -> Result<()> {
         let (count, largest) = (self.vocab_size(), self.largest_id().unwrap_or(0) as usize);
         if count > model_vocab || largest >= model_vocab {
-            return Err(EgaError::Data(format!(
-                "{name}: the tokenizer has {count} tokens with ids up to {largest}, but the model's vocab_size is {model_vocab} (ids must be < {model_vocab}): a tokenizer of another model?"
+            return Err(EgaError::format(&name, format!(
+                "the tokenizer has {count} tokens with ids up to {largest}, but the model's vocab_size is {model_vocab} (ids must be < {model_vocab}): a tokenizer of another model?"
             )));
         }
         Ok(())

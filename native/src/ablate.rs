@@ -133,11 +133,7 @@ pub fn run(request: AblateRequest) -> Result<()> {
                         if resume { "resuming" } else { "training" },
                         started.elapsed().as_secs_f64()
                     );
-                    let mut loss = request.loss.clone();
-                    loss.kind = kind;
-                    if kind == LossKind::InfoNce {
-                        loss.alpha = 0.0;
-                    }
+                    let loss = request.loss.clone().with_kind(kind);
                     let train = TrainConfig { seed, ..request.train.clone() };
                     train::run(TrainRequest {
                         preset: request.preset.clone(),
@@ -186,13 +182,10 @@ pub fn run(request: AblateRequest) -> Result<()> {
         request.eval_count
     );
     let markdown = format!("{header}{table}");
-    ega_core::checkpoint::write_atomic(&request.out.join("ablation.md"), markdown.as_bytes())?;
+    ega_core::store::write_atomic(&request.out.join("ablation.md"), markdown.as_bytes())?;
     let json = serde_json::json!({"preset": request.preset, "data": request.data, "train": request.train,
         "loss": request.loss, "eval_count": request.eval_count, "runs": json_runs});
-    ega_core::checkpoint::write_atomic(
-        &request.out.join("ablation.json"),
-        serde_json::to_string_pretty(&json)?.as_bytes(),
-    )?;
+    ega_core::store::write_atomic(&request.out.join("ablation.json"), serde_json::to_string_pretty(&json)?.as_bytes())?;
     println!("\n{markdown}");
     println!(
         "written to {} (ablation.md, ablation.json); {:.0} s",

@@ -20,7 +20,8 @@ use ega_core::bundle;
 use ega_core::data::{self, Split};
 use ega_core::device::{self, DeviceChoice};
 use ega_core::eval::{evaluate, RetrievalMetrics};
-use ega_core::index::{search_host, Dtype, Index};
+use ega_core::index::{search_host, Index};
+use ega_core::store::StoredDtype;
 
 use crate::search::{write_index, IndexRequest};
 use crate::train::LoadedModel;
@@ -40,7 +41,7 @@ pub struct ExportRequest {
     /// Output folder.
     pub out: PathBuf,
     /// Weights: `None` chooses (f16 when harmless).
-    pub weights: Option<Dtype>,
+    pub weights: Option<StoredDtype>,
     /// Held-out pairs for the f32-vs-f16 check.
     pub eval_count: usize,
     /// Device.
@@ -156,7 +157,7 @@ pub fn export(request: ExportRequest) -> Result<()> {
     // The f16 candidate: write it, load it back as the page would.
     let staging = request.out.join("model.partial");
     let _ = std::fs::remove_dir_all(&staging);
-    let save = |dir: &Path, dtype: Dtype| {
+    let save = |dir: &Path, dtype: StoredDtype| {
         bundle::save(
             dir,
             &source.model,
@@ -169,7 +170,7 @@ pub fn export(request: ExportRequest) -> Result<()> {
             dtype,
         )
     };
-    save(&staging, Dtype::F16)?;
+    save(&staging, StoredDtype::F16)?;
     let halved = bundle::load(&staging, &device)?;
 
     // Retrieval of both on the same held-out pairs.
@@ -191,7 +192,7 @@ pub fn export(request: ExportRequest) -> Result<()> {
     let half_metrics = eval(&halved.model)?;
     let (full_r1, half_r1) = (r1(&full_metrics), r1(&half_metrics));
     let harmless = half_r1.0 >= full_r1.0 - R1_TOLERANCE && half_r1.1 >= full_r1.1 - R1_TOLERANCE;
-    let weights = request.weights.unwrap_or(if harmless { Dtype::F16 } else { Dtype::F32 });
+    let weights = request.weights.unwrap_or(if harmless { StoredDtype::F16 } else { StoredDtype::F32 });
     eprintln!(
         "{split} split, {} pairs: R@1 t2i / i2t with f32 weights {:.1}% / {:.1}%, with f16 weights {:.1}% / {:.1}% → {} weights{}",
         full_metrics.count,
@@ -199,19 +200,19 @@ pub fn export(request: ExportRequest) -> Result<()> {
         100.0 * full_r1.1,
         100.0 * half_r1.0,
         100.0 * half_r1.1,
-        if weights == Dtype::F16 { "f16" } else { "f32" },
+        if weights == StoredDtype::F16 { "f16" } else { "f32" },
         if request.weights.is_some() { " (as asked)" } else if harmless { " (no loss)" } else { " (f16 loses quality)" }
     );
     let model_out = request.out.join("model");
     let _ = std::fs::remove_dir_all(&model_out);
-    let exported_config = if weights == Dtype::F16 {
+    let exported_config = if weights == StoredDtype::F16 {
         std::fs::rename(&staging, &model_out).with_context(|| format!("moving into {}", model_out.display()))?;
         halved.config.clone()
     } else {
         let _ = std::fs::remove_dir_all(&staging);
-        save(&model_out, Dtype::F32)?
+        save(&model_out, StoredDtype::F32)?
     };
-    let exported = if weights == Dtype::F16 { halved } else { bundle::load(&model_out, &device)? };
+    let exported = if weights == StoredDtype::F16 { halved } else { bundle::load(&model_out, &device)? };
 
     // The gallery, re-embedded with the exported weights; rows in f32 first to compare.
     let loaded = LoadedModel {
@@ -229,7 +230,7 @@ pub fn export(request: ExportRequest) -> Result<()> {
         split: index.meta.split.unwrap_or(Split::Test),
         count: if source_is_folder { None } else { Some(index.meta.count) },
         out: index_out.clone(),
-        dtype: Dtype::F32,
+        dtype: StoredDtype::F32,
         batch_size: 64,
         thumb_size: 64,
         device: request.device,
@@ -255,7 +256,7 @@ pub fn export(request: ExportRequest) -> Result<()> {
         if rows_f16 { "f16" } else { "f32" }
     );
     if rows_f16 {
-        rows.meta.dtype = Dtype::F16;
+        rows.meta.dtype = StoredDtype::F16;
         rows.save(&index_out)?;
     }
 
@@ -288,12 +289,9 @@ pub fn export(request: ExportRequest) -> Result<()> {
         "total_bytes": total, "largest_file": largest.0, "largest_bytes": largest.1,
         "webgpu_default_binding_limit": WEBGPU_DEFAULT_BINDING_LIMIT,
     });
-    ega_core::checkpoint::write_atomic(
-        &request.out.join("export.json"),
-        serde_json::to_string_pretty(&report)?.as_bytes(),
-    )?;
+    ega_core::store::write_atomic(&request.out.join("export.json"), serde_json::to_string_pretty(&report)?.as_bytes())?;
     let card = model_card(&exported_config, &source.metrics, &report);
-    ega_core::checkpoint::write_atomic(&request.out.join("README.md"), card.as_bytes())?;
+    ega_core::store::write_atomic(&request.out.join("README.md"), card.as_bytes())?;
     println!(
         "exported to {}: model/ ({:?} weights), index/ ({} rows, {:?}), {:.1} MB in {} files; largest {} ({:.1} MB, under WebGPU's 128 MiB default)",
         request.out.display(),

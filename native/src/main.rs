@@ -230,7 +230,7 @@ impl LossArgs {
         LossConfig {
             kind: self.loss,
             tau: self.tau,
-            alpha: if self.loss == ega_core::loss::LossKind::InfoNce { 0.0 } else { self.alpha },
+            alpha: self.alpha,
             tau_h: self.tau_h,
             rescale: self.rescale,
             symmetric: self.symmetric,
@@ -238,6 +238,7 @@ impl LossArgs {
             hcl_beta: self.hcl_beta,
             hcl_tau_plus: self.hcl_tau_plus,
         }
+        .with_kind(self.loss)
     }
 }
 
@@ -491,7 +492,7 @@ struct IndexArgs {
     out: PathBuf,
     /// Row storage: f32, or f16 (half the size).
     #[arg(long, default_value = "f32")]
-    dtype: ega_core::index::Dtype,
+    dtype: ega_core::store::StoredDtype,
     /// Images embedded at once.
     #[arg(long, default_value_t = 64)]
     batch_size: usize,
@@ -547,7 +548,7 @@ struct ExportArgs {
     out: PathBuf,
     /// Weights: f32 or f16 (default: f16 when the held-out R@1 does not drop, else f32).
     #[arg(long)]
-    weights: Option<ega_core::index::Dtype>,
+    weights: Option<ega_core::store::StoredDtype>,
     /// Held-out pairs of the f32-vs-f16 check.
     #[arg(long, default_value_t = 500)]
     eval_count: usize,
@@ -907,8 +908,8 @@ fn gen_data(args: GenDataArgs) -> Result<()> {
         let (scene, negatives) = data.scene_with_negatives(split, index)?;
         scenes.push_str(&format!("{}\n", serde_json::json!({"id": sample.id, "scene": scene, "negatives": negatives})));
     }
-    ega_core::checkpoint::write_atomic(&args.out.join("data.jsonl"), pairs.as_bytes())?;
-    ega_core::checkpoint::write_atomic(&args.out.join("scenes.jsonl"), scenes.as_bytes())?;
+    ega_core::store::write_atomic(&args.out.join("data.jsonl"), pairs.as_bytes())?;
+    ega_core::store::write_atomic(&args.out.join("scenes.jsonl"), scenes.as_bytes())?;
     println!(
         "wrote {} {split} pairs ({}×{} px, {} hard negatives each) to {}: data.jsonl, scenes.jsonl, images/, negatives/",
         args.count,
@@ -1054,7 +1055,7 @@ fn train_command(args: TrainArgs, given: &[String]) -> Result<()> {
                 ega_core::train::Stage {
                     name: "align".into(),
                     train: align,
-                    loss: LossConfig { kind: loss::LossKind::InfoNce, alpha: 0.0, ..loss.clone() },
+                    loss: loss.clone().with_kind(loss::LossKind::InfoNce),
                     lora: None,
                 },
                 ega_core::train::Stage {

@@ -8,7 +8,8 @@ use anyhow::{bail, Context, Result};
 use ega_core::data::{self, decode_image, RgbImage, Split};
 use ega_core::device::{self, DeviceChoice};
 use ega_core::embed::{embed_captions, embed_images};
-use ega_core::index::{search_host, Dtype, Hit, Index, IndexEntry, IndexMeta, INDEX_FORMAT_VERSION};
+use ega_core::index::{search_host, Hit, Index, IndexEntry, IndexMeta, INDEX_FORMAT_VERSION};
+use ega_core::store::StoredDtype;
 use ega_core::tensor_util::{floats, to_f32_vec};
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -31,7 +32,7 @@ pub struct IndexRequest {
     /// Index folder.
     pub out: PathBuf,
     /// Row storage.
-    pub dtype: Dtype,
+    pub dtype: StoredDtype,
     /// Images embedded at once.
     pub batch_size: usize,
     /// Longest side of the thumbnails (0: none).

@@ -169,7 +169,7 @@ fn truncate_log(path: &Path, from: usize) -> Result<()> {
     if !text.is_empty() {
         text.push('\n');
     }
-    checkpoint::write_atomic(path, text.as_bytes()).context("rewriting metrics.jsonl")
+    ega_core::store::write_atomic(path, text.as_bytes()).context("rewriting metrics.jsonl")
 }
 
 /// Final metrics of a finished run, per reported split.
@@ -548,7 +548,7 @@ fn run_locked(request: &TrainRequest) -> Result<Option<SplitMetrics>> {
         "device": selected.description, "wall_time_s": started.elapsed().as_secs_f64(),
         "eval": results.iter().map(|(split, m)| (split.to_string(), serde_json::to_value(m).unwrap_or_default())).collect::<serde_json::Map<_, _>>(),
     });
-    checkpoint::write_atomic(&request.out.join("metrics.json"), serde_json::to_string_pretty(&json)?.as_bytes())?;
+    ega_core::store::write_atomic(&request.out.join("metrics.json"), serde_json::to_string_pretty(&json)?.as_bytes())?;
     let bundle_dir = request.out.join("bundle");
     let bundle = ega_core::bundle::save(
         &bundle_dir,
@@ -559,7 +559,7 @@ fn run_locked(request: &TrainRequest) -> Result<Option<SplitMetrics>> {
         &state.data,
         total,
         &json,
-        ega_core::index::Dtype::F32,
+        ega_core::store::StoredDtype::F32,
     )?;
     eprintln!("model bundle {} (model {}) for index / search / export", bundle_dir.display(), bundle.model_id);
     println!("\n{}", metrics_table(&results));
@@ -689,7 +689,7 @@ pub fn eval(
                 "success_at_10": metrics.success_at_10, "outcomes": metrics.outcomes});
             value.insert("freeform".to_string(), entry);
         }
-        checkpoint::write_atomic(path, serde_json::to_string_pretty(&value)?.as_bytes())?;
+        ega_core::store::write_atomic(path, serde_json::to_string_pretty(&value)?.as_bytes())?;
     }
     Ok(())
 }

@@ -104,7 +104,7 @@ fn run_caught(target: &str, what: &str, data: &[u8]) {
     if result.is_err() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/fuzz-smoke-failures");
         std::fs::create_dir_all(&dir).unwrap();
-        let file = dir.join(format!("{target}-{}", ega_core::bundle::fnv_hex(&[data])));
+        let file = dir.join(format!("{target}-{}", ega_core::store::fnv_hex(&[data])));
         std::fs::write(&file, data).unwrap();
         panic!(
             "fuzz target {target} panicked on {what}; the input is in {} (replay: cargo +nightly fuzz run {target} {})",
@@ -199,7 +199,7 @@ fn jsonl_seeds() -> Vec<(&'static str, Vec<u8>)> {
 }
 
 /// A micro bundle's four files, as `native train` would save them, in `dtype`.
-fn micro_bundle(dtype: ega_core::index::Dtype) -> [Vec<u8>; 4] {
+fn micro_bundle(dtype: ega_core::store::StoredDtype) -> [Vec<u8>; 4] {
     let config = fuzzing::micro_config();
     let device = burn::tensor::Device::flex();
     let model = ega_core::model::Embedder::new(&config, 5, &device).unwrap();
@@ -219,9 +219,9 @@ fn micro_bundle(dtype: ega_core::index::Dtype) -> [Vec<u8>; 4] {
 }
 
 fn bundle_seeds() -> Vec<(&'static str, Vec<u8>)> {
-    use ega_core::index::Dtype;
-    let f32_bundle = micro_bundle(Dtype::F32);
-    let f16_bundle = micro_bundle(Dtype::F16);
+    use ega_core::store::StoredDtype;
+    let f32_bundle = micro_bundle(StoredDtype::F32);
+    let f16_bundle = micro_bundle(StoredDtype::F16);
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/smolvlm-tiny");
     let hf_config = std::fs::read(fixture.join("config.json")).unwrap();
     let hf_tokenizer = std::fs::read(fixture.join("tokenizer.json")).unwrap();
@@ -261,9 +261,9 @@ fn safetensors_file(tensors: &[(&str, &str, &[usize], Vec<u8>)]) -> Vec<u8> {
 }
 
 fn safetensors_seeds() -> Vec<(&'static str, Vec<u8>)> {
-    use ega_core::index::Dtype;
-    let [_, _, f32_weights, _] = micro_bundle(Dtype::F32);
-    let f16_weights = ega_core::bundle::safetensors_convert(&f32_weights, Dtype::F16, "seed").unwrap();
+    use ega_core::store::StoredDtype;
+    let [_, _, f32_weights, _] = micro_bundle(StoredDtype::F32);
+    let f16_weights = ega_core::store::safetensors::convert(&f32_weights, StoredDtype::F16, "seed").unwrap();
     let values: Vec<f32> = (0..24).map(|i| i as f32 * 0.125 - 1.0).collect();
     let f32_bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
     let f16_bytes: Vec<u8> = values.iter().flat_map(|v| half::f16::from_f32(*v).to_le_bytes()).collect();
@@ -279,7 +279,8 @@ fn safetensors_seeds() -> Vec<(&'static str, Vec<u8>)> {
 }
 
 fn index_seeds() -> Vec<(&'static str, Vec<u8>)> {
-    use ega_core::index::{encode_bin, Dtype, IndexEntry, IndexMeta, INDEX_FORMAT_VERSION};
+    use ega_core::index::{encode_bin, IndexEntry, IndexMeta, INDEX_FORMAT_VERSION};
+    use ega_core::store::StoredDtype;
     let (count, dim) = (3, 4);
     let rows: Vec<f32> = (0..count * dim).map(|i| ((i * 7 % 11) as f32 - 5.0) / 10.0).collect();
     let entry = |i: usize| IndexEntry {
@@ -289,9 +290,10 @@ fn index_seeds() -> Vec<(&'static str, Vec<u8>)> {
         thumbnail: (i != 2).then(|| format!("thumbs/{i}.png")),
     };
     let mut out = Vec::new();
-    for (name, dtype, split) in
-        [("f32.index", Dtype::F32, None), ("f16_test_split.index", Dtype::F16, Some(ega_core::data::Split::Test))]
-    {
+    for (name, dtype, split) in [
+        ("f32.index", StoredDtype::F32, None),
+        ("f16_test_split.index", StoredDtype::F16, Some(ega_core::data::Split::Test)),
+    ] {
         let bin = encode_bin(&rows, count, dim, dtype, "0123456789abcdef").unwrap();
         let meta = IndexMeta {
             format_version: INDEX_FORMAT_VERSION,
@@ -309,7 +311,7 @@ fn index_seeds() -> Vec<(&'static str, Vec<u8>)> {
         ega_core::index::Index::from_bytes(&bin, &json, "seed").unwrap();
         out.push((name, join_parts(&[&bin, &json])));
     }
-    out.push(("bin_only.index", encode_bin(&rows[..dim], 1, dim, Dtype::F32, "fedcba9876543210").unwrap()));
+    out.push(("bin_only.index", encode_bin(&rows[..dim], 1, dim, StoredDtype::F32, "fedcba9876543210").unwrap()));
     out
 }
 

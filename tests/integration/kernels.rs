@@ -5,7 +5,10 @@
 use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 use ega_core::kernels::{self, ega_path, topk_cosine, topk_reference, LossPath, SHADERS};
-use ega_core::loss::{contrastive_loss, contrastive_loss_reference, oracle, similarity_matrix, LossConfig, Rescale};
+use ega_core::loss::{
+    contrastive_loss, contrastive_loss_fused, contrastive_loss_reference, oracle, similarity_matrix, LossConfig,
+    Rescale,
+};
 use ega_core::model::{Embedder, EmbedderInput, ModelConfig};
 use ega_core::prompt::{tokenize_prompts, AssembledBatch};
 use ega_core::tensor_util::{floats, to_f64_vec};
@@ -103,11 +106,11 @@ fn fused_ega_without_autodiff_gives_the_loss() {
         // The kernels really ran (no silent fall-back to the reference), with and without autodiff.
         for on in [device.clone(), device.clone().autodiff()] {
             let sims = floats(s.iter().map(|&v| v as f32).collect(), [n, m], &on);
-            assert!(kernels::ega_loss_fused(sims, &config).is_ok(), "the fused path refused a wgpu f32 tensor");
+            assert!(contrastive_loss_fused(sims, &config).is_ok(), "the fused path refused a wgpu f32 tensor");
         }
     }
     let flex = floats(s.iter().map(|&v| v as f32).collect(), [n, m], &Device::flex());
-    assert!(kernels::ega_loss_fused(flex, &LossConfig::default()).is_err(), "flex tensors go to the reference");
+    assert!(contrastive_loss_fused(flex, &LossConfig::default()).is_err(), "flex tensors go to the reference");
 }
 
 fn tiny_batch(config: &ModelConfig, device: &Device) -> (EmbedderInput, EmbedderInput) {

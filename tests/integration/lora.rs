@@ -326,7 +326,7 @@ fn init_continues_from_an_own_smolvlm_bundle() {
         "shapes",
         0,
         &serde_json::Value::Null,
-        ega_core::index::Dtype::F32,
+        ega_core::store::StoredDtype::F32,
     )
     .unwrap();
     let lora = adapted.smolvlm().unwrap().lora.clone();

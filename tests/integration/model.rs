@@ -224,7 +224,7 @@ fn presets_have_the_documented_sizes_and_configs_round_trip() {
 #[test]
 fn bundles_round_trip_in_f32_and_f16_and_refuse_damage() {
     use ega_core::bundle;
-    use ega_core::index::Dtype;
+    use ega_core::store::StoredDtype;
     let device = burn::tensor::Device::flex();
     let config = ega_core::model::ModelConfig::tiny();
     let model = ega_core::model::Embedder::new(&config, 3, &device).unwrap();
@@ -240,7 +240,7 @@ fn bundles_round_trip_in_f32_and_f16_and_refuse_damage() {
         .unwrap()
     };
     let reference = embed(&model);
-    for dtype in [Dtype::F32, Dtype::F16] {
+    for dtype in [StoredDtype::F32, StoredDtype::F16] {
         let saved = bundle::save(
             &dir,
             &model,
@@ -257,7 +257,7 @@ fn bundles_round_trip_in_f32_and_f16_and_refuse_damage() {
         assert_eq!(loaded.config, saved);
         assert_eq!(loaded.metrics["note"], "test");
         let got = embed(&loaded.model);
-        let tolerance = if dtype == Dtype::F32 { 1e-6 } else { 2e-2 };
+        let tolerance = if dtype == StoredDtype::F32 { 1e-6 } else { 2e-2 };
         ega_tests::assert_close(&format!("{dtype:?} embeddings"), &got, &reference, tolerance, 0.0);
     }
     let weights_f16 = std::fs::metadata(dir.join("model.safetensors")).unwrap().len();
@@ -275,7 +275,7 @@ fn bundles_round_trip_in_f32_and_f16_and_refuse_damage() {
     std::fs::write(dir.join("model.safetensors"), &weights).unwrap();
     let err = bundle::load(&dir, &device).err().unwrap().to_string();
     assert!(err.contains("differs from config.json's model_id"), "{err}");
-    let err = bundle::safetensors_convert(&weights[..weights.len() / 3], Dtype::F32, "cut.safetensors")
+    let err = ega_core::store::safetensors::convert(&weights[..weights.len() / 3], StoredDtype::F32, "cut.safetensors")
         .err()
         .unwrap()
         .to_string();

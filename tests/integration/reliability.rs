@@ -2,7 +2,8 @@
 //! naming the file, the field and the bound, never with a panic, a hang or a silent wrong answer.
 //! Each test names the case of `shared/reliability/repro.sh` it guards.
 
-use ega_core::index::{decode_bin, encode_bin, Dtype};
+use ega_core::index::{decode_bin, encode_bin};
+use ega_core::store::StoredDtype;
 
 /// A `tiny` bundle saved in a fresh temp folder `name`: (folder, config, tokenizer, saved config).
 fn saved_tiny_bundle(name: &str) -> (std::path::PathBuf, ModelConfig, Tokenizer, bundle::BundleConfig) {
@@ -29,7 +30,7 @@ fn saved_tiny_bundle(name: &str) -> (std::path::PathBuf, ModelConfig, Tokenizer,
 #[test]
 fn index_rows_with_nan_or_inf_are_refused_naming_the_row() {
     let rows: Vec<f32> = (0..12).map(|v| v as f32 / 16.0).collect();
-    for dtype in [Dtype::F32, Dtype::F16] {
+    for dtype in [StoredDtype::F32, StoredDtype::F16] {
         for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
             let mut damaged = rows.clone();
             damaged[9] = bad; // row 2, column 1 of 3 rows of 4
@@ -41,8 +42,8 @@ fn index_rows_with_nan_or_inf_are_refused_naming_the_row() {
 }
 
 use ega_core::bundle;
-use ega_core::checkpoint::{model_from_bytes, model_to_bytes};
 use ega_core::model::{Embedder, LlamaConfig, ModelConfig, SiglipConfig, SmolVlmConfig};
+use ega_core::store::{fnv_hex, model_from_bytes, model_id, model_to_bytes};
 use ega_core::tokenizer::Tokenizer;
 
 fn temp_dir(name: &str) -> std::path::PathBuf {
@@ -229,7 +230,7 @@ fn a_swapped_tokenizer_is_refused_by_its_hash() {
     let device = burn::tensor::Device::flex();
     let (dir, config, tokenizer, saved) = saved_tiny_bundle("tok-swap");
     let json = tokenizer.to_json().unwrap();
-    assert_eq!(saved.tokenizer_hash.as_deref(), Some(bundle::fnv_hex(&[json.as_bytes()]).as_str()));
+    assert_eq!(saved.tokenizer_hash.as_deref(), Some(fnv_hex(&[json.as_bytes()]).as_str()));
     assert!(bundle::load(&dir, &device).is_ok());
     let other = tiny_tokenizer(&config, "zebra quokka axolotl narwhal");
     assert_ne!(other.to_json().unwrap(), json);
@@ -243,7 +244,7 @@ fn a_swapped_tokenizer_is_refused_by_its_hash() {
         let model = assets.join(name).join("model");
         let config = bundle::parse_config(&std::fs::read(model.join("config.json")).unwrap(), name).unwrap();
         let tokenizer = std::fs::read(model.join("tokenizer.json")).unwrap();
-        assert_eq!(config.tokenizer_hash, Some(bundle::fnv_hex(&[&tokenizer])), "assets/{name}/model");
+        assert_eq!(config.tokenizer_hash, Some(fnv_hex(&[&tokenizer])), "assets/{name}/model");
     }
 }
 
@@ -257,7 +258,7 @@ fn the_same_weights_give_the_same_bytes_and_model_id() {
     for _ in 0..6 {
         let again = model_to_bytes(&model).unwrap();
         assert!(again == first, "two saves of one model differ");
-        assert_eq!(bundle::model_id(&again, &config).unwrap(), bundle::model_id(&first, &config).unwrap());
+        assert_eq!(model_id(&again, &config).unwrap(), model_id(&first, &config).unwrap());
     }
 }
 
@@ -456,7 +457,7 @@ fn a_byte_order_mark_is_read_past() {
     let json = tokenizer.to_json().unwrap();
     assert!(Tokenizer::from_json(&format!("\u{feff}{json}")).is_ok());
 
-    let bin = encode_bin(&[1.0, 0.0], 1, 2, Dtype::F32, "00000000000000aa").unwrap();
+    let bin = encode_bin(&[1.0, 0.0], 1, 2, StoredDtype::F32, "00000000000000aa").unwrap();
     let meta = serde_json::json!({"format_version": 1, "model_id": "00000000000000aa", "model": "m", "source": "s",
         "count": 1, "dim": 2, "dtype": "f32", "entries": [{"id": "x"}]});
     let meta = with_bom(&serde_json::to_vec(&meta).unwrap());

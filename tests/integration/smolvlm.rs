@@ -157,8 +157,8 @@ fn check(gqa: bool) {
     assert_close("image row", &batch[d..], &image_embedding, TOLERANCE, 0.0);
 
     // The model's own export is a Hugging Face checkpoint again: it reloads to the same outputs.
-    let bytes = ega_core::checkpoint::model_to_bytes(&embedder).unwrap();
-    let reloaded = ega_core::checkpoint::model_from_bytes(&config, bytes, &device, "exported").unwrap();
+    let bytes = ega_core::store::model_to_bytes(&embedder).unwrap();
+    let reloaded = ega_core::store::model_from_bytes(&config, bytes, &device, "exported").unwrap();
     let again = to_f64_vec(reloaded.embed(&text_input)).unwrap();
     assert_close("reloaded export", &again, &text_embedding, 1e-6, 0.0);
     let _ = std::fs::remove_dir_all(&dir);
@@ -183,8 +183,7 @@ fn folder_with(
     let dir = std::env::temp_dir().join(format!("ega-smolvlm-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("config.json"), serde_json::to_vec(config).unwrap()).unwrap();
-    std::fs::write(dir.join("model.safetensors"), ega_core::pretrained::safetensors::to_bytes(tensors).unwrap())
-        .unwrap();
+    std::fs::write(dir.join("model.safetensors"), ega_core::store::safetensors::to_bytes(tensors).unwrap()).unwrap();
     dir
 }
 
@@ -333,7 +332,7 @@ fn committed_tiny_smolvlm_bundle_embeds_as_recorded() {
             "none (random weights: a test fixture)",
             0,
             &serde_json::json!({}),
-            ega_core::index::Dtype::F32,
+            ega_core::store::StoredDtype::F32,
         )
         .unwrap();
         let bundle = ega_core::bundle::load(&dir, &device).unwrap();

@@ -14,11 +14,11 @@ use std::process::Command;
 
 use burn::module::{Module, Param};
 use burn::tensor::{Device, Tensor};
-use ega_core::checkpoint::model_to_bytes;
 use ega_core::embed::prompts_input;
 use ega_core::loss::{contrastive_loss, similarity_matrix, LossConfig, Rescale};
 use ega_core::model::{Embedder, EmbedderInput, ModelConfig};
 use ega_core::prompt::{tokenize_prompts, TokenizedPrompt};
+use ega_core::store::model_to_bytes;
 use ega_core::tensor_util::{floats, to_f64_vec};
 use ega_tests::{uniform, WordTokenizer};
 use serde_json::{json, Value};

@@ -66,12 +66,16 @@ fn strings(value: &Value, key: &str, line: usize, file: &str) -> Result<Vec<Stri
             .iter()
             .map(|item| match item {
                 Value::String(s) => Ok(s.clone()),
-                other => Err(EgaError::Data(format!("{file}:{line}: \"{key}\" must hold strings, found {other}"))),
+                other => Err(EgaError::format(
+                    format_args!("{file}:{line}"),
+                    format!("\"{key}\" must hold strings, found {other}"),
+                )),
             })
             .collect(),
-        other => Err(EgaError::Data(format!(
-            "{file}:{line}: \"{key}\" must be a string or a list of strings, found {other}"
-        ))),
+        other => Err(EgaError::format(
+            format_args!("{file}:{line}"),
+            format!("\"{key}\" must be a string or a list of strings, found {other}"),
+        )),
     }
 }
 
@@ -85,10 +89,10 @@ fn first_non_empty(
         if let Some(value) = object.get(*key) {
             let found = strings(value, key, line, file)?;
             if found.len() > 1 {
-                return Err(EgaError::Data(format!(
-                    "{file}:{line}: \"{key}\" must be one string, found a list of {}",
-                    found.len()
-                )));
+                return Err(EgaError::format(
+                    format_args!("{file}:{line}"),
+                    format!("\"{key}\" must be one string, found a list of {}", found.len()),
+                ));
             }
             if let Some(text) = found.into_iter().next().filter(|s| !s.trim().is_empty()) {
                 return Ok(Some(text));
@@ -99,25 +103,26 @@ fn first_non_empty(
 }
 
 fn parse_line(text: &str, line: usize, file: &str, folder: &Path, is_file: &dyn Fn(&Path) -> bool) -> Result<Entry> {
-    let value: Value =
-        serde_json::from_str(text).map_err(|err| EgaError::Data(format!("{file}:{line}: not valid JSON: {err}")))?;
+    let value: Value = serde_json::from_str(text)
+        .map_err(|err| EgaError::format(format_args!("{file}:{line}"), format!("not valid JSON: {err}")))?;
     let Value::Object(object) = value else {
-        return Err(EgaError::Data(format!(
-            "{file}:{line}: expected a JSON object like {{\"image\": \"a.png\", \"text\": \"a caption\"}}"
-        )));
+        return Err(EgaError::format(
+            format_args!("{file}:{line}"),
+            "expected a JSON object like {\"image\": \"a.png\", \"text\": \"a caption\"}",
+        ));
     };
     if let Some(key) = object.keys().find(|k| !KNOWN_KEYS.contains(&k.as_str())) {
-        return Err(EgaError::Data(format!(
-            "{file}:{line}: unknown field \"{key}\" (accepted: {})",
-            KNOWN_KEYS.join(", ")
-        )));
+        return Err(EgaError::format(
+            format_args!("{file}:{line}"),
+            format!("unknown field \"{key}\" (accepted: {})", KNOWN_KEYS.join(", ")),
+        ));
     }
     let image = first_non_empty(&object, &["image", "qry_image_path", "pos_image_path"], line, file)?
-        .ok_or_else(|| EgaError::Data(format!("{file}:{line}: no image (give \"image\": \"path\")")))?;
+        .ok_or_else(|| EgaError::format(format_args!("{file}:{line}"), "no image (give \"image\": \"path\")"))?;
     let text = first_non_empty(&object, &["text", "pos_text", "qry"], line, file)?
         .map(|t| t.replace("<|image_1|>", "").trim().to_string())
         .filter(|t| !t.is_empty())
-        .ok_or_else(|| EgaError::Data(format!("{file}:{line}: no text (give \"text\": \"a caption\")")))?;
+        .ok_or_else(|| EgaError::format(format_args!("{file}:{line}"), "no text (give \"text\": \"a caption\")"))?;
     let resolve = |p: &str| -> Result<PathBuf> {
         let path = folder.join(p);
         if !is_file(&path) {
@@ -145,9 +150,10 @@ fn parse_line(text: &str, line: usize, file: &str, folder: &Path, is_file: &dyn 
         Some(Value::String(s)) if s == "train" => Some(Split::Train),
         Some(Value::String(s)) if s == "test" => Some(Split::Test),
         Some(other) => {
-            return Err(EgaError::Data(format!(
-                "{file}:{line}: \"split\" must be \"train\" or \"test\", found {other}"
-            )))
+            return Err(EgaError::format(
+                format_args!("{file}:{line}"),
+                format!("\"split\" must be \"train\" or \"test\", found {other}"),
+            ))
         }
     };
     let id = match object.get("id") {
@@ -155,7 +161,10 @@ fn parse_line(text: &str, line: usize, file: &str, folder: &Path, is_file: &dyn 
         Some(Value::String(s)) => s.clone(),
         Some(Value::Number(n)) => n.to_string(),
         Some(other) => {
-            return Err(EgaError::Data(format!("{file}:{line}: \"id\" must be a string or a number, found {other}")))
+            return Err(EgaError::format(
+                format_args!("{file}:{line}"),
+                format!("\"id\" must be a string or a number, found {other}"),
+            ))
         }
     };
     Ok(Entry { line, id, image: resolve(&image)?, text, negative_texts, negative_images, split })
@@ -184,11 +193,10 @@ impl JsonlDataset {
             // Each line is checked on its own, so a stray non-UTF-8 caption names its line.
             let parsed = std::str::from_utf8(bytes)
                 .map_err(|err| {
-                    EgaError::Data(format!(
-                        "{file}:{}: not valid UTF-8 (byte {} of the line)",
-                        number + 1,
-                        err.valid_up_to()
-                    ))
+                    EgaError::format(
+                        format_args!("{file}:{}", number + 1),
+                        format!("not valid UTF-8 (byte {} of the line)", err.valid_up_to()),
+                    )
                 })
                 .and_then(|text| {
                     let text = text.trim_end_matches('\r');

@@ -151,10 +151,9 @@ fn or_default<'a>(dir: &'a str, default: &'a str) -> &'a str {
     }
 }
 
-/// FNV-1a, 64 bits: the stable hash that assigns items to splits (the same on every machine and
-/// build, unlike `std`'s randomly seeded hasher).
+/// [`crate::store::fnv1a`] of a text: the stable hash that assigns items to splits.
 pub(crate) fn fnv1a(text: &str) -> u64 {
-    text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |hash, byte| (hash ^ byte as u64).wrapping_mul(0x0100_0000_01b3))
+    crate::store::fnv1a(&[text.as_bytes()])
 }
 
 /// Texts to train the tokenizer on: the captions and negative captions of up to `max_samples`
@@ -242,20 +241,18 @@ pub fn fit_on_white(image: &RgbImage, size: u32) -> RgbImage {
 /// The header checks and limits of [`decode_image`], then the decode.
 fn decode_checked(bytes: &[u8], name: &str) -> Result<image::DynamicImage> {
     if bytes.is_empty() {
-        return Err(EgaError::Data(format!("{name}: the file is empty")));
+        return Err(EgaError::format(&name, "the file is empty"));
     }
     let reader = image::ImageReader::new(std::io::Cursor::new(bytes))
         .with_guessed_format()
-        .map_err(|err| EgaError::Data(format!("{name}: cannot read: {err}")))?;
+        .map_err(|err| EgaError::format(&name, format!("cannot read: {err}")))?;
     if reader.format().is_none() {
-        return Err(EgaError::Data(format!(
-            "{name}: not an image in a format this build reads (PNG, JPEG, WebP, BMP, GIF)"
-        )));
+        return Err(EgaError::format(&name, "not an image in a format this build reads (PNG, JPEG, WebP, BMP, GIF)"));
     }
     let (width, height) =
-        reader.into_dimensions().map_err(|err| EgaError::Data(format!("{name}: unreadable image header: {err}")))?;
+        reader.into_dimensions().map_err(|err| EgaError::format(&name, format!("unreadable image header: {err}")))?;
     if width == 0 || height == 0 {
-        return Err(EgaError::Data(format!("{name}: the image is {width}×{height} pixels")));
+        return Err(EgaError::format(&name, format!("the image is {width}×{height} pixels")));
     }
     if width > MAX_IMAGE_SIDE || height > MAX_IMAGE_SIDE || width as u64 * height as u64 > MAX_IMAGE_PIXELS {
         return Err(EgaError::Data(format!(
@@ -265,11 +262,11 @@ fn decode_checked(bytes: &[u8], name: &str) -> Result<image::DynamicImage> {
     }
     let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes))
         .with_guessed_format()
-        .map_err(|err| EgaError::Data(format!("{name}: cannot read: {err}")))?;
+        .map_err(|err| EgaError::format(&name, format!("cannot read: {err}")))?;
     let mut limits = image::Limits::default();
     limits.max_image_width = Some(MAX_IMAGE_SIDE);
     limits.max_image_height = Some(MAX_IMAGE_SIDE);
     limits.max_alloc = Some(MAX_IMAGE_PIXELS * 4 + (64 << 20));
     reader.limits(limits);
-    reader.decode().map_err(|err| EgaError::Data(format!("{name}: cannot decode: {err}")))
+    reader.decode().map_err(|err| EgaError::format(&name, format!("cannot decode: {err}")))
 }

@@ -133,7 +133,7 @@ impl OpenMojiDataset {
             header
                 .iter()
                 .position(|h| h == name)
-                .ok_or_else(|| EgaError::Data(format!("{}: no `{name}` column in the header", csv_path.display())))
+                .ok_or_else(|| EgaError::format(csv_path.display(), format!("no `{name}` column in the header")))
         };
         let (hex_col, group_col, subgroup_col, annotation_col, tags_col, base_col) = (
             column("hexcode")?,
@@ -150,13 +150,10 @@ impl OpenMojiDataset {
             }
             let fields = csv_fields(line);
             if fields.len() < header.len() {
-                return Err(EgaError::Data(format!(
-                    "{}:{}: {} fields, the header has {}",
-                    csv_path.display(),
-                    number + 2,
-                    fields.len(),
-                    header.len()
-                )));
+                return Err(EgaError::format(
+                    format_args!("{}:{}", csv_path.display(), number + 2),
+                    format!("{} fields, the header has {}", fields.len(), header.len()),
+                ));
             }
             let hexcode = fields[hex_col].clone();
             let base = if fields[base_col].is_empty() { hexcode.clone() } else { fields[base_col].clone() };
@@ -178,7 +175,7 @@ impl OpenMojiDataset {
             });
         }
         if emoji.is_empty() {
-            return Err(EgaError::Data(format!("{}: no emoji listed", csv_path.display())));
+            return Err(EgaError::format(csv_path.display(), "no emoji listed"));
         }
         let mut splits: HashMap<Split, Vec<usize>> = HashMap::new();
         let mut subgroups: HashMap<String, Vec<usize>> = HashMap::new();
@@ -249,7 +246,7 @@ impl OpenMojiDataset {
 pub fn rasterise_svg(bytes: &[u8], size: u32, name: &str) -> Result<RgbImage> {
     use resvg::{tiny_skia, usvg};
     let tree = usvg::Tree::from_data(bytes, &usvg::Options::default())
-        .map_err(|err| EgaError::Data(format!("{name}: not a readable SVG: {err}")))?;
+        .map_err(|err| EgaError::format(&name, format!("not a readable SVG: {err}")))?;
     let mut pixmap = tiny_skia::Pixmap::new(size, size)
         .ok_or_else(|| EgaError::Data(format!("{name}: cannot make a {size}×{size} canvas")))?;
     pixmap.fill(tiny_skia::Color::WHITE);

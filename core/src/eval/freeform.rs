@@ -61,21 +61,25 @@ impl QuerySet {
                 continue;
             }
             let mut query: FreeformQuery = serde_json::from_str(line).map_err(|err| {
-                EgaError::Data(format!(
-                    "{source}:{number}: not a query line ({err}); expected {{\"query\": \"...\", \"relevant\": [\"id\", ...]}}"
-                ))
+                EgaError::format(
+                    format_args!("{source}:{number}"),
+                    format!("not a query line ({err}); expected {{\"query\": \"...\", \"relevant\": [\"id\", ...]}}"),
+                )
             })?;
             if query.query.trim().is_empty() {
-                return Err(EgaError::Data(format!("{source}:{number}: the query is empty")));
+                return Err(EgaError::format(format_args!("{source}:{number}"), "the query is empty"));
             }
             if query.relevant.is_empty() {
-                return Err(EgaError::Data(format!(
-                    "{source}:{number}: \"relevant\" is empty; list at least one gallery id that answers {:?}",
-                    query.query
-                )));
+                return Err(EgaError::format(
+                    format_args!("{source}:{number}"),
+                    format!("\"relevant\" is empty; list at least one gallery id that answers {:?}", query.query),
+                ));
             }
             if let Some(blank) = query.relevant.iter().position(|id| id.trim().is_empty()) {
-                return Err(EgaError::Data(format!("{source}:{number}: relevant id {} is empty", blank + 1)));
+                return Err(EgaError::format(
+                    format_args!("{source}:{number}"),
+                    format!("relevant id {} is empty", blank + 1),
+                ));
             }
             // A repeated id is harmless to the metric; keep the first of each.
             let mut seen = std::collections::HashSet::new();
@@ -84,7 +88,7 @@ impl QuerySet {
             lines.push(number);
         }
         if queries.is_empty() {
-            return Err(EgaError::Data(format!("{source}: no queries (only blank or # lines)")));
+            return Err(EgaError::format(&source, "no queries (only blank or # lines)"));
         }
         Ok(Self { source: source.to_string(), queries, lines })
     }

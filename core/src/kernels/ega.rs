@@ -2,9 +2,10 @@
 //! exponentials) and `shaders/ega_loss_backward.wgsl` (backward: `P`, `h`, `P̄` and `G` in one
 //! pass per row), wrapped as a burn autodiff operation whose forward and backward both run WGSL.
 //!
-//! The operation maps `S [N, M]` to the per-row losses `[N]`; the mean over rows (and, with
-//! `symmetric`, the transposed term) are ordinary burn ops around it, so autodiff hands the
-//! backward kernel one upstream gradient per row, on the device.
+//! The operation maps `S [N, M]` to the per-row losses `[N]` ([`ega_rows_fused`], with its own
+//! [`EgaKernelParams`]); the mean over rows and, with `symmetric`, the transposed term are
+//! ordinary burn ops around it in `loss` (which maps a `LossConfig` to the parameters), so
+//! autodiff hands the backward kernel one upstream gradient per row, on the device.
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::{CheckpointStrategy, NoCheckpointing};
@@ -16,7 +17,7 @@ use burn::backend::{Autodiff, Cube, DType, Shape};
 use burn::tensor::Tensor;
 
 use super::launch::{empty_like_device, launch, WgslKernel};
-use crate::loss::{LossConfig, Rescale};
+use super::EgaKernelParams;
 
 /// Threads per workgroup (one workgroup per row): 64 up to 4096 columns, 256 beyond (WebGPU's
 /// default limit). Each thread should have a few columns to itself: with 4 per thread the
@@ -33,31 +34,7 @@ fn workgroup_for(m: usize) -> u32 {
     }
 }
 
-/// The scalar options the kernels read (docs/ega.md's options, in f32).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct EgaKernelParams {
-    /// Temperature τ of the logits.
-    pub tau: f32,
-    /// Temperature τ_h of the hardness.
-    pub tau_h: f32,
-    /// Amplification α (0 = info-NCE).
-    pub alpha: f32,
-    /// `rescale = sum`.
-    pub rescale_sum: bool,
-}
-
 impl EgaKernelParams {
-    /// The kernel options of a loss config (info-NCE is EGA with α = 0).
-    pub fn from_config(config: &LossConfig) -> Self {
-        let alpha = if config.kind == crate::loss::LossKind::InfoNce { 0.0 } else { config.alpha };
-        Self {
-            tau: config.tau as f32,
-            tau_h: config.tau_h() as f32,
-            alpha: alpha as f32,
-            rescale_sum: config.rescale == Rescale::Sum,
-        }
-    }
-
     /// The uniform `EgaParams` of both shaders: n, m, tau, tau_h, alpha, reserved, grad_scale, rescale.
     fn fields(&self, n: usize, m: usize) -> [u32; 8] {
         [
@@ -154,26 +131,4 @@ pub fn ega_rows_fused(similarities: Tensor<2>, params: EgaKernelParams) -> Resul
             Err(_) => Err(similarities),
         }
     }
-}
-
-/// The EGA (or info-NCE) loss of `S [N, M]` through the fused kernels, honouring `symmetric`;
-/// `Err(S)` back when the kernels cannot run on this tensor (the caller runs the reference).
-///
-/// # Shapes
-/// - similarities: `[N, M]` → `[1]`
-pub fn ega_loss_fused(similarities: Tensor<2>, config: &LossConfig) -> Result<Tensor<1>, Tensor<2>> {
-    let params = EgaKernelParams::from_config(config);
-    let [n, m] = similarities.dims();
-    let square =
-        config.symmetric.then(|| if m == n { similarities.clone() } else { similarities.clone().slice([0..n, 0..n]) });
-    let forward = ega_rows_fused(similarities, params)?.mean();
-    let Some(square) = square else {
-        return Ok(forward);
-    };
-    // Same device and dtype as the forward term, so the kernels run; the reference is only a guard.
-    let backward = match ega_rows_fused(square.transpose(), params) {
-        Ok(rows) => rows.mean(),
-        Err(transposed) => crate::loss::ega(transposed, &LossConfig { alpha: params.alpha as f64, ..config.clone() }),
-    };
-    Ok((forward + backward).div_scalar(2.0))
 }

@@ -29,7 +29,7 @@ pub mod topk;
 use burn::tensor::Device;
 
 #[cfg(feature = "wgpu")]
-pub use ega::{ega_loss_fused, EgaKernelParams};
+pub use ega::ega_rows_fused;
 pub use topk::{topk_cosine, topk_reference, TopK};
 
 /// The WGSL sources, by file name (validated by naga in the tests).
@@ -39,6 +39,19 @@ pub const SHADERS: [(&str, &str); 4] = [
     ("topk_cosine.wgsl", include_str!("../../../shaders/topk_cosine.wgsl")),
     ("topk_cosine_merge.wgsl", include_str!("../../../shaders/topk_cosine_merge.wgsl")),
 ];
+
+/// The scalar options the EGA kernels read (docs/ega.md's options, in f32).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EgaKernelParams {
+    /// Temperature τ of the logits.
+    pub tau: f32,
+    /// Temperature τ_h of the hardness.
+    pub tau_h: f32,
+    /// Amplification α (0 = info-NCE).
+    pub alpha: f32,
+    /// `rescale = sum`.
+    pub rescale_sum: bool,
+}
 
 /// Which implementation computes the loss on a device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -24,6 +24,7 @@ pub use llave::llave;
 use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 
+use crate::kernels::{self, EgaKernelParams, LossPath};
 use crate::{EgaError, Result};
 
 /// Which contrastive loss trains the model.
@@ -134,7 +135,7 @@ impl Default for LossConfig {
 impl LossConfig {
     /// info-NCE with temperature `tau`.
     pub fn infonce(tau: f64) -> Self {
-        Self { kind: LossKind::InfoNce, tau, alpha: 0.0, ..Self::default() }
+        Self { tau, ..Self::default() }.with_kind(LossKind::InfoNce)
     }
 
     /// EGA with temperature `tau` and amplification `alpha` (other options at their defaults).
@@ -145,6 +146,32 @@ impl LossConfig {
     /// The hardness temperature actually used.
     pub fn tau_h(&self) -> f64 {
         self.tau_h.unwrap_or(self.tau)
+    }
+
+    /// The amplification actually used: info-NCE is EGA with α = 0, whatever `alpha` says.
+    pub fn alpha_used(&self) -> f64 {
+        if self.kind == LossKind::InfoNce {
+            0.0
+        } else {
+            self.alpha
+        }
+    }
+
+    /// This config with the loss `kind`, and `alpha` set to the one it uses (0 for info-NCE), so
+    /// that a saved config says what ran.
+    pub fn with_kind(self, kind: LossKind) -> Self {
+        let config = Self { kind, ..self };
+        Self { alpha: config.alpha_used(), ..config }
+    }
+
+    /// The options of the fused kernels (docs/ega.md's options, in f32).
+    pub fn kernel_params(&self) -> EgaKernelParams {
+        EgaKernelParams {
+            tau: self.tau as f32,
+            tau_h: self.tau_h() as f32,
+            alpha: self.alpha_used() as f32,
+            rescale_sum: self.rescale == Rescale::Sum,
+        }
     }
 
     /// Checks every option's range.
@@ -193,18 +220,17 @@ impl LossConfig {
 
 /// The configured loss of a similarity matrix `[N, M]`: a one-element tensor.
 ///
-/// info-NCE and EGA run on the fused WGSL kernels on wgpu devices (see [`crate::kernels`]), the
-/// burn reference ops elsewhere; LLaVE and HCL always run the reference. With `symmetric`, the
+/// info-NCE and EGA run on the fused WGSL kernels on wgpu devices ([`contrastive_loss_fused`]),
+/// the burn reference ops elsewhere; LLaVE and HCL always run the reference. With `symmetric`, the
 /// mean of the loss over `S` and over the transposed in-batch block.
 pub fn contrastive_loss(similarities: Tensor<2>, config: &LossConfig) -> Result<Tensor<1>> {
     config.validate()?;
     let [n, m] = similarities.dims();
     config.check_shape(n, m)?;
-    #[cfg(feature = "wgpu")]
     let similarities = if matches!(config.kind, LossKind::InfoNce | LossKind::Ega)
-        && crate::kernels::ega_path(&similarities.device()) == crate::kernels::LossPath::FusedWgsl
+        && kernels::ega_path(&similarities.device()) == LossPath::FusedWgsl
     {
-        match crate::kernels::ega_loss_fused(similarities, config) {
+        match contrastive_loss_fused(similarities, config) {
             Ok(loss) => return Ok(loss),
             Err(similarities) => similarities,
         }
@@ -212,6 +238,28 @@ pub fn contrastive_loss(similarities: Tensor<2>, config: &LossConfig) -> Result<
         similarities
     };
     Ok(reference_loss(similarities, config))
+}
+
+/// The EGA (or info-NCE) loss of `S [N, M]` through the fused kernels' per-row losses
+/// ([`kernels::ega_rows_fused`]), honouring `symmetric`; `Err(S)` back when the kernels cannot
+/// run on this tensor (not on wgpu, not f32, or an autodiff graph with gradient checkpointing),
+/// for the caller to run the reference. `config` must be checked already ([`contrastive_loss`]
+/// does).
+///
+/// # Shapes
+/// - similarities: `[N, M]` → `[1]`
+pub fn contrastive_loss_fused(similarities: Tensor<2>, config: &LossConfig) -> Result<Tensor<1>, Tensor<2>> {
+    #[cfg(feature = "wgpu")]
+    {
+        let params = config.kernel_params();
+        symmetric_mean(similarities, config, |s| kernels::ega_rows_fused(s, params).map(|rows| rows.mean()))
+    }
+    #[cfg(not(feature = "wgpu"))]
+    {
+        // Built without wgpu (the page's CPU module): no tensor can go to the kernels.
+        let _ = config;
+        Err(similarities)
+    }
 }
 
 /// The configured loss through the burn reference ops only, on any device (what the kernels are
@@ -225,22 +273,39 @@ pub fn contrastive_loss_reference(similarities: Tensor<2>, config: &LossConfig) 
 
 /// The reference ops on a checked config and shape.
 fn reference_loss(similarities: Tensor<2>, config: &LossConfig) -> Tensor<1> {
-    let [n, m] = similarities.dims();
-    let one_direction = |s: Tensor<2>| -> Tensor<1> {
-        match config.kind {
-            LossKind::InfoNce => infonce(s, config.tau),
-            LossKind::Ega => ega(s, config),
-            LossKind::Llave => llave(s, config.tau, config.llave_beta),
-            LossKind::Hcl => hcl(s, config.tau, config.hcl_beta, config.hcl_tau_plus),
-        }
-    };
+    let one_direction = |s| reference_one_direction(s, config);
+    symmetric_mean(similarities, config, |s| Ok(one_direction(s))).unwrap_or_else(one_direction)
+}
+
+/// The configured loss of `S` in one direction (queries are the rows), by the reference ops.
+fn reference_one_direction(similarities: Tensor<2>, config: &LossConfig) -> Tensor<1> {
+    match config.kind {
+        LossKind::InfoNce => infonce(similarities, config.tau),
+        LossKind::Ega => ega(similarities, config),
+        LossKind::Llave => llave(similarities, config.tau, config.llave_beta),
+        LossKind::Hcl => hcl(similarities, config.tau, config.hcl_beta, config.hcl_tau_plus),
+    }
+}
+
+/// `one_direction(S)`, or with `symmetric` the mean of it over `S` and over the transposed
+/// in-batch block `S[:, :N]ᵀ` (the extra negatives have no positive to be queries for): the one
+/// assembly of every path. `Err(S)` back when `one_direction` cannot run on `S`; the transposed
+/// term has the same device and dtype, so it runs where the first did, and the reference is only
+/// a guard for it.
+fn symmetric_mean(
+    similarities: Tensor<2>,
+    config: &LossConfig,
+    one_direction: impl Fn(Tensor<2>) -> Result<Tensor<1>, Tensor<2>>,
+) -> Result<Tensor<1>, Tensor<2>> {
     if !config.symmetric {
         return one_direction(similarities);
     }
+    let [n, m] = similarities.dims();
     let square = if m == n { similarities.clone() } else { similarities.clone().slice([0..n, 0..n]) };
-    let forward = one_direction(similarities);
-    let backward = one_direction(square.transpose());
-    (forward + backward).div_scalar(2.0)
+    let forward = one_direction(similarities)?;
+    let backward =
+        one_direction(square.transpose()).unwrap_or_else(|transposed| reference_one_direction(transposed, config));
+    Ok((forward + backward).div_scalar(2.0))
 }
 
 /// Cosine similarities of unit-norm embeddings: `S = Q Tᵀ`.
@@ -249,4 +314,25 @@ fn reference_loss(similarities: Tensor<2>, config: &LossConfig) -> Tensor<1> {
 /// - queries: `[N, d]`, targets: `[M, d]` → `[N, M]`
 pub fn similarity_matrix(queries: Tensor<2>, targets: Tensor<2>) -> Tensor<2> {
     queries.matmul(targets.transpose())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn infonce_is_ega_with_alpha_zero_in_every_mapping() {
+        let ega = LossConfig { alpha: 2.5, ..LossConfig::default() };
+        let infonce = ega.clone().with_kind(LossKind::InfoNce);
+        assert_eq!((infonce.kind, infonce.alpha), (LossKind::InfoNce, 0.0));
+        assert_eq!(LossConfig::infonce(0.1), LossConfig { tau: 0.1, ..infonce.clone() });
+        // A config that says info-NCE with an α (an edited run.json) still runs with α = 0.
+        let edited = LossConfig { kind: LossKind::InfoNce, ..ega.clone() };
+        assert_eq!((edited.alpha_used(), edited.kernel_params().alpha), (0.0, 0.0));
+        // Other kinds keep their α.
+        assert_eq!(ega.clone().with_kind(LossKind::Hcl).alpha, 2.5);
+        assert_eq!(ega.kernel_params().alpha, 2.5);
+        let sum = LossConfig { rescale: Rescale::Sum, tau_h: Some(0.2), ..ega }.kernel_params();
+        assert_eq!((sum.tau, sum.tau_h, sum.rescale_sum), (0.05, 0.2, true));
+    }
 }

@@ -454,7 +454,7 @@ impl ModelConfig {
         }
     }
 
-    /// The bytes a model id hashes for this config (see [`crate::bundle::model_id`]). A `mini`
+    /// The bytes a model id hashes for this config (see [`crate::store::model_id`]). A `mini`
     /// config hashes its pre-architecture serialisation, so earlier ids stay valid.
     pub fn id_bytes(&self) -> Result<Vec<u8>> {
         let bytes = match &self.architecture {
@@ -467,7 +467,7 @@ impl ModelConfig {
             }),
             Architecture::Smolvlm(_) => serde_json::to_vec(self),
         };
-        bytes.map_err(|err| EgaError::Data(err.to_string()))
+        Ok(bytes?)
     }
 
     /// Checks that the shapes fit together.

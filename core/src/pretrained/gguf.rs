@@ -14,7 +14,7 @@
 //! A string is a `u64` byte length and UTF-8 bytes; an array is a `u32` item type, a `u64` count
 //! and the items. Every length, count and offset read from the file is checked against the bytes
 //! that are left and against the limits below before anything is allocated, so a truncated or
-//! hostile file is an [`EgaError::Data`] naming the file and the field, never a panic.
+//! hostile file is an [`EgaError::Format`] naming the file and the field, never a panic.
 //!
 //! Tensors come out under their Hugging Face names in PyTorch layout (outermost dimension first),
 //! with llama.cpp's per-head row permutation of the query and key projections undone
@@ -270,7 +270,7 @@ struct Cursor<'a> {
 
 impl<'a> Cursor<'a> {
     fn error(&self, message: impl std::fmt::Display) -> EgaError {
-        EgaError::Data(format!("{}: GGUF: {message}", self.file))
+        EgaError::format(self.file, format!("GGUF: {message}"))
     }
 
     fn remaining(&self) -> usize {
@@ -538,7 +538,7 @@ impl GgufFile {
     }
 
     fn error(&self, message: impl std::fmt::Display) -> EgaError {
-        EgaError::Data(format!("{}: {message}", self.name))
+        EgaError::format(&self.name, message.to_string())
     }
 
     /// A string value, or an error naming the key.

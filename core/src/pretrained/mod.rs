@@ -122,7 +122,7 @@ pub fn open(path: &Path) -> Result<Pretrained> {
         let tokenizer = match &folder.tokenizer_json {
             Some(json) => Some(
                 crate::tokenizer::parse_tokenizers_json(json)
-                    .map_err(|err| EgaError::Data(format!("{shown}/tokenizer.json: {err}")))?,
+                    .map_err(|err| EgaError::format(format_args!("{shown}/tokenizer.json"), err.to_string()))?,
             ),
             None => None,
         };

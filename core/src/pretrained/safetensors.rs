@@ -71,7 +71,7 @@ impl SafetensorsSource {
         let mut bytes = Vec::with_capacity(files.len());
         for (index, (file_name, data)) in files.into_iter().enumerate() {
             let (header, metadata): (usize, Metadata) = SafeTensors::read_metadata(&data)
-                .map_err(|err| EgaError::Data(format!("{file_name}: not a readable safetensors file: {err}")))?;
+                .map_err(|err| EgaError::format(&file_name, format!("not a readable safetensors file: {err}")))?;
             let base = 8 + header;
             for (key, info) in metadata.tensors() {
                 let (start, end) = info.data_offsets;
@@ -83,13 +83,14 @@ impl SafetensorsSource {
                     end: base.saturating_add(end),
                 };
                 if entry.end > data.len() {
-                    return Err(EgaError::Data(format!(
-                        "{file_name}: tensor {key} lies outside the file (truncated?)"
-                    )));
+                    return Err(EgaError::format(
+                        &file_name,
+                        format!("tensor {key} lies outside the file (truncated?)"),
+                    ));
                 }
                 let renamed = rename.apply(&key);
                 if entries.insert(renamed.clone(), entry).is_some() {
-                    return Err(EgaError::Data(format!("{name}: tensor {renamed} is stored twice")));
+                    return Err(EgaError::format(&name, format!("tensor {renamed} is stored twice")));
                 }
             }
             bytes.push(data);
@@ -126,20 +127,17 @@ impl TensorSource for SafetensorsSource {
             StDtype::F32 => 4,
             StDtype::F16 | StDtype::BF16 => 2,
             other => {
-                return Err(EgaError::Data(format!(
-                    "{}: tensor {key} is stored as {other:?}; this loader reads F32, F16 and BF16",
-                    self.name
-                )))
+                return Err(EgaError::format(
+                    &self.name,
+                    format!("tensor {key} is stored as {other:?}; this loader reads F32, F16 and BF16"),
+                ))
             }
         };
         if count.and_then(|c| c.checked_mul(width)) != Some(raw.len()) {
-            return Err(EgaError::Data(format!(
-                "{}: tensor {key}: {} bytes do not hold shape {:?} of {:?}",
-                self.name,
-                raw.len(),
-                entry.shape,
-                entry.dtype
-            )));
+            return Err(EgaError::format(
+                &self.name,
+                format!("tensor {key}: {} bytes do not hold shape {:?} of {:?}", raw.len(), entry.shape, entry.dtype),
+            ));
         }
         let data: Vec<f32> = match entry.dtype {
             StDtype::F32 => raw.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
@@ -148,33 +146,6 @@ impl TensorSource for SafetensorsSource {
         };
         Ok(Some(HostTensor { shape: entry.shape.clone(), data }))
     }
-}
-
-/// Host tensors as safetensors bytes (F32), names in the order given.
-pub fn to_bytes(tensors: &[(String, HostTensor)]) -> Result<Vec<u8>> {
-    let mut header = serde_json::Map::new();
-    let mut offset = 0usize;
-    for (name, tensor) in tensors {
-        let len = tensor.data.len() * 4;
-        header.insert(
-            name.clone(),
-            serde_json::json!({ "dtype": "F32", "shape": tensor.shape, "data_offsets": [offset, offset + len] }),
-        );
-        offset += len;
-    }
-    let mut header = serde_json::to_vec(&header).map_err(|err| EgaError::Data(err.to_string()))?;
-    while header.len() % 8 != 0 {
-        header.push(b' ');
-    }
-    let mut out = Vec::with_capacity(8 + header.len() + offset);
-    out.extend_from_slice(&(header.len() as u64).to_le_bytes());
-    out.extend_from_slice(&header);
-    for (_, tensor) in tensors {
-        for v in &tensor.data {
-            out.extend_from_slice(&v.to_le_bytes());
-        }
-    }
-    Ok(out)
 }
 
 /// What a Hugging Face folder's `config.json` describes.
@@ -197,14 +168,15 @@ pub fn siglip_from_hf(value: &serde_json::Value, name: &str) -> Result<SiglipCon
     let usize_of = |key: &str, default: Option<usize>| -> Result<usize> {
         match field(key).and_then(|v| v.as_u64()) {
             Some(v) => Ok(v as usize),
-            None => default.ok_or_else(|| EgaError::Data(format!("{name}: vision_config.{key} is missing"))),
+            None => default.ok_or_else(|| EgaError::format(&name, format!("vision_config.{key} is missing"))),
         }
     };
     if let Some(act) = field("hidden_act").and_then(|v| v.as_str()) {
         if act != "gelu_pytorch_tanh" {
-            return Err(EgaError::Data(format!(
-                "{name}: vision_config.hidden_act {act:?} is not supported (only \"gelu_pytorch_tanh\")"
-            )));
+            return Err(EgaError::format(
+                &name,
+                format!("vision_config.hidden_act {act:?} is not supported (only \"gelu_pytorch_tanh\")"),
+            ));
         }
     }
     Ok(SiglipConfig {
@@ -223,14 +195,14 @@ pub fn siglip_from_hf(value: &serde_json::Value, name: &str) -> Result<SiglipCon
 /// (`model_type` `idefics3` or `smolvlm`) or Llama (`llama`); anything else is an error naming it.
 pub fn parse_hf_config(bytes: &[u8], name: &str) -> Result<HfModel> {
     let value: serde_json::Value = serde_json::from_slice(crate::fs::strip_bom(bytes))
-        .map_err(|err| EgaError::Data(format!("{name}: not JSON: {err}")))?;
+        .map_err(|err| EgaError::format(&name, format!("not JSON: {err}")))?;
     let model_type = value.get("model_type").and_then(|v| v.as_str()).unwrap_or("");
     match model_type {
         "idefics3" | "smolvlm" => {
             let vision = value.get("vision_config").cloned().unwrap_or(serde_json::json!({}));
             let text = value
                 .get("text_config")
-                .ok_or_else(|| EgaError::Data(format!("{name}: an {model_type} config without text_config")))?;
+                .ok_or_else(|| EgaError::format(&name, format!("an {model_type} config without text_config")))?;
             let text_config = LlamaConfig::from_hf(text, &format!("{name} (text_config)"))?;
             let max_seq_len = text_config.max_position_embeddings.min(4096);
             let config = SmolVlmConfig {
@@ -240,15 +212,16 @@ pub fn parse_hf_config(bytes: &[u8], name: &str) -> Result<HfModel> {
                 max_seq_len,
                 lora: None,
             };
-            config.validate().map_err(|err| EgaError::Data(format!("{name}: {err}")))?;
+            config.validate().map_err(|err| EgaError::format(&name, err.to_string()))?;
             let image_token_id = value.get("image_token_id").and_then(|v| v.as_u64()).map(|v| v as u32);
             Ok(HfModel::Smolvlm { config, image_token_id })
         }
         "llama" => Ok(HfModel::Llama(LlamaConfig::from_hf(&value, name)?)),
-        "" => Err(EgaError::Data(format!("{name}: no model_type: not a Hugging Face model config"))),
-        other => Err(EgaError::Data(format!(
-            "{name}: model_type {other:?} is not supported (supported: idefics3, smolvlm, llama)"
-        ))),
+        "" => Err(EgaError::format(&name, "no model_type: not a Hugging Face model config")),
+        other => Err(EgaError::format(
+            &name,
+            format!("model_type {other:?} is not supported (supported: idefics3, smolvlm, llama)"),
+        )),
     }
 }
 
@@ -290,20 +263,20 @@ impl HfFolder {
         } else if index.is_file() {
             let value: serde_json::Value =
                 serde_json::from_slice(crate::fs::strip_bom(&read_capped(&index, MAX_JSON)?))
-                    .map_err(|err| EgaError::Data(format!("{}: not JSON: {err}", index.display())))?;
+                    .map_err(|err| EgaError::format(index.display(), format!("not JSON: {err}")))?;
             let map = value
                 .get("weight_map")
                 .and_then(|m| m.as_object())
-                .ok_or_else(|| EgaError::Data(format!("{}: no weight_map", index.display())))?;
+                .ok_or_else(|| EgaError::format(index.display(), "no weight_map"))?;
             let mut shards: Vec<&str> = map.values().filter_map(|v| v.as_str()).collect();
             shards.sort_unstable();
             shards.dedup();
             for shard in shards {
                 if shard.contains('/') || shard.contains('\\') || shard.starts_with('.') {
-                    return Err(EgaError::Data(format!(
-                        "{}: shard name {shard:?} is not a plain file name",
-                        index.display()
-                    )));
+                    return Err(EgaError::format(
+                        index.display(),
+                        format!("shard name {shard:?} is not a plain file name"),
+                    ));
                 }
                 let path = dir.join(shard);
                 files.push((path.display().to_string(), read_capped(&path, MAX_WEIGHTS)?));
@@ -319,7 +292,7 @@ impl HfFolder {
         let tokenizer_json = if tokenizer_path.is_file() {
             Some(
                 String::from_utf8(read_capped(&tokenizer_path, MAX_JSON)?)
-                    .map_err(|_| EgaError::Data(format!("{}: not UTF-8", tokenizer_path.display())))?,
+                    .map_err(|_| EgaError::format(tokenizer_path.display(), "not UTF-8"))?,
             )
         } else {
             None

@@ -81,7 +81,7 @@ impl LlamaConfig {
             field(key)
                 .and_then(|v| v.as_u64())
                 .map(|v| v as usize)
-                .ok_or_else(|| EgaError::Data(format!("{name}: {key} is missing or not a whole number")))
+                .ok_or_else(|| EgaError::format(&name, format!("{key} is missing or not a whole number")))
         };
         let hidden_size = usize_of("hidden_size")?;
         let num_attention_heads = usize_of("num_attention_heads")?;
@@ -91,23 +91,23 @@ impl LlamaConfig {
             .unwrap_or(10_000.0);
         if let Some(kind) = field("rope_parameters").and_then(|p| p.get("rope_type")).and_then(|v| v.as_str()) {
             if kind != "default" {
-                return Err(EgaError::Data(format!("{name}: rope_type {kind:?} is not supported (only \"default\")")));
+                return Err(EgaError::format(&name, format!("rope_type {kind:?} is not supported (only \"default\")")));
             }
         }
         if let Some(scaling) = field("rope_scaling") {
-            return Err(EgaError::Data(format!("{name}: rope_scaling {scaling} is not supported")));
+            return Err(EgaError::format(&name, format!("rope_scaling {scaling} is not supported")));
         }
         if let Some(head_dim) = field("head_dim").and_then(|v| v.as_u64()) {
             // Checked: both come from the file, and a huge head_dim overflowed the product.
             if (head_dim as usize).checked_mul(num_attention_heads) != Some(hidden_size) {
-                return Err(EgaError::Data(format!(
-                    "{name}: head_dim {head_dim} × num_attention_heads {num_attention_heads} ≠ hidden_size {hidden_size} (not supported)"
+                return Err(EgaError::format(&name, format!(
+                    "head_dim {head_dim} × num_attention_heads {num_attention_heads} ≠ hidden_size {hidden_size} (not supported)"
                 )));
             }
         }
         if let Some(act) = field("hidden_act").and_then(|v| v.as_str()) {
             if act != "silu" {
-                return Err(EgaError::Data(format!("{name}: hidden_act {act:?} is not supported (only \"silu\")")));
+                return Err(EgaError::format(&name, format!("hidden_act {act:?} is not supported (only \"silu\")")));
             }
         }
         let config = Self {

@@ -101,21 +101,21 @@ impl Builder<'_, '_, '_> {
             let what = source.name().to_string();
             let tensor = source
                 .take(name)?
-                .ok_or_else(|| EgaError::Data(format!("{what}: no tensor {name}, which the model config needs")))?;
+                .ok_or_else(|| EgaError::format(&what, format!("no tensor {name}, which the model config needs")))?;
             if tensor.shape != shape {
-                return Err(EgaError::Data(format!(
-                    "{what}: tensor {name} has shape {:?}, the model config needs {:?}",
-                    tensor.shape, shape
-                )));
+                return Err(EgaError::format(
+                    &what,
+                    format!("tensor {name} has shape {:?}, the model config needs {:?}", tensor.shape, shape),
+                ));
             }
             if tensor.data.len() != tensor.numel() {
-                return Err(EgaError::Data(format!("{what}: tensor {name} holds a wrong number of values")));
+                return Err(EgaError::format(&what, format!("tensor {name} holds a wrong number of values")));
             }
             if let Some(bad) = tensor.data.iter().position(|v| !v.is_finite()) {
-                return Err(EgaError::Data(format!(
-                    "{what}: tensor {name} holds a non-finite value ({} at index {bad})",
-                    tensor.data[bad]
-                )));
+                return Err(EgaError::format(
+                    &what,
+                    format!("tensor {name} holds a non-finite value ({} at index {bad})", tensor.data[bad]),
+                ));
             }
             self.report.loaded += 1;
             self.report.loaded_params += tensor.data.len();
