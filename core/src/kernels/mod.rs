@@ -19,12 +19,14 @@
 
 pub mod ega;
 mod launch;
+pub mod ops;
 pub mod topk;
 
 use burn::backend::{DispatchDevice, RuntimeId};
 use burn::tensor::Device;
 
 pub use ega::{ega_loss_fused, EgaKernelParams};
+pub use launch::launches;
 pub use topk::{topk_cosine, topk_reference, TopK};
 
 /// The WGSL sources, by file name (validated by naga in the tests).
