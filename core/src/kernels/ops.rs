@@ -13,9 +13,9 @@
 use burn::backend::backend_extension;
 use burn::backend::tensor::{FloatTensor, IntTensor};
 use burn::backend::wgpu::{into_contiguous, CubeBackend};
+use burn::backend::Backend;
 #[cfg(not(target_family = "wasm"))]
-use burn::backend::{fusion::custom::TensorSpec, Shape};
-use burn::backend::{Backend, DType};
+use burn::backend::{fusion::custom::TensorSpec, DType, Shape};
 
 use super::ega::{self, EgaKernelParams};
 use super::topk;
