@@ -1,6 +1,6 @@
 //! The WGSL kernels as backend operations of burn's cubecl backend, so they run wherever burn's
-//! `Cube` backend type does: directly on `CubeBackend` (wasm32, where `fusion` is off), and
-//! inside burn-fusion's stream on native builds (`Cube = Fusion<CubeBackend>`).
+//! `Cube` backend type does: directly on `CubeBackend` (the default build), and inside
+//! burn-fusion's stream with ega-core's `fusion` feature (`Cube = Fusion<CubeBackend>`).
 //!
 //! `#[backend_extension(.., Fusion)]` generates the `Fusion<B>` implementation: each call computes
 //! its outputs' shapes and dtypes now (the `*_meta` functions), registers an opaque custom
@@ -14,15 +14,15 @@ use burn::backend::backend_extension;
 use burn::backend::tensor::{FloatTensor, IntTensor};
 use burn::backend::wgpu::{into_contiguous, CubeBackend};
 use burn::backend::Backend;
-#[cfg(not(target_family = "wasm"))]
+#[cfg(feature = "fusion")]
 use burn::backend::{fusion::custom::TensorSpec, DType, Shape};
 
 use super::ega::{self, EgaKernelParams};
 use super::topk;
 
 /// The kernels as operations of a backend (implemented by `CubeBackend`; the fusion wrapper is
-/// generated on native builds).
-#[backend_extension(Cube, Fusion: cfg(not(target_family = "wasm")))]
+/// generated with the `fusion` feature).
+#[backend_extension(Cube, Fusion: cfg(feature = "fusion"))]
 pub trait WgslKernels: Backend {
     /// `shaders/ega_loss.wgsl` on `S [N, M]` (f32): `(loss [N], stats [N, 2], S contiguous)`.
     /// The third output is `S` itself when it already was contiguous (the backward reads it).
@@ -48,13 +48,13 @@ pub trait WgslKernels: Backend {
     fn topk_select(scores: FloatTensor<Self>, d: usize, k: usize) -> (IntTensor<Self>, FloatTensor<Self>);
 }
 
-#[cfg(not(target_family = "wasm"))]
+#[cfg(feature = "fusion")]
 fn ega_forward_meta(s: &TensorSpec, _params: &EgaKernelParams) -> (TensorSpec, TensorSpec, TensorSpec) {
     let n = s.shape[0];
     (TensorSpec::new(Shape::new([n]), DType::F32), TensorSpec::new(Shape::new([n, 2]), DType::F32), s.clone())
 }
 
-#[cfg(not(target_family = "wasm"))]
+#[cfg(feature = "fusion")]
 fn topk_select_meta(scores: &TensorSpec, _d: &usize, k: &usize) -> (TensorSpec, TensorSpec) {
     let shape = Shape::new([scores.shape[0], *k]);
     (TensorSpec::new(shape.clone(), DType::U32), TensorSpec::new(shape, DType::F32))
