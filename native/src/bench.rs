@@ -106,15 +106,17 @@ fn unit_rows(rows: usize, dim: usize, seed: u64, device: &Device) -> Tensor<2> {
     x / norm
 }
 
-/// One forward + backward of the loss on `s`, finished on the device.
+/// One forward + backward of the loss on `s`, finished on the device. The loss and `G` stay alive
+/// until the sync: burn-fusion need not write an output that was dropped before its stream ran.
 fn loss_step(s: &Tensor<2>, config: &LossConfig, fused: bool, device: &Device) -> Result<()> {
     let leaf = s.clone().require_grad();
     let loss =
         if fused { contrastive_loss(leaf.clone(), config)? } else { contrastive_loss_reference(leaf.clone(), config)? };
-    let grads = loss.backward();
+    let grads = loss.clone().backward();
     let grad = leaf.grad(&grads).context("no gradient reached S")?;
-    drop(grad);
-    sync(device)
+    sync(device)?;
+    drop((loss, grad));
+    Ok(())
 }
 
 pub fn run(options: &KernelBenchOptions, json: Option<&std::path::Path>) -> Result<()> {
@@ -144,8 +146,9 @@ pub fn run(options: &KernelBenchOptions, json: Option<&std::path::Path>) -> Resu
         let source = random([copy_elems, 1], 7, &device);
         let copy = time_ms(options.warmup, options.repeats, || {
             let copied = source.clone().add_scalar(0.0);
+            sync(&device)?;
             drop(copied);
-            sync(&device)
+            Ok(())
         })?;
         let fused_rate = bytes / (fused * 1e-3);
         let copy_rate = (2 * copy_elems * 4) as f64 / (copy * 1e-3);
@@ -181,8 +184,9 @@ pub fn run(options: &KernelBenchOptions, json: Option<&std::path::Path>) -> Resu
         let composed = time_ms(options.warmup, options.repeats, || search(false))?;
         let matmul = time_ms(options.warmup, options.repeats, || {
             let scores = queries.clone().matmul(index.clone().transpose());
+            sync(&device)?;
             drop(scores);
-            sync(&device)
+            Ok(())
         })?;
         eprintln!("fused {fused:.2} ms, composed {composed:.2} ms, score matmul alone {matmul:.2} ms");
         topk_rows.push(TopkRow {

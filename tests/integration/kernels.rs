@@ -48,6 +48,21 @@ fn near_unit_similarities(n: usize, m: usize, seed: u64) -> Vec<f64> {
     uniform(n * m, -1.0, 1.0, seed).iter().map(|v| v.signum() * (1.0 - v.abs() * 0.05)).collect()
 }
 
+/// Dispatch counts of the forward and backward EGA shaders for `S [n, m]`.
+fn shader_launches(dims: (usize, usize)) -> [u64; 2] {
+    [kernels::launches("ega_loss.wgsl", dims), kernels::launches("ega_loss_backward.wgsl", dims)]
+}
+
+/// Both EGA shaders were dispatched for `S [n, m]` since `before` was taken: with burn-fusion the
+/// kernels are operations of the lazy stream, so this (checked after the results were read)
+/// shows the WGSL ran rather than a fall-back. Shapes used here are not used by other tests.
+#[track_caller]
+fn assert_kernels_ran(what: &str, before: [u64; 2], dims: (usize, usize)) {
+    let after = shader_launches(dims);
+    assert!(after[0] > before[0], "{what}: ega_loss.wgsl was not dispatched for {dims:?}");
+    assert!(after[1] > before[1], "{what}: ega_loss_backward.wgsl was not dispatched for {dims:?}");
+}
+
 /// docs/ega.md oracle 4: the fused kernels (value and `G`) equal the float64 oracle for
 /// N ∈ {1, 2, 7, 64, 257, 1024}, M ∈ {N, N + 13}, τ ∈ {0.01, 0.05, 1.0}, similarities near ±1,
 /// |a − b| ≤ 1e-5 + 1e-4·|ref|, with both rescale modes.
@@ -64,7 +79,9 @@ fn fused_ega_matches_the_oracle_on_ega_md_shapes() {
                     }
                     let config = LossConfig { tau, rescale, ..LossConfig::default() };
                     let s = near_unit_similarities(n, m, (n * 31 + m) as u64);
+                    let launched = shader_launches((n, m));
                     let (value, grad) = value_and_grad_on_path(&s, n, m, &config, &device, true);
+                    assert_kernels_ran(&format!("[{n},{m}] tau {tau} {rescale:?}"), launched, (n, m));
                     let (want_value, _, want_grad) = oracle::ega_loss_and_grads(&s, n, m, &config);
                     let what = format!("fused [{n},{m}] tau {tau} {rescale:?}");
                     assert_close(&format!("{what} value"), &[value], &[want_value], 1e-5, 1e-4);
@@ -83,7 +100,9 @@ fn fused_ega_matches_the_oracle_on_wide_rows() {
     for rescale in [Rescale::None, Rescale::Sum] {
         let config = LossConfig { tau: 0.05, tau_h: Some(0.1), rescale, ..LossConfig::default() };
         let s = near_unit_similarities(n, m, 99);
+        let launched = shader_launches((n, m));
         let (value, grad) = value_and_grad_on_path(&s, n, m, &config, &device, true);
+        assert_kernels_ran(&format!("wide {rescale:?}"), launched, (n, m));
         let (want_value, _, want_grad) = oracle::ega_loss_and_grads(&s, n, m, &config);
         assert_close(&format!("wide {rescale:?} value"), &[value], &[want_value], 1e-5, 1e-4);
         assert_close(&format!("wide {rescale:?} G"), &grad, &want_grad, 1e-5, 1e-4);
@@ -99,14 +118,29 @@ fn fused_ega_without_autodiff_gives_the_loss() {
     for config in
         [LossConfig::default(), LossConfig { symmetric: true, ..LossConfig::default() }, LossConfig::infonce(0.1)]
     {
+        let forward_launches = || kernels::launches("ega_loss.wgsl", (n, m));
+        let before = forward_launches();
         let sims = floats(s.iter().map(|&v| v as f32).collect(), [n, m], &device);
         let value = to_f64_vec(contrastive_loss(sims, &config).unwrap()).unwrap()[0];
         let (want, _, _) = oracle::ega_loss_and_grads(&s, n, m, &config);
         assert_close(&format!("{config:?}"), &[value], &[want], 1e-5, 1e-5);
-        // The kernels really ran (no silent fall-back to the reference), with and without autodiff.
+        // The kernels really ran (no silent fall-back to the reference), with and without autodiff:
+        // the path takes the tensor, and the forward shader was dispatched by the time the value is
+        // read (burn-fusion runs it lazily, as an operation of its stream).
+        assert!(forward_launches() > before, "{config:?}: ega_loss.wgsl did not run for contrastive_loss");
         for on in [device.clone(), device.clone().autodiff()] {
+            let before = forward_launches();
             let sims = floats(s.iter().map(|&v| v as f32).collect(), [n, m], &on);
-            assert!(contrastive_loss_fused(sims, &config).is_ok(), "the fused path refused a wgpu f32 tensor");
+            let fused = contrastive_loss_fused(sims, &config).expect("the fused path refused a wgpu f32 tensor");
+            assert_close(&format!("{config:?} fused"), &to_f64_vec(fused).unwrap(), &[want], 1e-5, 1e-5);
+            assert!(
+                forward_launches() > before,
+                "{config:?}: ega_loss.wgsl did not run (autodiff: {})",
+                on.is_autodiff()
+            );
+        }
+        if config.symmetric {
+            assert!(kernels::launches("ega_loss.wgsl", (n, n)) > 0, "the transposed term runs on the kernel too");
         }
     }
     let flex = floats(s.iter().map(|&v| v as f32).collect(), [n, m], &Device::flex());
@@ -279,10 +313,21 @@ fn topk_kernel_matches_a_sort_reference() {
     ] {
         let queries = unit_rows(q, d, 5 + n as u64);
         let index = unit_rows(n, d, 9 + n as u64 * 3);
+        let before =
+            [kernels::launches("topk_cosine.wgsl", (q, n)), kernels::launches("topk_cosine_merge.wgsl", (q, n))];
         let result =
             topk_cosine(floats(queries.clone(), [q, d], &device), floats(index.clone(), [n, d], &device), k).unwrap();
         let indices: Vec<i64> = result.indices.into_data().iter::<i64>().collect();
         let scores = to_f64_vec(result.scores).unwrap();
+        // The selection ran on the WGSL kernels (lazily, in burn-fusion's stream), not the sort;
+        // the merge pass runs when the index spans several 8192-row chunks.
+        assert!(kernels::launches("topk_cosine.wgsl", (q, n)) > before[0], "q={q} n={n}: topk_cosine.wgsl did not run");
+        if n > 8192 {
+            assert!(
+                kernels::launches("topk_cosine_merge.wgsl", (q, n)) > before[1],
+                "q={q} n={n}: topk_cosine_merge.wgsl did not run"
+            );
+        }
         check_topk(
             &format!("wgpu q={q} n={n} k={k}"),
             &indices,

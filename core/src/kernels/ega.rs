@@ -6,17 +6,22 @@
 //! [`EgaKernelParams`]); the mean over rows and, with `symmetric`, the transposed term are
 //! ordinary burn ops around it in `loss` (which maps a `LossConfig` to the parameters), so
 //! autodiff hands the backward kernel one upstream gradient per row, on the device.
+//!
+//! The kernels are launched through [`WgslKernels`](super::ops::WgslKernels) on burn's `Cube`
+//! backend, so under burn-fusion (ega-core's `fusion` feature) they run as custom operations of
+//! the fused stream.
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::{CheckpointStrategy, NoCheckpointing};
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::tensor::FloatTensor;
-use burn::backend::wgpu::{into_contiguous, CubeTensor};
+use burn::backend::wgpu::CubeTensor;
 use burn::backend::{Autodiff, Cube, DType, Shape};
 use burn::tensor::Tensor;
 
 use super::launch::{empty_like_device, launch, WgslKernel};
+use super::ops::WgslKernels;
 use super::EgaKernelParams;
 
 /// Threads per workgroup (one workgroup per row): 64 up to 4096 columns, 256 beyond (WebGPU's
@@ -56,7 +61,7 @@ fn dims2(tensor: &CubeTensor) -> (usize, usize) {
 }
 
 /// Forward kernel on a contiguous f32 `S [N, M]`: `(loss [N], stats [N, 2])`.
-fn forward(s: &CubeTensor, params: &EgaKernelParams) -> (CubeTensor, CubeTensor) {
+pub(super) fn forward(s: &CubeTensor, params: &EgaKernelParams) -> (CubeTensor, CubeTensor) {
     let (n, m) = dims2(s);
     let loss = empty_like_device(s, Shape::new([n]), DType::F32);
     let stats = empty_like_device(s, Shape::new([n, 2]), DType::F32);
@@ -65,11 +70,15 @@ fn forward(s: &CubeTensor, params: &EgaKernelParams) -> (CubeTensor, CubeTensor)
     (loss, stats)
 }
 
-/// Backward kernel: `G [N, M]` from `S`, the forward's stats and the upstream per-row gradients.
-fn backward(s: &CubeTensor, stats: &CubeTensor, grad_rows: CubeTensor, params: &EgaKernelParams) -> CubeTensor {
+/// Backward kernel: `G [N, M]` from contiguous `S`, the forward's stats and the upstream per-row
+/// gradients (all contiguous).
+pub(super) fn backward(
+    s: &CubeTensor,
+    stats: &CubeTensor,
+    grad_rows: CubeTensor,
+    params: &EgaKernelParams,
+) -> CubeTensor {
     let (n, m) = dims2(s);
-    // The mean's backward hands over an expanded (stride-0) tensor: make it a real [N] buffer.
-    let grad_rows = into_contiguous(grad_rows);
     let grad_s = empty_like_device(s, Shape::new([n, m]), DType::F32);
     let kernel =
         WgslKernel { file: "ega_loss_backward.wgsl", source: BACKWARD, workgroup: workgroup_for(m), values: vec![] };
@@ -83,14 +92,14 @@ struct EgaRowsBackward;
 
 impl Backward<Cube, 1> for EgaRowsBackward {
     /// `S` (contiguous f32), the forward's `[N, 2]` stats, the options.
-    type State = (CubeTensor, CubeTensor, EgaKernelParams);
+    type State = (FloatTensor<Cube>, FloatTensor<Cube>, EgaKernelParams);
 
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
         let [parent] = ops.parents;
         let grad_rows = grads.consume::<Cube>(&ops.node);
         let (s, stats, params) = ops.state;
         if let Some(node) = parent {
-            grads.register::<Cube>(node.id, backward(&s, &stats, grad_rows, &params));
+            grads.register::<Cube>(node.id, Cube::ega_backward(s, stats, grad_rows, params));
         }
     }
 }
@@ -100,8 +109,7 @@ fn rows_autodiff<C: CheckpointStrategy>(
     params: EgaKernelParams,
 ) -> FloatTensor<Autodiff<Cube, C>> {
     let (s, guard) = s.into_parts();
-    let s = into_contiguous(s);
-    let (loss, stats) = forward(&s, &params);
+    let (loss, stats, s) = Cube::ega_forward(s, params);
     match EgaRowsBackward.prepare::<C>([guard]).compute_bound().stateful() {
         OpsKind::Tracked(prep) => prep.finish((s, stats, params), loss),
         OpsKind::UnTracked(prep) => prep.finish(loss),
@@ -127,7 +135,7 @@ pub fn ega_rows_fused(similarities: Tensor<2>, params: EgaKernelParams) -> Resul
         }
     } else {
         match similarities.clone().try_into_primitive::<Cube>() {
-            Ok(s) => Ok(Tensor::from_primitive::<Cube>(forward(&into_contiguous(s), &params).0)),
+            Ok(s) => Ok(Tensor::from_primitive::<Cube>(Cube::ega_forward(s, params).0)),
             Err(_) => Err(similarities),
         }
     }

@@ -1,5 +1,8 @@
 //! Launch helpers shared by the kernels: template sources, parameter words, dispatch grids.
 
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
 use burn::backend::wgpu::{CubeTensor, KernelSource, SourceKernel, SourceTemplate};
 use burn::backend::{DType, Shape};
 use burn::cubecl::prelude::KernelId;
@@ -56,10 +59,28 @@ impl KernelSource for WgslKernel {
     }
 }
 
+/// Dispatches so far per (shader file, parameter field 0, parameter field 1): see [`launches`].
+static LAUNCHES: Mutex<BTreeMap<(&'static str, u32, u32), u64>> = Mutex::new(BTreeMap::new());
+
+/// How many times `file` has been dispatched (in this process) with its first two parameter
+/// fields equal to `dims` (the EGA shaders: `N, M`; the top-k shaders: queries, index rows).
+/// Counted when the kernel is handed to the device queue: under burn-fusion that is when the
+/// fused stream executes the kernel's operation, not when the operation is registered, so a
+/// count that moved after a read of the result means the WGSL itself ran.
+pub fn launches(file: &'static str, dims: (usize, usize)) -> u64 {
+    let counts = LAUNCHES.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    counts.get(&(file, dims.0 as u32, dims.1 as u32)).copied().unwrap_or(0)
+}
+
 /// Launches `kernel` on `groups` workgroups with `buffers` as `@binding(0..)` and the eight
 /// parameter fields as the last binding (the binding contract of `kernels/mod.rs`).
 pub fn launch(kernel: WgslKernel, buffers: &[&CubeTensor], params: [u32; 8], groups: usize) {
     let Some(first) = buffers.first() else { return };
+    *LAUNCHES
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .entry((kernel.file, params[0], params[1]))
+        .or_insert(0) += 1;
     let arguments = buffers
         .iter()
         .fold(KernelArguments::new(), |arguments, buffer| arguments.with_buffer(buffer.handle.clone().binding()))

@@ -13,6 +13,10 @@
 //! comes from the WGSL text only (a `{{ workgroup_size }}` template value). No bounds checks are
 //! compiled in and workgroup memory is not zeroed, so the shaders guard every index.
 //!
+//! The kernels are launched through [`ops::WgslKernels`], a backend extension of burn's `Cube`
+//! backend: directly on `CubeBackend` by default, and as custom operations of burn-fusion's lazy
+//! stream with ega-core's `fusion` feature. [`launches`] counts the dispatches of each shader.
+//!
 //! The kernels run when the tensor lives on a wgpu device and is f32; everywhere else (flex, CUDA,
 //! another dtype, gradient checkpointing) the burn reference runs. [`ega_path`] says which, and
 //! `EGA_KERNELS=off` in the environment forces the reference (for comparisons and debugging).
@@ -24,12 +28,16 @@
 pub mod ega;
 #[cfg(feature = "wgpu")]
 mod launch;
+#[cfg(feature = "wgpu")]
+pub mod ops;
 pub mod topk;
 
 use burn::tensor::Device;
 
 #[cfg(feature = "wgpu")]
 pub use ega::ega_rows_fused;
+#[cfg(feature = "wgpu")]
+pub use launch::launches;
 pub use topk::{topk_cosine, topk_reference, TopK};
 
 /// The WGSL sources, by file name (validated by naga in the tests).

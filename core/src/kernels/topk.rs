@@ -8,13 +8,15 @@
 //! every device; [`topk_cosine`] picks the kernels on wgpu and the reference elsewhere.
 
 #[cfg(feature = "wgpu")]
-use burn::backend::wgpu::{into_contiguous, CubeTensor};
+use burn::backend::wgpu::CubeTensor;
 #[cfg(feature = "wgpu")]
 use burn::backend::{Cube, DType, Shape};
 use burn::tensor::{Int, Tensor};
 
 #[cfg(feature = "wgpu")]
 use super::launch::{empty_like_device, launch, WgslKernel};
+#[cfg(feature = "wgpu")]
+use super::ops::WgslKernels;
 use crate::{EgaError, Result};
 
 /// Threads per workgroup of both passes.
@@ -61,7 +63,7 @@ fn check(queries: &Tensor<2>, index: &Tensor<2>, k: usize) -> Result<(usize, usi
 /// Both passes on a contiguous f32 score block `[q, n]`: `(indices u32 [q, k], scores f32 [q, k])`,
 /// padded with index `u32::MAX` past `n`.
 #[cfg(feature = "wgpu")]
-fn select(scores: &CubeTensor, q: usize, n: usize, d: usize, k: usize) -> (CubeTensor, CubeTensor) {
+pub(super) fn select(scores: &CubeTensor, q: usize, n: usize, d: usize, k: usize) -> (CubeTensor, CubeTensor) {
     let chunk = (WORKGROUP * ROWS_PER_THREAD) as usize;
     let num_chunks = n.div_ceil(chunk).max(1);
     let params = [q as u32, n as u32, d as u32, k as u32, num_chunks as u32, 0, 0, 0];
@@ -142,7 +144,7 @@ fn topk_on_kernels(
         let Ok(primitive) = block_scores.try_into_primitive::<Cube>() else {
             return topk_reference(queries, index, k);
         };
-        let (block_indices, block_top) = select(&into_contiguous(primitive), rows, n, d, kept);
+        let (block_indices, block_top) = Cube::topk_select(primitive, d, kept);
         indices.push(Tensor::<2, Int>::from_primitive::<Cube>(block_indices).slice([0..rows, 0..kept]));
         scores.push(Tensor::<2>::from_primitive::<Cube>(block_top).slice([0..rows, 0..kept]));
     }
