@@ -18,8 +18,8 @@ use burn::backend::Backend;
 use burn::backend::{fusion::custom::TensorSpec, DType, Shape};
 
 use super::ega;
-use super::EgaKernelParams;
 use super::topk;
+use super::EgaKernelParams;
 
 /// The kernels as operations of a backend (implemented by `CubeBackend`; the fusion wrapper is
 /// generated with the `fusion` feature).
