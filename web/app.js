@@ -118,21 +118,25 @@ async function probeWebgpu(mode) {
 // The WebGPU module (webgpu/, built by scripts/build-webgpu-module.sh), imported and its adapter
 // opened the first time something runs on WebGPU. The wasm file is kept in the Cache API under
 // its digest (webgpu/module.json), with a progress bar while it downloads.
+async function webgpuFiles() {
+  const manifest = JSON.parse(new TextDecoder().decode(await fetchFresh('webgpu/module.json')));
+  const version = manifest.sha256.slice(0, 16);
+  const cache = await openCache('webgpu', version);
+  const bar = progressBar('Loading the WebGPU module', manifest.bytes);
+  try {
+    const bytes = await fetchCached(cache, `webgpu/${manifest.wasm}?v=${version}`, (n) => bar.add(n));
+    return { manifest, glue: `./webgpu/${manifest.js}?v=${version}`, bytes };
+  } finally {
+    bar.close();
+  }
+}
+
 function webgpuModule() {
   if (!webgpuLoading) {
     webgpuLoading = (async () => {
       const started = performance.now();
-      const manifest = JSON.parse(new TextDecoder().decode(await fetchFresh('webgpu/module.json')));
-      const version = manifest.sha256.slice(0, 16);
-      const module = await import(`./webgpu/${manifest.js}?v=${version}`);
-      const cache = await openCache('webgpu', version);
-      const bar = progressBar('Loading the WebGPU module', manifest.bytes);
-      let bytes;
-      try {
-        bytes = await fetchCached(cache, `webgpu/${manifest.wasm}?v=${version}`, (n) => bar.add(n));
-      } finally {
-        bar.close();
-      }
+      const { glue, bytes } = await webgpuFiles();
+      const module = await import(glue);
       await module.default({ module_or_path: bytes });
       const opened = JSON.parse(await module.init_backend('webgpu'));
       timings.webgpuModuleMs = performance.now() - started;
@@ -306,16 +310,15 @@ async function loadGallery(name, initial = false) {
   bar.close();
   const text = new TextDecoder();
   try {
-    let where = deviceFor('searchdevice');
+    let { device } = deviceFor('searchdevice');
     let module;
     try {
-      module = await moduleFor(where.device);
+      module = await moduleFor(device);
     } catch (err) {
       message(`WebGPU: ${errorText(err)}; search runs on the CPU backend.`);
-      where = { device: 'cpu', why: `the WebGPU module failed (${errorText(err)})` };
-      module = wasm;
+      [device, module] = ['cpu', wasm];
     }
-    const searcher = new module.Searcher(files[0], files[1], text.decode(files[2]), files[3], files[4], where.device);
+    const searcher = new module.Searcher(files[0], files[1], text.decode(files[2]), files[3], files[4], device);
     if (gallery.searcher) gallery.searcher.free();
     if (gallery.added) message(`Your ${gallery.added} added image(s) were embedded by the ${gallery.name} model and are not part of the ${name} gallery: add them again to search them here.`, 'info');
     Object.assign(gallery, { name, searcher, base, known: exported.known_query, added: 0 });
@@ -1053,8 +1056,7 @@ async function runBench() {
         new URL(wasmEntry.name).pathname]);
     }
     try {
-      const manifest = JSON.parse(new TextDecoder().decode(await fetchFresh('webgpu/module.json')));
-      const bytes = await fetchFresh(`webgpu/${manifest.wasm}?v=${manifest.sha256.slice(0, 16)}`);
+      const { manifest, bytes } = await webgpuFiles(); // from the Cache API once the module was loaded
       results.webgpuWasmBytes = bytes.length;
       results.webgpuWasmGzipBytes = await gzipSize(bytes);
       rows.push(['wasm module (WebGPU; loaded when something runs on WebGPU)',
