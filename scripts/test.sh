@@ -17,7 +17,8 @@ cargo test "$@"
 
 # The page's CPU module in the page's own profile (Trunk.toml), so trunk below reuses the build.
 cargo build -p web --target wasm32-unknown-unknown --profile web
-wasm-bindgen --target nodejs --out-dir target/web-node target/wasm32-unknown-unknown/web/web.wasm
+target_dir=${CARGO_TARGET_DIR:-target}
+wasm-bindgen --target nodejs --out-dir target/web-node "$target_dir/wasm32-unknown-unknown/web/web.wasm"
 node web/tests/tokenize.mjs target/web-node
 node web/tests/search.mjs target/web-node
 node web/tests/lab.mjs target/web-node
