@@ -79,6 +79,15 @@ pub enum Rescale {
     Sum,
 }
 
+impl std::fmt::Display for Rescale {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Rescale::None => "none",
+            Rescale::Sum => "sum",
+        })
+    }
+}
+
 impl std::str::FromStr for Rescale {
     type Err = EgaError;
     fn from_str(s: &str) -> Result<Self> {
