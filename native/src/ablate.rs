@@ -7,10 +7,10 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
+use clap::Args;
 use ega_core::data::Split;
 use ega_core::device::DeviceChoice;
 use ega_core::eval::RetrievalMetrics;
-use clap::Args;
 use ega_core::loss::{LossConfig, LossKind, Rescale};
 use ega_core::model::ModelConfig;
 use ega_core::train::TrainConfig;

@@ -10,8 +10,8 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use burn::tensor::Device;
-use ega_core::model::smolvlm::LlamaModel;
 use clap::Args;
+use ega_core::model::smolvlm::LlamaModel;
 use ega_core::tensor_util::{ints, to_f32_vec};
 
 use crate::args::{bench_python, threads_or_all};
@@ -144,7 +144,12 @@ fn measure(options: &DecoderBenchArgs, threads: usize, python: Option<&Path>) ->
     Ok(result)
 }
 
-fn transformers_side(python: &Path, script: &Path, options: &DecoderBenchArgs, threads: usize) -> Result<serde_json::Value> {
+fn transformers_side(
+    python: &Path,
+    script: &Path,
+    options: &DecoderBenchArgs,
+    threads: usize,
+) -> Result<serde_json::Value> {
     let out = Command::new(python)
         .arg(script)
         .arg("decoder")

@@ -252,7 +252,12 @@ pub fn command(args: TrainArgs, given: &[String]) -> Result<()> {
             let lora = lora.unwrap_or(args.start.lora(8));
             let contrastive = TrainConfig { freeze: vec![FreezePart::Lm], ..train.clone() };
             let stages = vec![
-                Stage { name: "align".into(), train: align, loss: loss.clone().with_kind(LossKind::InfoNce), lora: None },
+                Stage {
+                    name: "align".into(),
+                    train: align,
+                    loss: loss.clone().with_kind(LossKind::InfoNce),
+                    lora: None,
+                },
                 Stage { name: "contrastive".into(), train: contrastive, loss: loss.clone(), lora: Some(lora) },
             ];
             (stages, None)
