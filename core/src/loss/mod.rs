@@ -330,6 +330,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn loss_names_read_back() {
+        // The command line shows defaults with Display and reads them with FromStr.
+        for rescale in [Rescale::None, Rescale::Sum] {
+            assert_eq!(rescale.to_string().parse::<Rescale>().unwrap(), rescale);
+        }
+        for kind in [LossKind::InfoNce, LossKind::Ega, LossKind::Llave, LossKind::Hcl] {
+            assert_eq!(kind.to_string().parse::<LossKind>().unwrap(), kind);
+        }
+    }
+
+    #[test]
     fn infonce_is_ega_with_alpha_zero_in_every_mapping() {
         let ega = LossConfig { alpha: 2.5, ..LossConfig::default() };
         let infonce = ega.clone().with_kind(LossKind::InfoNce);
