@@ -7,42 +7,70 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
+use clap::Args;
 use ega_core::data::Split;
 use ega_core::device::DeviceChoice;
 use ega_core::eval::RetrievalMetrics;
-use ega_core::loss::{LossConfig, LossKind};
+use ega_core::loss::{LossConfig, LossKind, Rescale};
+use ega_core::model::ModelConfig;
 use ega_core::train::TrainConfig;
 
+use crate::args::{training_loss, StartArgs, DEVICE_HELP};
 use crate::train::{self, finished_metrics, ModelStart, SplitMetrics, TrainRequest};
 
-/// What `native ablate` runs.
-pub struct AblateRequest {
-    /// Losses compared; each keeps the shared options in `loss` except its kind.
+/// `native ablate`'s flags. The loss and training defaults not written here are `training_loss()`'s
+/// and `TrainConfig`'s.
+#[derive(Args, Debug)]
+pub struct AblateArgs {
+    /// Losses to compare, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "infonce,ega,llave,hcl")]
     pub losses: Vec<LossKind>,
-    /// Seeds (initialisation and data order).
+    /// Seeds, comma-separated (each changes the initialisation and the data order).
+    #[arg(long, value_delimiter = ',', default_value = "0,1,2")]
     pub seeds: Vec<u64>,
-    /// Preset, data, training and evaluation options shared by every run.
+    /// Model preset of every run.
+    #[arg(long, default_value = "tiny")]
     pub preset: String,
-    /// Data spec.
+    /// Data (as for train).
+    #[arg(long, default_value = "shapes")]
     pub data: String,
-    /// Skip bad data lines.
+    /// Skip (and count) bad data lines.
+    #[arg(long)]
     pub skip_bad: bool,
-    /// Loss options shared by every run (the kind is replaced per run).
-    pub loss: LossConfig,
-    /// Training options (the seed is replaced per run).
-    pub train: TrainConfig,
-    /// Device.
-    pub device: DeviceChoice,
+    /// Temperature τ.
+    #[arg(long, default_value_t = training_loss().tau)]
+    pub tau: f64,
+    /// EGA amplification α (LLaVE and HCL use their own β flags' defaults).
+    #[arg(long, default_value_t = training_loss().alpha)]
+    pub alpha: f64,
+    /// EGA rescale mode: none or sum (sum, as for train).
+    #[arg(long, default_value_t = training_loss().rescale)]
+    pub rescale: Rescale,
+    /// Optimizer steps per run.
+    #[arg(long, default_value_t = 300)]
+    pub steps: usize,
+    /// Pairs per step.
+    #[arg(long, default_value_t = 32)]
+    pub batch_size: usize,
+    /// Explicit hard-negative images per pair appended to the targets.
+    #[arg(long, default_value_t = TrainConfig::default().hard_negatives)]
+    pub hard_negatives: usize,
+    /// Peak learning rate.
+    #[arg(long, default_value_t = TrainConfig::default().lr)]
+    pub lr: f64,
+    /// Warm-up steps (learning rate; EGA's α starts after them and ramps over as many).
+    #[arg(long, default_value_t = 60)]
+    pub warmup: usize,
     /// Pairs per split of each run's final evaluation.
+    #[arg(long, default_value_t = 300)]
     pub eval_count: usize,
-    /// The ablation folder: one run folder per (loss, seed), plus `ablation.md` / `ablation.json`.
+    #[arg(long, default_value = "auto", help = DEVICE_HELP)]
+    pub device: DeviceChoice,
+    /// Ablation folder (one run folder per loss and seed, plus ablation.md and ablation.json).
+    #[arg(long, default_value = "runs/ablate")]
     pub out: PathBuf,
-    /// Where every run's model starts (a pretrained start is loaded once per run).
-    pub start: ModelStart,
-    /// Decoder layers kept of a pretrained start.
-    pub lm_layers: Option<usize>,
-    /// LoRA adapters of every run's model.
-    pub lora: Option<ega_core::model::LoraConfig>,
+    #[command(flatten)]
+    pub start: StartArgs,
 }
 
 /// One row of the table: a metric extracted from a split's results.
@@ -109,18 +137,38 @@ fn table(results: &[(LossKind, Vec<SplitMetrics>)]) -> String {
 }
 
 /// Runs (or reuses) every (loss, seed) run and prints and writes the table.
-pub fn run(request: AblateRequest) -> Result<()> {
-    std::fs::create_dir_all(&request.out).with_context(|| format!("creating {}", request.out.display()))?;
-    let total = request.losses.len() * request.seeds.len();
+pub fn run(args: AblateArgs) -> Result<()> {
+    anyhow::ensure!(!args.losses.is_empty() && !args.seeds.is_empty(), "--losses and --seeds need at least one value");
+    anyhow::ensure!(args.eval_count >= 1, "--eval-count must be at least 1");
+    // The shared loss options (each run replaces the kind).
+    let shared_loss = LossConfig { tau: args.tau, alpha: args.alpha, rescale: args.rescale, ..training_loss() };
+    shared_loss.validate()?;
+    let shared_train = TrainConfig {
+        steps: args.steps,
+        batch_size: args.batch_size,
+        hard_negatives: args.hard_negatives,
+        lr: args.lr,
+        warmup_steps: args.warmup,
+        alpha_start: args.warmup,
+        alpha_ramp: args.warmup,
+        seed: 0,
+        freeze: args.start.freeze.clone(),
+        ..TrainConfig::default()
+    };
+    shared_train.validate()?;
+    ModelConfig::preset(&args.preset)?;
+    let (start, lora) = args.start.resolve()?;
+    std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
+    let total = args.losses.len() * args.seeds.len();
     let started = Instant::now();
     let mut results: Vec<(LossKind, Vec<SplitMetrics>)> = Vec::new();
     let mut json_runs = Vec::new();
     let mut done = 0;
-    for &kind in &request.losses {
+    for &kind in &args.losses {
         let mut runs = Vec::new();
-        for &seed in &request.seeds {
+        for &seed in &args.seeds {
             done += 1;
-            let folder = request.out.join(format!("{kind}-seed{seed}"));
+            let folder = args.out.join(format!("{kind}-seed{seed}"));
             let metrics = match finished_metrics(&folder) {
                 Some(metrics) => {
                     eprintln!("[{done}/{total}] {kind}, seed {seed}: finished earlier, reusing {}", folder.display());
@@ -133,25 +181,25 @@ pub fn run(request: AblateRequest) -> Result<()> {
                         if resume { "resuming" } else { "training" },
                         started.elapsed().as_secs_f64()
                     );
-                    let loss = request.loss.clone().with_kind(kind);
-                    let train = TrainConfig { seed, ..request.train.clone() };
+                    let loss = shared_loss.clone().with_kind(kind);
+                    let train = TrainConfig { seed, ..shared_train.clone() };
                     train::run(TrainRequest {
-                        preset: request.preset.clone(),
-                        data: request.data.clone(),
-                        skip_bad: request.skip_bad,
+                        preset: args.preset.clone(),
+                        data: args.data.clone(),
+                        skip_bad: args.skip_bad,
                         loss,
                         train,
-                        device: request.device,
+                        device: args.device,
                         out: folder.clone(),
                         resume,
                         eval_every: Some(0),
-                        eval_count: Some(request.eval_count),
+                        eval_count: Some(args.eval_count),
                         checkpoint_every: Some(50),
                         steps: None,
                         stop_after: None,
-                        start: request.start.clone(),
-                        lm_layers: request.lm_layers,
-                        lora: request.lora.clone(),
+                        start: start.clone(),
+                        lm_layers: args.start.lm_layers,
+                        lora: lora.clone(),
                         stages: Vec::new(),
                     })?
                     .context("the run stopped before its last step")?
@@ -166,30 +214,30 @@ pub fn run(request: AblateRequest) -> Result<()> {
         results.push((kind, runs));
     }
     let table = table(&results);
-    let seeds: Vec<String> = request.seeds.iter().map(u64::to_string).collect();
-    let model = match &request.start {
-        ModelStart::Preset => request.preset.clone(),
+    let seeds: Vec<String> = args.seeds.iter().map(u64::to_string).collect();
+    let model = match &start {
+        ModelStart::Preset => args.preset.clone(),
         ModelStart::Lm(path) => format!("--init-lm {}", path.display()),
         ModelStart::Smolvlm(path) => format!("--init {}", path.display()),
     };
     let header = format!(
         "Ablation: {model} on {}, {} steps of batch {} (+{} hard negatives), seeds {}, {} pairs per split; mean ± std over seeds (percent; MRR as a fraction).\n\n",
-        request.data,
-        request.train.steps,
-        request.train.batch_size,
-        request.train.hard_negatives,
+        args.data,
+        shared_train.steps,
+        shared_train.batch_size,
+        shared_train.hard_negatives,
         seeds.join(", "),
-        request.eval_count
+        args.eval_count
     );
     let markdown = format!("{header}{table}");
-    ega_core::store::write_atomic(&request.out.join("ablation.md"), markdown.as_bytes())?;
-    let json = serde_json::json!({"preset": request.preset, "data": request.data, "train": request.train,
-        "loss": request.loss, "eval_count": request.eval_count, "runs": json_runs});
-    ega_core::store::write_atomic(&request.out.join("ablation.json"), serde_json::to_string_pretty(&json)?.as_bytes())?;
+    ega_core::store::write_atomic(&args.out.join("ablation.md"), markdown.as_bytes())?;
+    let json = serde_json::json!({"preset": args.preset, "data": args.data, "train": shared_train,
+        "loss": shared_loss, "eval_count": args.eval_count, "runs": json_runs});
+    ega_core::store::write_atomic(&args.out.join("ablation.json"), serde_json::to_string_pretty(&json)?.as_bytes())?;
     println!("\n{markdown}");
     println!(
         "written to {} (ablation.md, ablation.json); {:.0} s",
-        request.out.display(),
+        args.out.display(),
         started.elapsed().as_secs_f64()
     );
     Ok(())

@@ -1,34 +1,64 @@
 //! `native bench kernels`: the fused WGSL kernels against the same computation composed from burn
 //! ops, on one device, in one run. Medians of repeated runs after warm-up; results as ratios.
 
+use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use burn::tensor::{Device, Tensor};
+use clap::{Args, Subcommand};
 use ega_core::device::{self, DeviceChoice};
 use ega_core::kernels::{self, topk_cosine, topk_reference, LossPath};
 use ega_core::loss::{contrastive_loss, contrastive_loss_reference, LossConfig};
 use ega_core::tensor_util::{floats, to_f32_vec};
 use serde::Serialize;
 
-/// Options of `bench kernels`.
-pub struct KernelBenchOptions {
-    /// Device (the fused path needs wgpu).
+/// `native bench`'s benchmarks.
+#[derive(Subcommand, Debug)]
+pub enum BenchCommand {
+    /// The fused WGSL kernels (EGA loss forward + backward, top-k search) against the same
+    /// computation composed from burn ops, plus the loss kernel's bytes/s against a device copy.
+    Kernels(KernelBenchArgs),
+    /// ega-core against PyTorch (bench/torch_reference.py, after `bash bench/setup.sh`) on this
+    /// machine, sides alternating: training samples/s, EGA's step-time overhead over info-NCE, and
+    /// images/s embedded for an index, on the CPU (flex) and on wgpu.
+    Train(crate::bench_train::TrainBenchArgs),
+    /// Forward throughput (tokens/s) of a pretrained Llama-family decoder, e.g. the SmolLM2-135M
+    /// GGUF from `bash scripts/setup-pretrained.sh`, in ega-core (flex) against Hugging Face
+    /// transformers (bench/hf_bench.py) with the same threads and token ids, and the load times.
+    Decoder(crate::bench_decoder::DecoderBenchArgs),
+}
+
+/// `bench kernels`' flags.
+#[derive(Args, Debug)]
+pub struct KernelBenchArgs {
+    /// Device: the fused kernels need wgpu (a GPU, or software Vulkan).
+    #[arg(long, default_value = "wgpu")]
     pub device: DeviceChoice,
-    /// Timed runs per measurement (after warm-up).
+    /// Timed runs per measurement; the median is reported.
+    #[arg(long, default_value_t = 7)]
     pub repeats: usize,
-    /// Untimed runs first (pipeline compilation, allocation).
+    /// Untimed warm-up runs before timing.
+    #[arg(long, default_value_t = 2)]
     pub warmup: usize,
-    /// Loss sizes `N = M`.
+    /// Loss sizes N = M, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "256,1024,4096")]
     pub loss_sizes: Vec<usize>,
-    /// Index sizes for top-k.
+    /// Top-k index sizes n, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "10000,100000")]
     pub index_sizes: Vec<usize>,
-    /// Queries per top-k call.
+    /// Queries per top-k search.
+    #[arg(long, default_value_t = 32)]
     pub queries: usize,
-    /// Embedding dimension for top-k.
+    /// Embedding dimension d of the top-k index.
+    #[arg(long, default_value_t = 256)]
     pub dim: usize,
     /// Results per query.
+    #[arg(short, long, default_value_t = 10)]
     pub k: usize,
+    /// Also write the results as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
 }
 
 #[derive(Debug, Serialize)]
@@ -119,7 +149,24 @@ fn loss_step(s: &Tensor<2>, config: &LossConfig, fused: bool, device: &Device) -
     Ok(())
 }
 
-pub fn run(options: &KernelBenchOptions, json: Option<&std::path::Path>) -> Result<()> {
+/// `native bench …`.
+pub fn run(command: BenchCommand) -> Result<()> {
+    match command {
+        BenchCommand::Kernels(args) => kernels(&args),
+        BenchCommand::Train(args) => crate::bench_train::run(args),
+        BenchCommand::Decoder(args) => crate::bench_decoder::run(args),
+    }
+}
+
+/// `native bench kernels`.
+fn kernels(options: &KernelBenchArgs) -> Result<()> {
+    anyhow::ensure!(options.repeats >= 1, "--repeats must be at least 1");
+    anyhow::ensure!(options.k >= 1, "-k must be at least 1");
+    anyhow::ensure!(options.queries >= 1 && options.dim >= 1, "--queries and --dim must be at least 1");
+    if let Some(n) = options.loss_sizes.iter().chain(&options.index_sizes).find(|&&n| n == 0) {
+        anyhow::bail!("sizes must be at least 1, got {n}");
+    }
+    let json = options.json.as_deref();
     let selected = device::select(options.device)?;
     if kernels::ega_path(&selected.device) != LossPath::FusedWgsl {
         bail!(

@@ -10,25 +10,42 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use burn::tensor::Device;
+use clap::Args;
 use ega_core::model::smolvlm::LlamaModel;
 use ega_core::tensor_util::{ints, to_f32_vec};
 
-/// What to measure.
-pub struct DecoderBenchOptions {
-    /// The checkpoint (a `.gguf` file or a Hugging Face folder).
+use crate::args::{bench_python, threads_or_all};
+
+/// `bench decoder`'s flags: what to measure.
+#[derive(Args, Debug)]
+pub struct DecoderBenchArgs {
+    /// The checkpoint: a `.gguf` file or a Hugging Face folder.
+    #[arg(long, default_value = "data/pretrained/SmolLM2-135M-Instruct.Q4_1.gguf")]
     pub model: PathBuf,
     /// Sequences per forward.
+    #[arg(long, default_value_t = 8)]
     pub batch: usize,
     /// Tokens per sequence.
+    #[arg(long, default_value_t = 40)]
     pub seq: usize,
-    /// Timed forwards (after one warm-up).
+    /// Timed forwards per side (after one warm-up); the median is reported.
+    #[arg(long, default_value_t = 5)]
     pub rounds: usize,
-    /// Threads of both sides.
-    pub threads: usize,
-    /// The Python of the transformers side; `None` measures ega-core only.
+    /// Threads of both sides (default: every core).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Measure ega-core only (no Python).
+    #[arg(long)]
+    pub no_transformers: bool,
+    /// The Python with transformers (default: bench/.venv/bin/python when it exists, else python3).
+    #[arg(long)]
     pub python: Option<PathBuf>,
-    /// `bench/hf_bench.py`.
+    /// The transformers side.
+    #[arg(long, default_value = "bench/hf_bench.py")]
     pub script: PathBuf,
+    /// Also write the results as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
 }
 
 /// The text both sides tokenize (and repeat) into the fixed ids; `bench/hf_bench.py` uses the same.
@@ -40,8 +57,27 @@ fn median(mut values: Vec<f64>) -> f64 {
     values[values.len() / 2]
 }
 
-/// Runs the benchmark and prints a markdown table (and returns its JSON).
-pub fn run(options: &DecoderBenchOptions) -> Result<serde_json::Value> {
+/// `native bench decoder`: runs the benchmark, prints a markdown table and (--json) writes it.
+pub fn run(args: DecoderBenchArgs) -> Result<()> {
+    let threads = threads_or_all(args.threads);
+    anyhow::ensure!(threads >= 1, "--threads must be at least 1");
+    // flex's rayon pool: the same number of threads as the transformers side.
+    rayon::ThreadPoolBuilder::new().num_threads(threads).build_global().context("setting the thread count")?;
+    let python = (!args.no_transformers).then(|| bench_python(args.python.clone()));
+    let report = measure(&args, threads, python.as_deref())?;
+    if let Some(path) = &args.json {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+        }
+        std::fs::write(path, serde_json::to_string_pretty(&report)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// Runs the benchmark with `threads` on both sides (`python`: the transformers side's, `None`:
+/// ega-core only) and prints a markdown table (and returns its JSON).
+fn measure(options: &DecoderBenchArgs, threads: usize, python: Option<&Path>) -> Result<serde_json::Value> {
     if options.batch == 0 || options.seq == 0 || options.rounds == 0 {
         bail!("--batch, --seq and --rounds must be at least 1");
     }
@@ -77,17 +113,17 @@ pub fn run(options: &DecoderBenchOptions) -> Result<serde_json::Value> {
     let ega_s = median(times);
     let tokens = (options.batch * options.seq) as f64;
     let mut result = serde_json::json!({
-        "model": options.model.display().to_string(), "threads": options.threads, "batch": options.batch,
+        "model": options.model.display().to_string(), "threads": threads, "batch": options.batch,
         "seq": options.seq, "rounds": options.rounds,
         "ega_core": { "tokens_per_s": tokens / ega_s, "median_s": ega_s, "load_s": load_s },
     });
-    let torch = match &options.python {
-        Some(python) => Some(transformers_side(python, &options.script, options)?),
+    let torch = match python {
+        Some(python) => Some(transformers_side(python, &options.script, options, threads)?),
         None => None,
     };
     println!(
         "decoder forward, {} layers × width {}: batch {} × {} tokens, {} threads, median of {} rounds\n",
-        config.num_hidden_layers, config.hidden_size, options.batch, options.seq, options.threads, options.rounds
+        config.num_hidden_layers, config.hidden_size, options.batch, options.seq, threads, options.rounds
     );
     println!("| side | tokens/s | forward | load |");
     println!("|---|---:|---:|---:|");
@@ -108,12 +144,17 @@ pub fn run(options: &DecoderBenchOptions) -> Result<serde_json::Value> {
     Ok(result)
 }
 
-fn transformers_side(python: &Path, script: &Path, options: &DecoderBenchOptions) -> Result<serde_json::Value> {
+fn transformers_side(
+    python: &Path,
+    script: &Path,
+    options: &DecoderBenchArgs,
+    threads: usize,
+) -> Result<serde_json::Value> {
     let out = Command::new(python)
         .arg(script)
         .arg("decoder")
         .arg(&options.model)
-        .args(["--threads", &options.threads.to_string()])
+        .args(["--threads", &threads.to_string()])
         .args(["--batch", &options.batch.to_string(), "--seq", &options.seq.to_string()])
         .args(["--rounds", &options.rounds.to_string()])
         .output()

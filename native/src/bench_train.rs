@@ -18,6 +18,7 @@ use std::time::Instant;
 
 use anyhow::{bail, ensure, Context, Result};
 use burn::tensor::Device;
+use clap::Args;
 use ega_core::device::{self, DeviceChoice};
 use ega_core::embed::prompts_input;
 use ega_core::loss::{LossConfig, LossKind, Rescale};
@@ -29,38 +30,60 @@ use rand::{Rng, SeedableRng};
 use serde::Serialize;
 use serde_json::{json, Value};
 
-/// Options of `bench train`.
-pub struct TrainBenchOptions {
-    /// Backends to measure, in order (`cpu` = flex, `wgpu`).
+use crate::args::{bench_python, threads_or_all, training_loss};
+
+/// `bench train`'s flags.
+#[derive(Args, Debug)]
+pub struct TrainBenchArgs {
+    /// Backends, comma-separated: cpu (flex), wgpu.
+    #[arg(long, value_delimiter = ',', default_value = "cpu,wgpu")]
     pub devices: Vec<DeviceChoice>,
     /// Model preset.
+    #[arg(long, default_value = "small")]
     pub preset: String,
-    /// Threads of both sides: `torch.set_num_threads` and the size of flex's rayon pool.
-    pub torch_threads: usize,
-    /// Pairs per training step on the CPU (`N`; `M = 2N` with one hard-negative image per pair).
+    /// Threads of both sides (PyTorch's `set_num_threads` and flex's rayon pool); default: every
+    /// core. `--threads 1` gives the one-thread comparison.
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Pairs per training step on the CPU (plus one hard-negative image per pair).
+    #[arg(long, default_value_t = 16)]
     pub batch_size: usize,
-    /// Pairs per training step on wgpu (software Vulkan is slow: keep it small).
+    /// Pairs per training step on wgpu (software Vulkan is slow).
+    #[arg(long, default_value_t = 4)]
     pub wgpu_batch_size: usize,
-    /// Images per embedding call.
+    /// Images per embedding call on the CPU.
+    #[arg(long, default_value_t = 64)]
     pub index_batch: usize,
     /// Images per embedding call on wgpu.
+    #[arg(long, default_value_t = 16)]
     pub wgpu_index_batch: usize,
-    /// Rounds (each side measured once per round per measurement).
+    /// Rounds on the CPU; each side is measured once per round.
+    #[arg(long, default_value_t = 5)]
     pub rounds: usize,
     /// Rounds on wgpu.
+    #[arg(long, default_value_t = 3)]
     pub wgpu_rounds: usize,
-    /// Timed training steps (and embedding calls) per side per round.
+    /// Timed steps (and embedding calls) per side per round on the CPU.
+    #[arg(long, default_value_t = 3)]
     pub steps: usize,
     /// The same on wgpu.
+    #[arg(long, default_value_t = 1)]
     pub wgpu_steps: usize,
-    /// Untimed steps of each side before the first round.
+    /// Untimed steps (calls) of each side first.
+    #[arg(long, default_value_t = 1)]
     pub warmup: usize,
-    /// The Python that runs the PyTorch side.
-    pub python: PathBuf,
-    /// `bench/torch_reference.py`.
+    /// The Python with torch (default: bench/.venv/bin/python when it exists, else python3).
+    #[arg(long)]
+    pub python: Option<PathBuf>,
+    /// The PyTorch side.
+    #[arg(long, default_value = "bench/torch_reference.py")]
     pub script: PathBuf,
-    /// Where the shared batch file goes.
+    /// Where the batch file shared with the PyTorch side goes.
+    #[arg(long, default_value = "target/bench-train")]
     pub work_dir: PathBuf,
+    /// Also write the results as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
 }
 
 /// The median of one side's timings of one measurement.
@@ -237,8 +260,8 @@ fn train_config(pairs: usize) -> TrainConfig {
 /// `native train`'s default EGA (`rescale = sum`) or info-NCE at the same τ.
 fn loss_config(kind: LossKind) -> LossConfig {
     match kind {
-        LossKind::InfoNce => LossConfig::infonce(0.05),
-        _ => LossConfig { rescale: Rescale::Sum, ..LossConfig::ega(0.05, 1.0) },
+        LossKind::InfoNce => LossConfig::infonce(training_loss().tau),
+        _ => training_loss(),
     }
 }
 
@@ -251,7 +274,7 @@ fn loss_json(kind: LossKind) -> Value {
 /// One backend: both sides, alternating.
 #[allow(clippy::too_many_arguments)]
 fn bench_backend(
-    options: &TrainBenchOptions,
+    options: &TrainBenchArgs,
     torch: &mut TorchServer,
     config: &ModelConfig,
     device: &Device,
@@ -394,14 +417,38 @@ fn bench_backend(
     })
 }
 
-pub fn run(options: &TrainBenchOptions, json_path: Option<&Path>) -> Result<()> {
+/// `native bench train`.
+pub fn run(args: TrainBenchArgs) -> Result<()> {
+    let threads = threads_or_all(args.threads);
+    anyhow::ensure!(threads >= 1, "--threads must be at least 1");
+    rayon::ThreadPoolBuilder::new().num_threads(threads).build_global().context("setting the thread count")?;
+    let counts = [threads, args.batch_size, args.wgpu_batch_size, args.index_batch, args.wgpu_index_batch];
+    anyhow::ensure!(counts.iter().all(|&n| n >= 1), "--threads and the batch sizes must be at least 1");
+    anyhow::ensure!(args.batch_size >= 2 && args.wgpu_batch_size >= 2, "a contrastive batch needs at least 2 pairs");
+    anyhow::ensure!(
+        args.rounds >= 1 && args.wgpu_rounds >= 1 && args.steps >= 1 && args.wgpu_steps >= 1,
+        "--rounds and --steps must be at least 1"
+    );
+    anyhow::ensure!(!args.devices.is_empty(), "--devices is empty");
+    anyhow::ensure!(
+        args.script.is_file(),
+        "{} not found (run from the repository root, or pass --script)",
+        args.script.display()
+    );
+    let python = bench_python(args.python.clone());
+    measure(&args, threads, &python)
+}
+
+/// Runs the benchmark with `threads` on both sides and `python` on PyTorch's.
+fn measure(options: &TrainBenchArgs, threads: usize, python: &Path) -> Result<()> {
+    let json_path = options.json.as_deref();
     let config = ModelConfig::preset(&options.preset)?;
     let params = {
         use burn::module::Module;
         Embedder::new(&config, 0, &Device::flex())?.num_params()
     };
     std::fs::create_dir_all(&options.work_dir).with_context(|| format!("creating {}", options.work_dir.display()))?;
-    let mut torch = TorchServer::start(&options.python, &options.script, options.torch_threads)?;
+    let mut torch = TorchServer::start(python, &options.script, threads)?;
     let mut torch_version = String::new();
     let mut backends = Vec::new();
     for &choice in &options.devices {
@@ -425,7 +472,7 @@ pub fn run(options: &TrainBenchOptions, json_path: Option<&Path>) -> Result<()> 
         preset: options.preset.clone(),
         params,
         torch_version,
-        torch_threads: options.torch_threads,
+        torch_threads: threads,
         flex_threads: rayon::current_num_threads(),
         backends,
     };

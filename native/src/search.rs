@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
+use clap::Args;
 use ega_core::data::{self, decode_image, RgbImage, Split};
 use ega_core::device::{self, DeviceChoice};
 use ega_core::embed::{embed_captions, embed_images};
@@ -13,34 +14,45 @@ use ega_core::store::StoredDtype;
 use ega_core::tensor_util::{floats, to_f32_vec};
 use indicatif::{ProgressBar, ProgressStyle};
 
+use crate::args::{SplitParser, DEVICE_HELP};
 use crate::train::{load_model, LoadedModel};
 
 /// File extensions read as images from a folder.
 const IMAGE_EXTENSIONS: &[&str] = &["png", "jpg", "jpeg", "webp", "bmp", "gif"];
 
-/// What `native index` does.
-pub struct IndexRequest {
-    /// Bundle or run folder.
+/// `native index`'s flags (export builds one too, for the gallery it re-embeds).
+#[derive(Args, Debug)]
+pub struct IndexArgs {
+    /// Model bundle, or a finished run folder (its bundle/).
+    #[arg(long)]
     pub model: PathBuf,
-    /// A folder of images, `jsonl:FILE` / `*.jsonl`, `shapes`, `openmoji[:DIR]`, `openclipart[:DIR]`,
-    /// `fluentui[:DIR]` or `mix:…`.
+    /// What to index: a folder of images, jsonl:FILE, shapes, openmoji[:DIR], openclipart[:DIR],
+    /// fluentui[:DIR] or mix:….
+    #[arg(long)]
     pub images: String,
-    /// Split of a dataset source.
+    /// Split of built-in or JSONL data: train, test or unseen.
+    #[arg(long, default_value = "test", value_parser = SplitParser)]
     pub split: Split,
-    /// Rows at most from a dataset source.
+    /// Images at most from built-in or JSONL data (default: all; 500 for shapes, which is unbounded).
+    #[arg(long)]
     pub count: Option<usize>,
-    /// Index folder.
+    /// Index folder (index.bin, index.json, thumbs/).
+    #[arg(long)]
     pub out: PathBuf,
-    /// Row storage.
+    /// Row storage: f32, or f16 (half the size).
+    #[arg(long, default_value = "f32")]
     pub dtype: StoredDtype,
     /// Images embedded at once.
+    #[arg(long, default_value_t = 64)]
     pub batch_size: usize,
-    /// Longest side of the thumbnails (0: none).
+    /// Longest side of the thumbnails in pixels (0: no thumbnails).
+    #[arg(long, default_value_t = 64)]
     pub thumb_size: u32,
-    /// Device.
+    #[arg(long, default_value = "auto", help = DEVICE_HELP)]
     pub device: DeviceChoice,
-    /// Skip (and count) bad JSONL lines and unreadable images of a dataset source instead of
-    /// stopping at the first (a folder's non-images and broken files are always skipped).
+    /// Skip (and count) bad JSONL lines and unreadable images instead of stopping at the first
+    /// (a folder's non-images are always skipped and counted).
+    #[arg(long)]
     pub skip_bad: bool,
 }
 
@@ -198,7 +210,7 @@ fn bundle_model(path: &Path, device: &burn::tensor::Device, command: &str) -> Re
 pub const MAX_THUMB_SIZE: u32 = 1024;
 
 /// `native index`.
-pub fn index(request: IndexRequest) -> Result<()> {
+pub fn index(request: IndexArgs) -> Result<()> {
     // A thumbnail is thumb_size² RGB pixels per row: 100 000 asked for 30 GB (issue 16).
     if request.thumb_size > MAX_THUMB_SIZE {
         bail!("--thumb-size {}: must be at most {MAX_THUMB_SIZE} pixels (0: no thumbnails)", request.thumb_size);
@@ -221,7 +233,7 @@ pub fn index(request: IndexRequest) -> Result<()> {
 pub fn write_index(
     loaded: &LoadedModel,
     model_id: &str,
-    request: &IndexRequest,
+    request: &IndexArgs,
     device: &burn::tensor::Device,
 ) -> Result<usize> {
     check_index_out(&request.out)?;
@@ -250,7 +262,7 @@ pub fn write_index(
 fn build_index(
     loaded: &LoadedModel,
     model_id: &str,
-    request: &IndexRequest,
+    request: &IndexArgs,
     folder: &Path,
     device: &burn::tensor::Device,
 ) -> Result<(usize, usize, f64, usize)> {
@@ -419,28 +431,35 @@ fn empty_split_message(images: &str, dataset: &dyn data::Dataset, split: Split, 
     }
 }
 
-/// What `native search` does.
-pub struct SearchRequest {
-    /// Bundle or run folder.
-    pub model: PathBuf,
-    /// Index folder.
-    pub index: PathBuf,
-    /// Text query.
+/// `native search`'s flags.
+#[derive(Args, Debug)]
+pub struct SearchArgs {
+    /// What to look for, in words.
     pub query: Option<String>,
-    /// Image query.
+    /// Model bundle (or finished run folder); must be the model that made the index.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Index folder written by `native index`.
+    #[arg(long)]
+    pub index: PathBuf,
+    /// Search by this image instead of text.
+    #[arg(long, value_name = "FILE")]
     pub image: Option<PathBuf>,
-    /// Results.
+    /// Number of results.
+    #[arg(short, long, default_value_t = 10)]
     pub k: usize,
-    /// Print JSON.
+    /// Print JSON instead of a table.
+    #[arg(long)]
     pub json: bool,
-    /// Write an HTML contact sheet here.
+    /// Also write an HTML contact sheet of the results' thumbnails to FILE.
+    #[arg(long, value_name = "FILE")]
     pub open: Option<PathBuf>,
-    /// Device.
+    #[arg(long, default_value = "auto", help = DEVICE_HELP)]
     pub device: DeviceChoice,
 }
 
 /// Embeds the query with `loaded` and returns its unit-norm embedding.
-fn embed_query(loaded: &LoadedModel, request: &SearchRequest, device: &burn::tensor::Device) -> Result<Vec<f32>> {
+fn embed_query(loaded: &LoadedModel, request: &SearchArgs, device: &burn::tensor::Device) -> Result<Vec<f32>> {
     let embedding = match (&request.query, &request.image) {
         (Some(text), None) => {
             if text.trim().is_empty() {
@@ -488,7 +507,7 @@ pub fn top_k(index: &Index, query: &[f32], k: usize, device: &burn::tensor::Devi
 }
 
 /// `native search`.
-pub fn search(request: SearchRequest) -> Result<()> {
+pub fn search(request: SearchArgs) -> Result<()> {
     anyhow::ensure!(request.k >= 1, "-k must be at least 1 (got 0)");
     let index = Index::load(&request.index)?;
     let selected = device::select(request.device)?;
@@ -542,7 +561,7 @@ fn escape(text: &str) -> String {
 }
 
 /// An HTML page with the results' thumbnails and scores (images by absolute file URL).
-fn contact_sheet(request: &SearchRequest, index: &Index, hits: &[Hit]) -> String {
+fn contact_sheet(request: &SearchArgs, index: &Index, hits: &[Hit]) -> String {
     let base = std::fs::canonicalize(&request.index).unwrap_or_else(|_| request.index.clone());
     let query = match (&request.query, &request.image) {
         (Some(text), _) => escape(text),

@@ -7,20 +7,24 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use burn::module::Module;
-use ega_core::checkpoint::{self, RunState};
+use clap::Args;
+use ega_core::checkpoint::{self, RunOptions, RunState};
 use ega_core::data::{self, Split};
 use ega_core::device::{self, DeviceChoice};
 use ega_core::eval::freeform::{evaluate_freeform, FreeformMetrics, QuerySet};
 use ega_core::eval::{evaluate, RetrievalMetrics};
 use ega_core::kernels;
-use ega_core::loss::LossConfig;
-use ega_core::model::{Embedder, LoraConfig, ModelConfig};
+use ega_core::loss::{LossConfig, LossKind};
+use ega_core::model::{Embedder, FreezePart, LoraConfig, ModelConfig};
 use ega_core::tokenizer::Tokenizer;
 use ega_core::train::{batch_indices, make_batch, stage_at, total_steps, Stage, TrainConfig, Trainer};
 use ega_core::EgaError;
 use indicatif::{ProgressBar, ProgressStyle};
 
-/// Everything `native train` needs, already validated by the argument parser.
+use crate::args::{LossArgs, StartArgs, DEVICE_HELP};
+
+/// A run to train or resume, resolved from `TrainArgs` (by [`command`]) or built by `ablate`:
+/// the loss and training configs themselves, not flags.
 pub struct TrainRequest {
     /// Preset name of a new run.
     pub preset: String,
@@ -69,6 +73,236 @@ pub enum ModelStart {
     Lm(PathBuf),
     /// A whole SmolVLM checkpoint (`--init`).
     Smolvlm(PathBuf),
+}
+
+/// `native train`'s flags. Defaults: `TrainConfig`'s, `RunOptions`' and `training_loss()`'s.
+#[derive(Args, Debug)]
+pub struct TrainArgs {
+    /// Model preset: tiny, small or base (the from-scratch `mini` models), or tiny-smolvlm (a tiny
+    /// random SmolVLM-shaped model, for trying LoRA and the recipe in seconds). With --init-lm it
+    /// sizes the new vision tower (tiny: 32 px, small: 64 px, base: 128 px).
+    #[arg(long, default_value = "small")]
+    pub preset: String,
+    #[command(flatten)]
+    pub start: StartArgs,
+    /// A staged recipe in one run folder (resumable across stages). pretrained-lm: stage 1
+    /// "align" trains the vision tower and connector with the decoder frozen (info-NCE, no hard
+    /// negatives; --align-steps, --align-lr), then stage 2 "contrastive" adds LoRA adapters to the
+    /// decoder and trains them with the vision tower and connector (--loss with --hard-negatives;
+    /// --steps, --lr).
+    #[arg(long, value_enum)]
+    pub recipe: Option<RecipeName>,
+    /// Steps of the recipe's alignment stage.
+    #[arg(long, default_value_t = 200)]
+    pub align_steps: usize,
+    /// Peak learning rate of the recipe's alignment stage.
+    #[arg(long, default_value_t = 1e-3)]
+    pub align_lr: f64,
+    /// Data: shapes (built in, nothing to download), openmoji[:DIR], openclipart[:DIR], fluentui[:DIR]
+    /// (after scripts/setup-extras.sh NAME), jsonl:FILE (your own pairs), or a weighted mix of those:
+    /// mix:openmoji=0.5,fluentui=0.3,openclipart=0.2 (mix:a,b weighs them equally).
+    #[arg(long, default_value = "shapes")]
+    pub data: String,
+    /// Skip (and count) bad JSONL lines and unreadable images instead of stopping.
+    #[arg(long)]
+    pub skip_bad: bool,
+    #[command(flatten)]
+    pub loss: LossArgs,
+    /// Optimizer steps (the default run, `small` on shapes, fits in 15 minutes on 2 CPU cores).
+    /// With --resume: the run's new length (its last stage is lengthened or shortened, and its
+    /// learning-rate schedule recomputed over the new length).
+    #[arg(long, default_value_t = TrainConfig::default().steps)]
+    pub steps: usize,
+    /// Pairs per step.
+    #[arg(long, default_value_t = TrainConfig::default().batch_size)]
+    pub batch_size: usize,
+    /// Explicit hard-negative images per pair appended to the targets (when the data has them).
+    #[arg(long, default_value_t = TrainConfig::default().hard_negatives)]
+    pub hard_negatives: usize,
+    /// Peak learning rate (AdamW, linear warm-up then cosine).
+    #[arg(long, default_value_t = TrainConfig::default().lr)]
+    pub lr: f64,
+    /// Learning-rate warm-up steps.
+    #[arg(long, default_value_t = TrainConfig::default().warmup_steps)]
+    pub warmup: usize,
+    /// Use EGA's full α from the first step (by default α is 0 for --alpha-start steps, then
+    /// ramps in over --alpha-ramp steps: from a fresh model un-rescaled EGA can collapse the
+    /// embeddings before anything is learnt).
+    #[arg(long)]
+    pub no_alpha_warmup: bool,
+    /// Steps of plain info-NCE before EGA's α starts to ramp (default: --warmup).
+    #[arg(long)]
+    pub alpha_start: Option<usize>,
+    /// Steps over which α ramps to its value (default: --warmup).
+    #[arg(long)]
+    pub alpha_ramp: Option<usize>,
+    /// Per-tensor gradient-norm clip (0 disables).
+    #[arg(long, default_value_t = TrainConfig::default().grad_clip)]
+    pub grad_clip: f64,
+    /// AdamW weight decay.
+    #[arg(long, default_value_t = TrainConfig::default().weight_decay)]
+    pub weight_decay: f64,
+    /// Seed of the initialisation and the data order.
+    #[arg(long, default_value_t = TrainConfig::default().seed)]
+    pub seed: u64,
+    /// GradCache: embed the batch C rows at a time (twice: without, then with autodiff), so
+    /// activation memory is that of C rows while the gradients stay the whole batch's.
+    #[arg(long, value_name = "C")]
+    pub grad_cache_chunk: Option<usize>,
+    #[arg(long, default_value = "auto", help = DEVICE_HELP)]
+    pub device: DeviceChoice,
+    /// Run folder (default: runs/<loss>-<preset>-seed<seed>).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Continue the run in this folder from its latest checkpoint (the newest intact one), with
+    /// the options it was started with; only --steps, --eval-every, --eval-count,
+    /// --checkpoint-every, --skip-bad and --device may be given with it. A finished run is left
+    /// as it is.
+    #[arg(long, value_name = "DIR", conflicts_with = "out")]
+    pub resume: Option<PathBuf>,
+    /// Evaluate on 200 held-out pairs every this many steps (0: only at the end).
+    #[arg(long, default_value_t = RunOptions::default().eval_every)]
+    pub eval_every: usize,
+    /// Held-out pairs of the final evaluation (per split).
+    #[arg(long, default_value_t = RunOptions::default().eval_count)]
+    pub eval_count: usize,
+    /// Write a checkpoint every this many steps (and at the end).
+    #[arg(long, default_value_t = RunOptions::default().checkpoint_every)]
+    pub checkpoint_every: usize,
+    /// Stop after this many steps in total (the run stays resumable).
+    #[arg(long, hide = true)]
+    pub stop_after: Option<usize>,
+}
+
+/// Staged training recipes.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RecipeName {
+    /// Align a new vision tower to a frozen pretrained decoder, then tune with LoRA and hard
+    /// negatives.
+    PretrainedLm,
+}
+
+/// Flags `--resume` takes: the rest are the run's own, saved in its run.json.
+const RESUME_FLAGS: &[&str] =
+    &["resume", "device", "steps", "eval-every", "eval-count", "checkpoint-every", "skip-bad", "stop-after"];
+
+/// The long flags of `native train` given on the command line (not defaults), from the train
+/// subcommand's matches.
+pub fn given_flags(matches: &clap::ArgMatches) -> Vec<String> {
+    TrainArgs::augment_args(clap::Command::new("train"))
+        .get_arguments()
+        .filter(|arg| matches.value_source(arg.get_id().as_str()) == Some(clap::parser::ValueSource::CommandLine))
+        .filter_map(|arg| arg.get_long().map(str::to_string))
+        .collect()
+}
+
+/// `native train`: checks the flags (with --resume, only those a resumed run takes; `given`: the
+/// flags given on the command line) and runs or resumes the run.
+pub fn command(args: TrainArgs, given: &[String]) -> Result<()> {
+    if args.resume.is_some() {
+        // A resumed run keeps its own options; one given anyway would be ignored silently.
+        let fixed: Vec<String> =
+            given.iter().filter(|f| !RESUME_FLAGS.contains(&f.as_str())).map(|f| format!("--{f}")).collect();
+        anyhow::ensure!(
+            fixed.is_empty(),
+            "{} with --resume: a resumed run keeps the options it was started with (saved in its run.json); with --resume only --steps, --eval-every, --eval-count, --checkpoint-every, --skip-bad and --device can be given. Start a new run with --out to change the others",
+            fixed.join(", ")
+        );
+    }
+    let is_given = |flag: &str| given.iter().any(|f| f == flag);
+    let loss = args.loss.config();
+    loss.validate()?;
+    let train = TrainConfig {
+        steps: args.steps,
+        batch_size: args.batch_size,
+        hard_negatives: args.hard_negatives,
+        lr: args.lr,
+        warmup_steps: args.warmup,
+        weight_decay: args.weight_decay,
+        grad_clip: args.grad_clip,
+        alpha_warmup: !args.no_alpha_warmup,
+        alpha_start: args.alpha_start.unwrap_or(args.warmup),
+        alpha_ramp: args.alpha_ramp.unwrap_or(args.warmup),
+        seed: args.seed,
+        grad_cache_chunk: args.grad_cache_chunk,
+        freeze: args.start.freeze.clone(),
+        ..TrainConfig::default()
+    };
+    train.validate()?;
+    ModelConfig::preset(&args.preset)?;
+    let (start, lora) = args.start.resolve()?;
+    // The recipe's stages; without one, the run is a single stage of the options above.
+    let (stages, initial_lora) = match args.recipe {
+        None => (Vec::new(), lora),
+        Some(RecipeName::PretrainedLm) => {
+            anyhow::ensure!(args.align_steps >= 1, "--align-steps must be at least 1");
+            anyhow::ensure!(
+                args.start.freeze.is_empty(),
+                "--freeze is set by --recipe pretrained-lm (stage 1: lm; stage 2: lm, with LoRA)"
+            );
+            let align = TrainConfig {
+                steps: args.align_steps,
+                lr: args.align_lr,
+                hard_negatives: 0,
+                warmup_steps: args.warmup.min(args.align_steps / 5),
+                alpha_warmup: false,
+                freeze: vec![FreezePart::Lm],
+                ..train.clone()
+            };
+            let lora = lora.unwrap_or(args.start.lora(8));
+            let contrastive = TrainConfig { freeze: vec![FreezePart::Lm], ..train.clone() };
+            let stages = vec![
+                Stage {
+                    name: "align".into(),
+                    train: align,
+                    loss: loss.clone().with_kind(LossKind::InfoNce),
+                    lora: None,
+                },
+                Stage { name: "contrastive".into(), train: contrastive, loss: loss.clone(), lora: Some(lora) },
+            ];
+            (stages, None)
+        }
+    };
+    anyhow::ensure!(args.eval_count >= 1, "--eval-count must be at least 1");
+    anyhow::ensure!(args.steps >= 1, "--steps must be at least 1");
+    let resume = args.resume.is_some();
+    // A new run takes every option (defaults included); a resumed one only those given.
+    let chosen = |flag: &str, value: usize| (!resume || is_given(flag)).then_some(value);
+    let (eval_every, eval_count, checkpoint_every) = (
+        chosen("eval-every", args.eval_every),
+        chosen("eval-count", args.eval_count),
+        chosen("checkpoint-every", args.checkpoint_every),
+    );
+    let steps = if resume { chosen("steps", args.steps) } else { None };
+    let (out, resume) = match args.resume {
+        Some(dir) => (dir, true),
+        None => (
+            args.out.unwrap_or_else(|| {
+                PathBuf::from(format!("runs/{}-{}{}-seed{}", loss.kind, args.preset, args.start.suffix(), args.seed))
+            }),
+            false,
+        ),
+    };
+    run(TrainRequest {
+        preset: args.preset,
+        data: args.data,
+        skip_bad: args.skip_bad,
+        loss,
+        train,
+        device: args.device,
+        out,
+        resume,
+        eval_every,
+        eval_count,
+        checkpoint_every,
+        steps,
+        stop_after: args.stop_after,
+        start,
+        lm_layers: args.start.lm_layers,
+        lora: initial_lora,
+        stages,
+    })?;
+    Ok(())
 }
 
 impl TrainRequest {

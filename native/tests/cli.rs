@@ -49,6 +49,32 @@ fn help_lists_the_commands_and_bad_arguments_are_clear_errors() {
     }
 }
 
+/// `--help` shows every default, read from the config structs that own them (issue 18): train's
+/// from `TrainConfig`, `RunOptions` and the training loss (rescale sum), example's from
+/// `LossConfig`; the split flags list their values.
+#[test]
+fn help_shows_the_defaults() {
+    let help = text(&run(&["train", "--help"]));
+    for expected in [
+        "--steps <STEPS>",
+        "[default: 500]",
+        "[default: 16]",
+        "[default: 0.0005]",
+        "[default: 0.05]",
+        "[default: sum]",
+        "[default: ega]",
+        "[default: 250]",
+        "[default: q_proj,k_proj,v_proj,o_proj]",
+        "Device: auto (hardware GPU, else CPU), wgpu, cpu",
+    ] {
+        assert!(help.contains(expected), "train --help lacks {expected}: {help}");
+    }
+    let help = text(&run(&["example", "--help"]));
+    assert!(help.contains("[default: none]") && help.contains("[default: 0.1]"), "{help}");
+    let help = text(&run(&["index", "--help"]));
+    assert!(help.contains("[default: test]") && help.contains("train, test, unseen"), "{help}");
+}
+
 fn losses(run: &Path) -> Vec<(u64, f64)> {
     std::fs::read_to_string(run.join("metrics.jsonl"))
         .unwrap()

@@ -79,6 +79,15 @@ pub enum Rescale {
     Sum,
 }
 
+impl std::fmt::Display for Rescale {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Rescale::None => "none",
+            Rescale::Sum => "sum",
+        })
+    }
+}
+
 impl std::str::FromStr for Rescale {
     type Err = EgaError;
     fn from_str(s: &str) -> Result<Self> {
@@ -319,6 +328,17 @@ pub fn similarity_matrix(queries: Tensor<2>, targets: Tensor<2>) -> Tensor<2> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn loss_names_read_back() {
+        // The command line shows defaults with Display and reads them with FromStr.
+        for rescale in [Rescale::None, Rescale::Sum] {
+            assert_eq!(rescale.to_string().parse::<Rescale>().unwrap(), rescale);
+        }
+        for kind in [LossKind::InfoNce, LossKind::Ega, LossKind::Llave, LossKind::Hcl] {
+            assert_eq!(kind.to_string().parse::<LossKind>().unwrap(), kind);
+        }
+    }
 
     #[test]
     fn infonce_is_ega_with_alpha_zero_in_every_mapping() {
