@@ -2,7 +2,7 @@
 # The page's second wasm module, with the WebGPU backend and the WGSL kernels (the `web-gpu`
 # package). Trunk runs this as a post-build hook (Trunk.toml), after it has built the page's
 # CPU module (`web`, which has no wgpu/cubecl and is a fraction of the size). The page imports
-# this module only when it runs search, the lab or the benchmark on WebGPU (web/app.js).
+# this module only when it runs search, the lab or the benchmark on WebGPU (web/js/modules.js).
 #
 # Output, in trunk's staging folder (then dist/): webgpu/web_gpu.js, webgpu/web_gpu_bg.wasm and
 # webgpu/module.json ({"js", "wasm", "sha256", "bytes"}: the page imports the files with the

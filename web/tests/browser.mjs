@@ -182,6 +182,19 @@ const visits = {};
         check(got.search === got.backend.backend, `search runs on the page's backend (${got.badge})`, got.search);
       }
       await page.screenshot({ path: path.join(out, 'search-default.png'), fullPage: true });
+      // The page is ES modules (web/js/): main.js's router sets up each view, and a tab shows its
+      // view alone and keeps it in the URL.
+      const scripts = ['main', 'search', 'lab', 'bench', 'modules'].filter((m) => !got.served.some((r) => r.includes(`/js/${m}.js`)));
+      check(scripts.length === 0, 'the page\'s ES modules are loaded (js/main.js and the views)', `missing: ${scripts.join(', ')}`);
+      const views = await page.evaluate(() => window.ega.views);
+      check(JSON.stringify(views) === JSON.stringify(['search', 'lab', 'bench']), 'the router set up the search, lab and bench views', JSON.stringify(views));
+      await page.click('#tabs button[data-view="bench"]');
+      const shown = await page.evaluate(() => ({ visible: [...document.querySelectorAll('.view')].filter((s) => !s.hidden).map((s) => s.id),
+        active: document.querySelector('#tabs button.active')?.dataset.view, hash: location.hash }));
+      check(JSON.stringify(shown.visible) === '["view-bench"]' && shown.active === 'bench' && shown.hash.includes('view=bench'),
+        'the Benchmark tab shows its view alone and puts it in the URL', JSON.stringify(shown));
+      await page.click('#tabs button[data-view="search"]');
+      check(await page.$eval('#view-search', (el) => !el.hidden), 'the Search tab shows search again');
     } else {
       check(got.cache.misses === 0 && got.cache.hits >= 5, 'repeat visit: the model and gallery come from the Cache API',
         JSON.stringify(got.cache));
