@@ -184,6 +184,7 @@ fn a_folder_of_images_is_indexed_by_file_and_its_bad_files_are_skipped() {
 fn a_dataset_s_bad_line_stops_the_index_with_a_hint_unless_skipped() {
     let root = temp("jsonl");
     std::fs::create_dir_all(&root).unwrap();
+    RgbImage::from_pixel(8, 8, image::Rgb([220, 30, 30])).save(root.join("red.png")).unwrap();
     let pairs = root.join("pairs.jsonl");
     std::fs::write(&pairs, "{\"image\": \"red.png\", \"text\": \"red\"}\n{not json\n").unwrap();
     let spec = format!("jsonl:{}", pairs.display());
