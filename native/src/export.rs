@@ -258,9 +258,9 @@ pub fn export(request: ExportRequest) -> Result<()> {
         largest.1
     );
     let total: u64 = files.iter().map(|f| f.1).sum();
-    let known = written.known_query()?.map(|known| {
-        serde_json::json!({"query": known.query, "id": known.id, "row": known.row, "score": known.score})
-    });
+    let known = written
+        .known_query()?
+        .map(|known| serde_json::json!({"query": known.query, "id": known.id, "row": known.row, "score": known.score}));
     if let Some(known) = &known {
         eprintln!("known query: {} ranks {} first", known["query"], known["id"]);
     }

@@ -152,7 +152,9 @@ mod tests {
 
         let folder = FolderDataset::open(&root).unwrap();
         let ids = |folder: &FolderDataset| -> Vec<String> {
-            (0..folder.files().len()).map(|i| folder.file(i).unwrap().strip_prefix(&root).unwrap().display().to_string()).collect()
+            (0..folder.files().len())
+                .map(|i| folder.file(i).unwrap().strip_prefix(&root).unwrap().display().to_string())
+                .collect()
         };
         assert_eq!(ids(&folder), ["a.PNG", "b/deeper/c.png", "m-broken.png", "z.png"]);
         assert_eq!(ids(&FolderDataset::open(&root).unwrap()), ids(&folder), "the same order every time");

@@ -114,7 +114,11 @@ pub fn load_model(path: &Path, device: &Device) -> Result<LoadedModel> {
             model: checkpoint.model,
             tokenizer: checkpoint.tokenizer,
             path: path.display().to_string(),
-            notes: checkpoint.passed_over.iter().map(|reason| format!("passed over a damaged checkpoint: {reason}")).collect(),
+            notes: checkpoint
+                .passed_over
+                .iter()
+                .map(|reason| format!("passed over a damaged checkpoint: {reason}"))
+                .collect(),
         });
     }
     let dir = crate::bundle::resolve(path)?;
@@ -143,7 +147,9 @@ pub fn open_images(spec: &str, image_size: usize, skip_bad: bool) -> Result<Box<
 /// `err` with [`SKIP_BAD_HINT`] (a format error stays one).
 fn with_skip_bad_hint(err: EgaError) -> EgaError {
     match err {
-        EgaError::Format { file, problem } => EgaError::Format { file, problem: format!("{problem} ({SKIP_BAD_HINT})") },
+        EgaError::Format { file, problem } => {
+            EgaError::Format { file, problem: format!("{problem} ({SKIP_BAD_HINT})") }
+        }
         other => EgaError::Data(format!("{other} ({SKIP_BAD_HINT})")),
     }
 }
@@ -235,11 +241,8 @@ fn readback(err: impl std::fmt::Debug) -> EgaError {
 }
 
 fn device_hits(indices: TensorData, scores: TensorData) -> ReadSearch {
-    let hits = indices
-        .iter::<i64>()
-        .zip(scores.iter::<f32>())
-        .map(|(row, score)| Hit { row: row as usize, score })
-        .collect();
+    let hits =
+        indices.iter::<i64>().zip(scores.iter::<f32>()).map(|(row, score)| Hit { row: row as usize, score }).collect();
     ReadSearch(Read::Hits(hits))
 }
 
@@ -252,9 +255,10 @@ impl PendingSearch {
     /// Reads the search back, blocking (native only: WebGPU cannot block).
     pub fn read(self) -> Result<ReadSearch> {
         match self.0 {
-            Pending::Device(top) => {
-                Ok(device_hits(top.indices.try_into_data().map_err(readback)?, top.scores.try_into_data().map_err(readback)?))
-            }
+            Pending::Device(top) => Ok(device_hits(
+                top.indices.try_into_data().map_err(readback)?,
+                top.scores.try_into_data().map_err(readback)?,
+            )),
             Pending::Host { query, k } => Ok(ReadSearch(Read::Query { values: to_f32_vec(query)?, k })),
         }
     }
@@ -365,7 +369,14 @@ impl Gallery {
         if text.trim().is_empty() {
             return Err(EgaError::Data("the query is empty: give some words to search for".into()));
         }
-        crate::embed::embed_captions(&self.model.model, &self.model.config, &self.model.tokenizer, &[text], 1, &self.device)
+        crate::embed::embed_captions(
+            &self.model.model,
+            &self.model.config,
+            &self.model.tokenizer,
+            &[text],
+            1,
+            &self.device,
+        )
     }
 
     /// The unit-norm embeddings `[n, d]` of `images` (as gallery images, or image queries).
@@ -401,7 +412,10 @@ impl Gallery {
         if q != 1 || d != self.dim() {
             return Err(EgaError::Shape {
                 context: "gallery search",
-                message: format!("the query is [{q}, {d}]; one query of the index's dimension {} was expected", self.dim()),
+                message: format!(
+                    "the query is [{q}, {d}]; one query of the index's dimension {} was expected",
+                    self.dim()
+                ),
             });
         }
         if self.is_empty() || !self.searches_on_device() {

@@ -99,7 +99,8 @@ fn adding_images_grows_the_gallery_and_they_are_searchable() {
     std::fs::create_dir_all(&folder).unwrap();
     let options = AddOptions { split: Split::Test, count: Some(6), batch_size: 4, thumb_size: 16, skip_bad: false };
     let mut seen = Vec::new();
-    let report = gallery.add_dataset(&dataset, &options, Some(&folder), &mut |done, total| seen.push((done, total))).unwrap();
+    let report =
+        gallery.add_dataset(&dataset, &options, Some(&folder), &mut |done, total| seen.push((done, total))).unwrap();
     assert_eq!(report.added, 0..6);
     assert!(report.skipped.is_empty());
     assert_eq!(seen, [(4, 6), (6, 6)]);
@@ -210,7 +211,9 @@ fn f16_rows_keep_the_top_k_of_well_separated_rows() {
         count: 3,
         dim: 2,
         dtype: StoredDtype::F32,
-        entries: (0..3).map(|i| IndexEntry { id: i.to_string(), caption: None, image: None, thumbnail: None }).collect(),
+        entries: (0..3)
+            .map(|i| IndexEntry { id: i.to_string(), caption: None, image: None, thumbnail: None })
+            .collect(),
     };
     let index = Index { meta: meta.clone(), rows: vec![1.0, 0.0, 0.0, 1.0, 0.6, 0.8] };
     assert_eq!(f16_keeps_top_k(&index, 10), 3);
