@@ -223,9 +223,9 @@ pub struct PendingSearch(Pending);
 
 enum Pending {
     /// The WGSL top-k's answer, on the device.
-    Device(TopK),
+    Device(Box<TopK>),
     /// The query embedding, for the host loop.
-    Host { query: Tensor<2>, k: usize },
+    Host { query: Box<Tensor<2>>, k: usize },
 }
 
 /// A search read back, to finish with [`Gallery::finish_search`].
@@ -259,7 +259,7 @@ impl PendingSearch {
                 top.indices.try_into_data().map_err(readback)?,
                 top.scores.try_into_data().map_err(readback)?,
             )),
-            Pending::Host { query, k } => Ok(ReadSearch(Read::Query { values: to_f32_vec(query)?, k })),
+            Pending::Host { query, k } => Ok(ReadSearch(Read::Query { values: to_f32_vec(*query)?, k })),
         }
     }
 
@@ -272,7 +272,7 @@ impl PendingSearch {
                 Ok(device_hits(indices, scores))
             }
             Pending::Host { query, k } => {
-                let values = query.into_data_async().await.map_err(readback)?.iter::<f32>().collect();
+                let values = (*query).into_data_async().await.map_err(readback)?.iter::<f32>().collect();
                 Ok(ReadSearch(Read::Query { values, k }))
             }
         }
@@ -419,11 +419,11 @@ impl Gallery {
             });
         }
         if self.is_empty() || !self.searches_on_device() {
-            return Ok(PendingSearch(Pending::Host { query, k }));
+            return Ok(PendingSearch(Pending::Host { query: Box::new(query), k }));
         }
         let (n, index, device) = (self.len(), &self.index, &self.device);
         let rows = self.on_device.get_or_insert_with(|| floats(index.rows.clone(), [n, d], device)).clone();
-        Ok(PendingSearch(Pending::Device(topk::topk_cosine(query, rows, k)?)))
+        Ok(PendingSearch(Pending::Device(Box::new(topk::topk_cosine(query, rows, k)?))))
     }
 
     /// The hits of a search read back: best first, rows of this gallery only.
