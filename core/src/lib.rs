@@ -22,6 +22,7 @@ pub mod error;
 pub mod eval;
 pub mod fs;
 pub mod fuzzing;
+pub mod gallery;
 pub mod index;
 pub mod init;
 pub mod kernels;

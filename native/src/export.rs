@@ -21,12 +21,12 @@ use ega_core::bundle;
 use ega_core::data::{self, Split};
 use ega_core::device::{self, DeviceChoice};
 use ega_core::eval::{evaluate, RetrievalMetrics};
-use ega_core::index::{search_host, Index};
+use ega_core::gallery::{self, LoadedModel};
+use ega_core::index::Index;
 use ega_core::store::StoredDtype;
 
 use crate::args::DEVICE_HELP;
 use crate::search::{write_index, IndexArgs};
-use crate::train::LoadedModel;
 
 /// Largest buffer a page may bind by default in WebGPU (`maxStorageBufferBindingSize`, 128 MiB).
 pub const WEBGPU_DEFAULT_BINDING_LIMIT: u64 = 128 << 20;
@@ -144,7 +144,7 @@ pub fn export(request: ExportArgs) -> Result<()> {
         eprintln!("{note}");
     }
     let index_out = request.out.join("index");
-    crate::search::check_index_out(&index_out)?;
+    gallery::check_index_out(&index_out)?;
     let _index_lock = crate::search::lock_index_out(&index_out)?;
     let selected = device::select(request.device)?;
     let device = selected.device.clone();
@@ -225,14 +225,7 @@ pub fn export(request: ExportArgs) -> Result<()> {
     let exported = if weights == StoredDtype::F16 { halved } else { bundle::load(&model_out, &device)? };
 
     // The gallery, re-embedded with the exported weights; rows in f32 first to compare.
-    let loaded = LoadedModel {
-        model: exported.model,
-        config: exported.config.model.clone(),
-        tokenizer: exported.tokenizer,
-        data: exported.config.data.clone(),
-        model_id: Some(exported_config.model_id.clone()),
-        description: model_out.display().to_string(),
-    };
+    let loaded = LoadedModel::from_bundle(exported, model_out.display().to_string());
     let source_is_folder = Path::new(&index.meta.source).is_dir();
     let index_request = IndexArgs {
         model: model_out.clone(),
@@ -248,17 +241,10 @@ pub fn export(request: ExportArgs) -> Result<()> {
         // are listed again here, not dropped silently).
         skip_bad: true,
     };
-    write_index(&loaded, &exported_config.model_id, &index_request, &device)?;
+    let written = write_index(loaded, &index_request, &device)?;
     let mut rows = Index::load(&index_out)?;
     // f16 rows: do the top-10 lists of every gallery image as a query stay the same?
-    let rounded = ega_core::index::round_to_f16(&rows.rows);
-    let dim = rows.meta.dim;
-    let mut same = 0;
-    for query in rows.rows.chunks_exact(dim) {
-        let a: Vec<usize> = search_host(&rows.rows, dim, query, 10).iter().map(|h| h.row).collect();
-        let b: Vec<usize> = search_host(&rounded, dim, query, 10).iter().map(|h| h.row).collect();
-        same += usize::from(a == b);
-    }
+    let same = gallery::f16_keeps_top_k(&rows, 10);
     let rows_f16 = same == rows.meta.count;
     eprintln!(
         "index rows: top-10 identical with f16 rows for {same} of {} gallery queries → {} rows",
@@ -282,7 +268,9 @@ pub fn export(request: ExportArgs) -> Result<()> {
         largest.1
     );
     let total: u64 = files.iter().map(|f| f.1).sum();
-    let known = known_query(&loaded, &rows, &device)?;
+    let known = written
+        .known_query()?
+        .map(|known| serde_json::json!({"query": known.query, "id": known.id, "row": known.row, "score": known.score}));
     if let Some(known) = &known {
         eprintln!("known query: {} ranks {} first", known["query"], known["id"]);
     }
@@ -314,43 +302,6 @@ pub fn export(request: ExportArgs) -> Result<()> {
         largest.1 as f64 / 1e6
     );
     Ok(())
-}
-
-/// The first gallery entry (in index order, among the first 500) whose own caption ranks it
-/// first: a query the committed demo bundles are tested with. `None` without captions.
-fn known_query(
-    loaded: &LoadedModel,
-    index: &Index,
-    device: &burn::tensor::Device,
-) -> Result<Option<serde_json::Value>> {
-    let captioned: Vec<(usize, &str)> = index
-        .meta
-        .entries
-        .iter()
-        .enumerate()
-        .filter_map(|(row, e)| e.caption.as_deref().map(|c| (row, c)))
-        .take(500)
-        .collect();
-    for chunk in captioned.chunks(64) {
-        let captions: Vec<&str> = chunk.iter().map(|(_, c)| *c).collect();
-        let embeddings = ega_core::tensor_util::to_f32_vec(ega_core::embed::embed_captions(
-            &loaded.model,
-            &loaded.config,
-            &loaded.tokenizer,
-            &captions,
-            64,
-            device,
-        )?)?;
-        for ((row, caption), query) in chunk.iter().zip(embeddings.chunks_exact(index.meta.dim)) {
-            let hits = search_host(&index.rows, index.meta.dim, query, 2);
-            // A clear winner, not a tie broken by row order.
-            if hits[0].row == *row && hits.get(1).is_none_or(|h| h.score < hits[0].score - 1e-4) {
-                return Ok(Some(serde_json::json!({"query": caption, "id": index.meta.entries[*row].id, "row": row,
-                    "score": hits[0].score})));
-            }
-        }
-    }
-    Ok(None)
 }
 
 /// The model card (`README.md` beside model/ and index/): what it is, how it was made, how good

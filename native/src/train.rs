@@ -882,7 +882,10 @@ pub fn eval(
     let query_set = queries.map(|(file, split)| QuerySet::load(file).map(|set| (file, split, set))).transpose()?;
     let selected = device::select(device)?;
     let device = selected.device.clone();
-    let loaded = load_model(model, &device)?;
+    let loaded = ega_core::gallery::load_model(model, &device)?;
+    for note in &loaded.notes {
+        eprintln!("note: {note}");
+    }
     let spec = data.unwrap_or(&loaded.data);
     let dataset = data::open(spec, loaded.config.image_size(), false)?;
     eprintln!("evaluating {} on {} with {}", loaded.description, dataset.name(), selected.description);
@@ -926,63 +929,4 @@ pub fn eval(
         ega_core::store::write_atomic(path, serde_json::to_string_pretty(&value)?.as_bytes())?;
     }
     Ok(())
-}
-
-/// A model to use, from a bundle, a run folder (its `bundle/`, else its latest checkpoint) or a
-/// checkpoint folder.
-pub struct LoadedModel {
-    /// The weights.
-    pub model: Embedder,
-    /// Its config.
-    pub config: ModelConfig,
-    /// Its tokenizer.
-    pub tokenizer: Tokenizer,
-    /// The data it was trained on.
-    pub data: String,
-    /// The bundle's model id (`None` for a checkpoint: index and search need a bundle).
-    pub model_id: Option<String>,
-    /// Where it came from, for messages.
-    pub description: String,
-}
-
-/// Loads `path` as a bundle, a run folder or a checkpoint folder.
-pub fn load_model(path: &Path, device: &burn::tensor::Device) -> Result<LoadedModel> {
-    let checkpoint = if path.join("run.json").exists() {
-        Some(checkpoint::load(path, device)?)
-    } else {
-        match ega_core::bundle::resolve(path) {
-            Ok(_) => None,
-            // A run that has no bundle yet: its latest checkpoint.
-            Err(_) if path.join("checkpoints").is_dir() => Some(checkpoint::load_latest(path, device)?),
-            Err(err) => return Err(err.into()),
-        }
-    };
-    if let Some(checkpoint) = checkpoint {
-        for reason in &checkpoint.passed_over {
-            eprintln!("note: passed over a damaged checkpoint: {reason}");
-        }
-        return Ok(LoadedModel {
-            description: format!("{} (step {})", checkpoint.folder.display(), checkpoint.state.step),
-            model_id: None,
-            data: checkpoint.state.data,
-            config: checkpoint.state.model,
-            model: checkpoint.model,
-            tokenizer: checkpoint.tokenizer,
-        });
-    }
-    let dir = ega_core::bundle::resolve(path)?;
-    let bundle = ega_core::bundle::load(&dir, device)?;
-    Ok(LoadedModel {
-        description: format!(
-            "bundle {} (model {}, {} steps)",
-            dir.display(),
-            bundle.config.model_id,
-            bundle.config.steps
-        ),
-        model_id: Some(bundle.config.model_id),
-        data: bundle.config.data,
-        config: bundle.config.model,
-        model: bundle.model,
-        tokenizer: bundle.tokenizer,
-    })
 }

@@ -14,6 +14,7 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 use burn::tensor::{Device, Int, Tensor};
+use ega_core::gallery::{Gallery, LoadedModel};
 use ega_core::index::IndexEntry;
 use ega_core::lab::LabConfig;
 use ega_core::loss::{oracle, LossConfig, Rescale};
@@ -249,22 +250,14 @@ pub fn embed_bundle(
     }))
 }
 
-struct SearchState {
-    bundle: ega_core::bundle::Bundle,
-    entries: Vec<IndexEntry>,
-    rows: Vec<f32>,
-    dim: usize,
-    /// The rows on the device (WebGPU: searched by the WGSL top-k); rebuilt after an image is added.
-    on_device: Option<Tensor<2>>,
-    backend: Backend,
-}
-
-/// A model bundle and its gallery index, loaded in the page from their files' bytes. The same
-/// ega-core code as `native search`: `web/tests/search.mjs` and the browser tests check the
-/// committed demo bundles answer their recorded query here too.
+/// A model bundle and its gallery index, loaded in the page from their files' bytes: an
+/// `ega_core::gallery::Gallery`, the same code as `native search` (one device rule: the WGSL
+/// top-k on WebGPU, the exact host loop on the CPU backend). `web/tests/search.mjs` and the
+/// browser tests check the committed demo bundles answer their recorded query here too.
 #[wasm_bindgen]
 pub struct Searcher {
-    state: Rc<RefCell<SearchState>>,
+    gallery: Rc<RefCell<Gallery>>,
+    backend: &'static str,
 }
 
 #[wasm_bindgen]
@@ -290,93 +283,51 @@ impl Searcher {
         let bundle = ega_core::bundle::from_bytes(config_json, weights, tokenizer_json, None, "model", &backend.device)
             .map_err(js_error)?;
         let index = ega_core::index::Index::from_bytes(index_bin, index_json, "index").map_err(js_error)?;
-        index.check_model(&bundle.config.model_id, bundle.config.model.embed_dim(), "the bundle").map_err(js_error)?;
-        let state = SearchState {
-            bundle,
-            dim: index.meta.dim,
-            entries: index.meta.entries,
-            rows: index.rows,
-            on_device: None,
-            backend,
-        };
-        Ok(Searcher { state: Rc::new(RefCell::new(state)) })
+        let model = LoadedModel::from_bundle(bundle, "the bundle");
+        let gallery = Gallery::open(model, index, &backend.device).map_err(js_error)?;
+        Ok(Searcher { gallery: Rc::new(RefCell::new(gallery)), backend: backend.name })
     }
 
     /// Rows in the gallery (including added images).
     pub fn count(&self) -> usize {
-        self.state.borrow().entries.len()
+        self.gallery.borrow().len()
     }
 
     /// The model id of the bundle (and its index).
     pub fn model_id(&self) -> String {
-        self.state.borrow().bundle.config.model_id.clone()
+        self.gallery.borrow().model_id().to_string()
     }
 
     /// The backend this searcher runs on (`webgpu` or `cpu`).
     pub fn backend(&self) -> String {
-        self.state.borrow().backend.name.to_string()
+        self.backend.to_string()
     }
 
     /// The side of the model's square image input, in pixels.
     pub fn image_size(&self) -> usize {
-        self.state.borrow().bundle.config.model.image_size()
+        self.gallery.borrow().model().config.image_size()
     }
 
     /// The top `k` gallery rows for a text query: a promise of JSON
     /// `[{row, id, caption, thumbnail, score}]`. On WebGPU the WGSL top-k runs over the rows kept on
     /// the device; on the CPU backend, the exact host loop.
     pub fn search(&self, query: String, k: usize) -> Promise {
-        let state = self.state.clone();
+        let gallery = self.gallery.clone();
         future_to_promise(async move {
-            if query.trim().is_empty() {
-                return Err(JsError::new("the query is empty").into());
-            }
-            if k == 0 {
-                return Err(JsError::new("k must be at least 1").into());
-            }
-            let (embedding, rows, device_search) = {
-                let mut s = state.borrow_mut();
-                let config = &s.bundle.config.model;
-                let embedding = ega_core::embed::embed_captions(
-                    &s.bundle.model,
-                    config,
-                    &s.bundle.tokenizer,
-                    &[query.as_str()],
-                    1,
-                    &s.backend.device,
-                )
-                .map_err(js_value)?;
-                if s.backend.name == "webgpu" && s.on_device.is_none() {
-                    let count = s.entries.len();
-                    let tensor = ega_core::tensor_util::floats(s.rows.clone(), [count, s.dim], &s.backend.device);
-                    s.on_device = Some(tensor);
-                }
-                (embedding, s.on_device.clone(), s.backend.name == "webgpu")
+            let pending = {
+                let mut gallery = gallery.borrow_mut();
+                let embedding = gallery.embed_text(&query).map_err(js_value)?;
+                gallery.start_search(embedding, k).map_err(js_value)?
             };
-            let hits: Vec<(usize, f32)> = match rows {
-                Some(rows) if device_search => {
-                    let top = ega_core::kernels::topk_cosine(embedding, rows, k).map_err(js_value)?;
-                    let indices = read_ints(top.indices).await?;
-                    let scores = read(top.scores).await?;
-                    indices.into_iter().map(|i| i as usize).zip(scores).collect()
-                }
-                _ => {
-                    let query = read(embedding).await?;
-                    let s = state.borrow();
-                    ega_core::index::search_host(&s.rows, s.dim, &query, k)
-                        .into_iter()
-                        .map(|hit| (hit.row, hit.score))
-                        .collect()
-                }
-            };
-            let s = state.borrow();
-            let results: Vec<serde_json::Value> = hits
+            let read = pending.read_async().await.map_err(js_value)?;
+            let gallery = gallery.borrow();
+            let results: Vec<serde_json::Value> = gallery
+                .finish_search(read)
                 .iter()
-                .filter(|(row, _)| *row < s.entries.len())
-                .map(|&(row, score)| {
-                    let entry = &s.entries[row];
-                    serde_json::json!({"row": row, "id": entry.id, "caption": entry.caption,
-                        "thumbnail": entry.thumbnail, "score": score})
+                .filter_map(|hit| {
+                    let entry = gallery.entry(hit.row)?;
+                    Some(serde_json::json!({"row": hit.row, "id": entry.id, "caption": entry.caption,
+                        "thumbnail": entry.thumbnail, "score": hit.score}))
                 })
                 .collect();
             Ok(JsValue::from_str(&serde_json::Value::from(results).to_string()))
@@ -387,7 +338,7 @@ impl Searcher {
     /// page) and adds it to the gallery as `id` with `thumbnail` (a URL the page made). A promise of
     /// the new row's number. The image never leaves the page.
     pub fn add_image(&self, rgb: Vec<u8>, width: u32, height: u32, id: String, thumbnail: String) -> Promise {
-        let state = self.state.clone();
+        let gallery = self.gallery.clone();
         future_to_promise(async move {
             let expected = width as usize * height as usize * 3;
             if width == 0 || height == 0 || rgb.len() != expected {
@@ -399,29 +350,11 @@ impl Searcher {
             }
             let image = ega_core::data::RgbImage::from_raw(width, height, rgb)
                 .ok_or_else(|| JsError::new(&format!("{id}: the pixels do not form an image")))?;
-            let embedding = {
-                let s = state.borrow();
-                ega_core::embed::embed_images(
-                    &s.bundle.model,
-                    &s.bundle.config.model,
-                    &s.bundle.tokenizer,
-                    &[&image],
-                    1,
-                    &s.backend.device,
-                )
-                .map_err(js_value)?
-            };
+            let embedding = gallery.borrow().embed_images(&[&image]).map_err(js_value)?;
             let values = read(embedding).await?;
-            let mut s = state.borrow_mut();
-            if values.len() != s.dim {
-                return Err(
-                    JsError::new(&format!("{id}: the embedding has {} values, not {}", values.len(), s.dim)).into()
-                );
-            }
-            s.rows.extend_from_slice(&values);
-            s.entries.push(IndexEntry { id, caption: None, image: None, thumbnail: Some(thumbnail) });
-            s.on_device = None;
-            Ok(JsValue::from(s.entries.len() - 1))
+            let entry = IndexEntry { id, caption: None, image: None, thumbnail: Some(thumbnail) };
+            let rows = gallery.borrow_mut().add_rows(&values, vec![entry]).map_err(js_value)?;
+            Ok(JsValue::from(rows.start))
         })
     }
 }

@@ -10,11 +10,13 @@
 //!   from file names, skin-tone and shared-word hard negatives.
 //! - [`jsonl`]: the user's own pairs, one JSON object a line.
 //! - [`mix`]: several of the above in one dataset, training pairs drawn by weight.
+//! - [`folder`]: a folder of image files (no captions, no splits): a gallery to index.
 //!
 //! Images are kept as 8-bit RGB at their own size; [`image_tensor_data`] resizes them to the
 //! model's input and lays them out channel-major in `[0, 1]`.
 
 pub mod fluentui;
+pub mod folder;
 pub mod jsonl;
 pub mod mix;
 pub mod openclipart;
@@ -105,6 +107,12 @@ pub trait Dataset: Send + Sync {
     /// Bad entries left out when the dataset was opened (`skip_bad`), each with why.
     fn skipped(&self) -> &[String] {
         &[]
+    }
+    /// The folder of image files this dataset is, when it is one: its samples have no captions
+    /// and it has no splits, so an index records neither, names each row by its file, and skips
+    /// unreadable files. `None` for the datasets of pairs.
+    fn image_folder(&self) -> Option<&folder::FolderDataset> {
+        None
     }
 }
 

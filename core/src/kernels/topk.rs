@@ -92,6 +92,14 @@ pub(super) fn select(scores: &CubeTensor, q: usize, n: usize, d: usize, k: usize
     (out_idx, out_score)
 }
 
+/// Whether the WGSL top-k runs on `device` (for f32 tensors): a wgpu device without autodiff,
+/// the kernels not switched off (`EGA_KERNELS=off`). The one rule of where search runs: the
+/// gallery keeps its rows on such a device and ranks them there, and ranks them with the exact
+/// host loop everywhere else; [`topk_cosine`] falls back to [`topk_reference`] off it.
+pub fn runs_on_kernels(device: &burn::tensor::Device) -> bool {
+    super::kernels_enabled() && super::is_wgpu(device) && !device.is_autodiff()
+}
+
 /// Top-k of unit-norm `queries [q, d]` against unit-norm `index [n, d]`: the WGSL kernels on a
 /// wgpu device (f32), [`topk_reference`] elsewhere. `k > n` returns all `n` rows.
 ///
@@ -125,9 +133,7 @@ fn topk_on_kernels(
     (q, n, d): (usize, usize, usize),
 ) -> Result<TopK> {
     let device = queries.device();
-    let on_kernels = super::kernels_enabled()
-        && super::is_wgpu(&device)
-        && !device.is_autodiff()
+    let on_kernels = runs_on_kernels(&device)
         && queries.dtype() == DType::F32
         && index.dtype() == DType::F32
         && n < u32::MAX as usize / 2;
