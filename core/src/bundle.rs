@@ -18,8 +18,9 @@ use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 
 use crate::loss::LossConfig;
+use crate::model::{model_from_bytes, model_id, model_to_bytes};
 use crate::model::{Embedder, ModelConfig};
-use crate::store::{fnv_hex, model_from_bytes, model_id, model_to_bytes, safetensors, write_atomic, StoredDtype};
+use crate::store::{fnv_hex, safetensors, write_atomic, StoredDtype};
 use crate::tokenizer::Tokenizer;
 use crate::{EgaError, Result};
 

@@ -15,21 +15,8 @@ pub mod safetensors;
 
 use crate::Result;
 
-/// A tensor read from a checkpoint: `f32` values, row-major, in PyTorch / Hugging Face layout.
-#[derive(Debug, Clone, PartialEq)]
-pub struct HostTensor {
-    /// Dimensions, outermost first (a linear weight: `[out, in]`).
-    pub shape: Vec<usize>,
-    /// `shape.iter().product()` values.
-    pub data: Vec<f32>,
-}
-
-impl HostTensor {
-    /// Number of values the shape holds.
-    pub fn numel(&self) -> usize {
-        self.shape.iter().product()
-    }
-}
+/// A tensor read from a checkpoint (defined in the storage floor, which writes them too).
+pub use crate::store::HostTensor;
 
 /// What a checkpoint stores a tensor as (for `native info`).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,11 +1,12 @@
 //! The storage floor under every file format of ega-core (`checkpoint`, `bundle`, `index` stand
-//! on it side by side): atomic writes, the model ⇄ safetensors bytes conversion and the model id,
-//! the dtypes rows and weights are stored as, and the hash the formats record.
+//! on it side by side): atomic writes, the dtypes rows and weights are stored as, the hash the
+//! formats record, safetensors bytes. It uses nothing of ega-core above it (no model, no format);
+//! a model's weights as bytes and its id are the model layer's (`model::bytes`).
 //!
 //! - [`write_atomic`]: a file replaced in one rename, flushed to the disk first ([`write_synced`]);
 //!   its temporary files are the names [`is_temp_name`] recognises.
-//! - [`model_to_bytes`] / [`model_from_bytes`]: a model's weights as safetensors bytes and back;
-//!   [`model_id`]: the hash of those bytes and the model config that bundles and indexes record.
+//! - [`HostTensor`]: a tensor's `f32` values on the host, in PyTorch layout (what the formats
+//!   read and write).
 //! - [`StoredDtype`]: f32 or f16 on disk (not burn's in-memory `DType`).
 //! - [`fnv_hex`]: 64-bit FNV-1a, the one hash of the files.
 //! - [`safetensors`]: reading a safetensors header, writing host tensors, F32 ↔ F16, checks.
@@ -14,14 +15,25 @@ pub mod safetensors;
 
 use std::path::Path;
 
-use burn::store::{ModuleSnapshot, SafetensorsStore};
-use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 
-use crate::model::smolvlm::{Part, SmolVlm};
-use crate::model::{Architecture, Embedder, MiniEmbedder, ModelConfig};
-use crate::pretrained::safetensors::{Rename, SafetensorsSource};
 use crate::{EgaError, Result};
+
+/// A tensor read from a checkpoint: `f32` values, row-major, in PyTorch / Hugging Face layout.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostTensor {
+    /// Dimensions, outermost first (a linear weight: `[out, in]`).
+    pub shape: Vec<usize>,
+    /// `shape.iter().product()` values.
+    pub data: Vec<f32>,
+}
+
+impl HostTensor {
+    /// Number of values the shape holds.
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+}
 
 /// How values (index rows, a bundle's weights) are stored on disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -86,11 +98,6 @@ pub fn fnv_hex(parts: &[&[u8]]) -> String {
     format!("{:016x}", fnv1a(parts))
 }
 
-/// The id of a model: a hash of its safetensors bytes and its config.
-pub fn model_id(weights: &[u8], config: &ModelConfig) -> Result<String> {
-    Ok(fnv_hex(&[weights, &config.id_bytes()?]))
-}
-
 /// Writes `bytes` to `path` and flushes them to the disk before returning: a file or folder
 /// renamed into place must not hold empty files after a power loss.
 pub fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
@@ -115,45 +122,6 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         let _ = std::fs::remove_file(&tmp);
     }
     written
-}
-
-/// The model's weights as safetensors bytes: a `mini` model's burn tensor names, a `smolvlm`
-/// model's Hugging Face names and layout (blocking read-back: native only).
-pub fn model_to_bytes(model: &Embedder) -> Result<Vec<u8>> {
-    match model {
-        Embedder::Mini(mini) => {
-            // burn-store's default metadata is a HashMap, written in a random key order: without
-            // it the same weights always give the same bytes, so the same model id (issue 16).
-            let mut store = SafetensorsStore::from_bytes(None).clear_metadata();
-            mini.save_into(&mut store).map_err(|err| EgaError::Data(format!("serialising the weights: {err}")))?;
-            store.get_bytes().map_err(|err| EgaError::Data(format!("serialising the weights: {err}")))
-        }
-        Embedder::Smolvlm(smolvlm) => safetensors::to_bytes(&smolvlm.export()?),
-    }
-}
-
-/// A model of `config` with the weights of `bytes`; every tensor must be present with its shape.
-/// `what` names the file in messages.
-pub fn model_from_bytes(config: &ModelConfig, bytes: Vec<u8>, device: &Device, what: &str) -> Result<Embedder> {
-    match &config.architecture {
-        Architecture::Mini(_) => {
-            safetensors::check_f32_finite(&bytes, what)?;
-            let mut model = MiniEmbedder::new(config, 0, device)?;
-            let mut store = SafetensorsStore::from_bytes(Some(bytes));
-            let result = model.load_from(&mut store).map_err(|err| {
-                EgaError::format(&what, format!("not a usable safetensors file for this model: {err}"))
-            })?;
-            if !result.is_success() || !result.missing.is_empty() {
-                return Err(EgaError::format(&what, format!("the weights do not match the model config: {result}")));
-            }
-            Ok(Embedder::Mini(model))
-        }
-        Architecture::Smolvlm(smolvlm) => {
-            let mut source = SafetensorsSource::from_files(what, vec![(what.to_string(), bytes)], Rename::Smolvlm)?;
-            let (model, _) = SmolVlm::build(smolvlm, Some(&mut source), &Part::ALL, 0, device)?;
-            Ok(Embedder::Smolvlm(model))
-        }
-    }
 }
 
 #[cfg(test)]

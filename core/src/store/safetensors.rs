@@ -7,8 +7,8 @@ use std::ops::Range;
 
 use serde_json::{Map, Value};
 
+use super::HostTensor;
 use super::StoredDtype;
-use crate::pretrained::HostTensor;
 use crate::{EgaError, Result};
 
 /// The JSON header of a safetensors file and the data after it, or why there is none.
