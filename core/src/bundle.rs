@@ -18,10 +18,10 @@ use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 
 use crate::loss::LossConfig;
-use crate::model::{model_from_bytes, model_id, model_to_bytes};
 use crate::model::{Embedder, ModelConfig};
 use crate::store::{fnv_hex, safetensors, write_atomic, StoredDtype};
 use crate::tokenizer::Tokenizer;
+use crate::weights::{model_from_bytes, model_id, model_to_bytes};
 use crate::{EgaError, Result};
 
 /// Version of the bundle files written here.

@@ -14,11 +14,11 @@ use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 
 use crate::loss::LossConfig;
-use crate::model::{model_from_bytes, model_to_bytes};
 use crate::model::{Embedder, ModelConfig};
 use crate::store::{is_temp_name, write_atomic, write_synced};
 use crate::tokenizer::Tokenizer;
 use crate::train::TrainConfig;
+use crate::weights::{model_from_bytes, model_to_bytes};
 use crate::{EgaError, Result};
 
 /// Version of the files written here; bumped when their meaning changes.

@@ -125,7 +125,7 @@ pub fn bundle(data: &[u8]) {
 
 /// A safetensors file: the Hugging Face reader ([`SafetensorsSource`], every tensor taken), the
 /// F16 ↔ F32 conversion of bundles ([`store::safetensors::convert`]) and the loading of a `mini`
-/// model's weights ([`crate::model::model_from_bytes`] into [`micro_config`]).
+/// model's weights ([`crate::weights::model_from_bytes`] into [`micro_config`]).
 pub fn safetensors(data: &[u8]) {
     let files = vec![("fuzz.safetensors".to_string(), data.to_vec())];
     if let Ok(mut source) = SafetensorsSource::from_files("fuzz", files, Rename::Smolvlm) {
@@ -136,7 +136,7 @@ pub fn safetensors(data: &[u8]) {
     let _ = store::safetensors::convert(data, StoredDtype::F16, "fuzz.safetensors");
     let _ = store::safetensors::convert(data, StoredDtype::F32, "fuzz.safetensors");
     let device = crate::device::cpu().device;
-    let _ = crate::model::model_from_bytes(&micro_config(), data.to_vec(), &device, "fuzz.safetensors");
+    let _ = crate::weights::model_from_bytes(&micro_config(), data.to_vec(), &device, "fuzz.safetensors");
 }
 
 /// An index: `index.bin` and `index.json` joined by [`PART_SEPARATOR`] ([`Index::from_bytes`],

@@ -37,6 +37,7 @@ pub mod store;
 pub mod tensor_util;
 pub mod tokenizer;
 pub mod train;
+pub mod weights;
 
 pub use error::{EgaError, Result};
 

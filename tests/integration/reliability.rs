@@ -42,10 +42,10 @@ fn index_rows_with_nan_or_inf_are_refused_naming_the_row() {
 }
 
 use ega_core::bundle;
-use ega_core::model::{model_from_bytes, model_id, model_to_bytes};
 use ega_core::model::{Embedder, LlamaConfig, ModelConfig, SiglipConfig, SmolVlmConfig};
 use ega_core::store::fnv_hex;
 use ega_core::tokenizer::Tokenizer;
+use ega_core::weights::{model_from_bytes, model_id, model_to_bytes};
 
 fn temp_dir(name: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("ega-reliability-{name}-{}", std::process::id()));

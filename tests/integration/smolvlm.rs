@@ -157,8 +157,8 @@ fn check(gqa: bool) {
     assert_close("image row", &batch[d..], &image_embedding, TOLERANCE, 0.0);
 
     // The model's own export is a Hugging Face checkpoint again: it reloads to the same outputs.
-    let bytes = ega_core::model::model_to_bytes(&embedder).unwrap();
-    let reloaded = ega_core::model::model_from_bytes(&config, bytes, &device, "exported").unwrap();
+    let bytes = ega_core::weights::model_to_bytes(&embedder).unwrap();
+    let reloaded = ega_core::weights::model_from_bytes(&config, bytes, &device, "exported").unwrap();
     let again = to_f64_vec(reloaded.embed(&text_input)).unwrap();
     assert_close("reloaded export", &again, &text_embedding, 1e-6, 0.0);
     let _ = std::fs::remove_dir_all(&dir);

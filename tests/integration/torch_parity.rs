@@ -16,10 +16,10 @@ use burn::module::{Module, Param};
 use burn::tensor::{Device, Tensor};
 use ega_core::embed::prompts_input;
 use ega_core::loss::{contrastive_loss, similarity_matrix, LossConfig, Rescale};
-use ega_core::model::model_to_bytes;
 use ega_core::model::{Embedder, EmbedderInput, ModelConfig};
 use ega_core::prompt::{tokenize_prompts, TokenizedPrompt};
 use ega_core::tensor_util::{floats, to_f64_vec};
+use ega_core::weights::model_to_bytes;
 use ega_tests::{uniform, WordTokenizer};
 use serde_json::{json, Value};
 

@@ -161,7 +161,7 @@ fn damaged_checkpoints_are_clear_errors() {
     assert!(checkpoint::load_latest(&run, &device).err().unwrap().to_string().contains("model.safetensors"));
     // Weights of another model (the small preset) do not fit the tiny config.
     let other = Embedder::new(&ModelConfig::small(), 0, &device).unwrap();
-    std::fs::write(&weights, ega_core::model::model_to_bytes(&other).unwrap()).unwrap();
+    std::fs::write(&weights, ega_core::weights::model_to_bytes(&other).unwrap()).unwrap();
     let err = checkpoint::load_latest(&run, &device).err().unwrap().to_string();
     assert!(err.contains("model.safetensors"), "{err}");
     std::fs::write(&weights, &good).unwrap();

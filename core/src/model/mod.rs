@@ -7,7 +7,6 @@
 //!   decoder-only LM (RoPE, RMSNorm, SwiGLU, causal) ─► hidden state at <eos> ─► L2 norm
 //! ```
 
-pub mod bytes;
 mod embedder;
 pub mod language;
 pub mod layers;
@@ -15,7 +14,6 @@ pub mod projector;
 pub mod smolvlm;
 pub mod vision;
 
-pub use bytes::{model_from_bytes, model_id, model_to_bytes};
 pub use embedder::{l2_normalize, pool_last, Embedder, EmbedderInput, MiniEmbedder};
 
 use serde::{Deserialize, Serialize};
@@ -456,7 +454,7 @@ impl ModelConfig {
         }
     }
 
-    /// The bytes a model id hashes for this config (see [`model_id`]). A `mini`
+    /// The bytes a model id hashes for this config (see `weights::model_id`). A `mini`
     /// config hashes its pre-architecture serialisation, so earlier ids stay valid.
     pub fn id_bytes(&self) -> Result<Vec<u8>> {
         let bytes = match &self.architecture {

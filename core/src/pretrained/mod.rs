@@ -15,31 +15,9 @@ pub mod safetensors;
 
 use crate::Result;
 
-/// A tensor read from a checkpoint (defined in the storage floor, which writes them too).
-pub use crate::store::HostTensor;
-
-/// What a checkpoint stores a tensor as (for `native info`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredTensor {
-    /// Hugging Face name.
-    pub name: String,
-    /// Dimensions in PyTorch order.
-    pub shape: Vec<usize>,
-    /// Stored type as the file names it: `F32`, `F16`, `BF16`, `Q8_0`, `Q4_1`, …
-    pub dtype: String,
-}
-
-/// A checkpoint's tensors, by Hugging Face name.
-pub trait TensorSource {
-    /// The checkpoint, as messages should name it (a path).
-    fn name(&self) -> &str;
-    /// Every tensor the checkpoint holds, with its stored type.
-    fn stored(&self) -> Vec<StoredTensor>;
-    /// The tensor stored as `key`, converted to `f32` (dequantized, permuted back where the format
-    /// requires); `None` when the checkpoint has no such tensor. A source may free a tensor's bytes
-    /// once it has been handed out.
-    fn take(&mut self, key: &str) -> Result<Option<HostTensor>>;
-}
+/// Host tensors and their sources are defined in the storage floor (the architectures read them
+/// without knowing the formats); re-exported here, where the formats implement them.
+pub use crate::store::{HostTensor, StoredTensor, TensorSource};
 
 use std::path::Path;
 

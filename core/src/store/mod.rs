@@ -1,12 +1,13 @@
 //! The storage floor under every file format of ega-core (`checkpoint`, `bundle`, `index` stand
 //! on it side by side): atomic writes, the dtypes rows and weights are stored as, the hash the
 //! formats record, safetensors bytes. It uses nothing of ega-core above it (no model, no format);
-//! a model's weights as bytes and its id are the model layer's (`model::bytes`).
+//! a model's weights as bytes and its id are `weights`, above the architectures.
 //!
 //! - [`write_atomic`]: a file replaced in one rename, flushed to the disk first ([`write_synced`]);
 //!   its temporary files are the names [`is_temp_name`] recognises.
-//! - [`HostTensor`]: a tensor's `f32` values on the host, in PyTorch layout (what the formats
-//!   read and write).
+//! - [`HostTensor`]: a tensor's `f32` values on the host, in PyTorch layout, and
+//!   [`TensorSource`]: named host tensors (what the formats read and write, what the
+//!   architectures are built from).
 //! - [`StoredDtype`]: f32 or f16 on disk (not burn's in-memory `DType`).
 //! - [`fnv_hex`]: 64-bit FNV-1a, the one hash of the files.
 //! - [`safetensors`]: reading a safetensors header, writing host tensors, F32 ↔ F16, checks.
@@ -33,6 +34,29 @@ impl HostTensor {
     pub fn numel(&self) -> usize {
         self.shape.iter().product()
     }
+}
+
+/// What a checkpoint stores a tensor as (for `native info`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredTensor {
+    /// Hugging Face name.
+    pub name: String,
+    /// Dimensions in PyTorch order.
+    pub shape: Vec<usize>,
+    /// Stored type as the file names it: `F32`, `F16`, `BF16`, `Q8_0`, `Q4_1`, …
+    pub dtype: String,
+}
+
+/// A checkpoint's tensors, by Hugging Face name.
+pub trait TensorSource {
+    /// The checkpoint, as messages should name it (a path).
+    fn name(&self) -> &str;
+    /// Every tensor the checkpoint holds, with its stored type.
+    fn stored(&self) -> Vec<StoredTensor>;
+    /// The tensor stored as `key`, converted to `f32` (dequantized, permuted back where the format
+    /// requires); `None` when the checkpoint has no such tensor. A source may free a tensor's bytes
+    /// once it has been handed out.
+    fn take(&mut self, key: &str) -> Result<Option<HostTensor>>;
 }
 
 /// How values (index rows, a bundle's weights) are stored on disk.

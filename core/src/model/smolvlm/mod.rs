@@ -25,7 +25,7 @@ use rand::SeedableRng;
 use super::embedder::EmbedderInput;
 use super::layers::{apply_rope, rope_tables, Init, INIT_STD};
 use super::SmolVlmConfig;
-use crate::pretrained::{HostTensor, TensorSource};
+use crate::store::{HostTensor, TensorSource};
 use crate::tensor_util::floats;
 use crate::{EgaError, Result};
 
@@ -960,11 +960,11 @@ impl TensorSource for MemorySource {
         &self.name
     }
 
-    fn stored(&self) -> Vec<crate::pretrained::StoredTensor> {
+    fn stored(&self) -> Vec<crate::store::StoredTensor> {
         let mut stored: Vec<_> = self
             .tensors
             .iter()
-            .map(|(name, t)| crate::pretrained::StoredTensor {
+            .map(|(name, t)| crate::store::StoredTensor {
                 name: name.clone(),
                 shape: t.shape.clone(),
                 dtype: "F32".into(),

@@ -1,12 +1,13 @@
 //! A model's weights as safetensors bytes and back, and the model id (the hash of those bytes and
-//! the config) that bundles, checkpoints and indexes record. Above the storage floor: it needs
-//! the architectures.
+//! the config) that bundles and checkpoints record. Above the architectures (`model`) and the
+//! checkpoint formats (`pretrained`: a `smolvlm` model's bytes are read as a Hugging Face
+//! safetensors file); below `bundle` and `checkpoint`.
 
 use burn::store::{ModuleSnapshot, SafetensorsStore};
 use burn::tensor::Device;
 
-use super::smolvlm::{Part, SmolVlm};
-use super::{Architecture, Embedder, MiniEmbedder, ModelConfig};
+use crate::model::smolvlm::{Part, SmolVlm};
+use crate::model::{Architecture, Embedder, MiniEmbedder, ModelConfig};
 use crate::pretrained::safetensors::{Rename, SafetensorsSource};
 use crate::store::{fnv_hex, safetensors};
 use crate::{EgaError, Result};
