@@ -6,7 +6,6 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::ImageSlot;
 use crate::{EgaError, Result};
 
 /// The placeholder for the caption in a template.
@@ -271,4 +270,27 @@ pub fn tokenize_prompts(
             Ok(TokenizedPrompt { ids: encode_prompt(template, text, image.is_some(), special, encode)?, image })
         })
         .collect()
+}
+
+/// How one image is laid out in a prompt (a model config's `image_slot`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageSlot {
+    /// Text ids before the image tokens.
+    pub before: Vec<u32>,
+    /// Image tokens `K`.
+    pub tokens: usize,
+    /// Text ids after the image tokens.
+    pub after: Vec<u32>,
+}
+
+impl ImageSlot {
+    /// Positions one image takes in a prompt.
+    pub fn len(&self) -> usize {
+        self.before.len() + self.tokens + self.after.len()
+    }
+
+    /// Whether the slot takes no positions.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }

@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 
 pub use smolvlm::{LlamaConfig, LoraConfig, SiglipConfig};
 
+pub use crate::prompt::ImageSlot;
 use crate::prompt::{PromptConfig, SpecialTokens};
 use crate::{EgaError, Result};
 
@@ -486,29 +487,6 @@ impl ModelConfig {
             return Err(EgaError::config("vocab_size", self.vocab_size(), "must exceed every special token id"));
         }
         self.prompts.validate()
-    }
-}
-
-/// How one image is laid out in a prompt (see [`ModelConfig::image_slot`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ImageSlot {
-    /// Text ids before the image tokens.
-    pub before: Vec<u32>,
-    /// Image tokens `K`.
-    pub tokens: usize,
-    /// Text ids after the image tokens.
-    pub after: Vec<u32>,
-}
-
-impl ImageSlot {
-    /// Positions one image takes in a prompt.
-    pub fn len(&self) -> usize {
-        self.before.len() + self.tokens + self.after.len()
-    }
-
-    /// Whether the slot takes no positions.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 
