@@ -63,7 +63,8 @@ pub fn lock_index_out(out: &Path) -> Result<ega_core::lock::OutputLock> {
     Ok(lock)
 }
 
-/// `path` loaded as a model ([`gallery::load_model`]), with what loading it passed over printed.
+/// `path` loaded as a model ([`gallery::load_model`]), with what loading it passed over printed
+/// (search, index and eval load through it).
 pub fn load_model(path: &Path, device: &burn::tensor::Device) -> Result<LoadedModel> {
     let loaded = gallery::load_model(path, device)?;
     for note in &loaded.notes {

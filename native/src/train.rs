@@ -882,10 +882,7 @@ pub fn eval(
     let query_set = queries.map(|(file, split)| QuerySet::load(file).map(|set| (file, split, set))).transpose()?;
     let selected = device::select(device)?;
     let device = selected.device.clone();
-    let loaded = ega_core::gallery::load_model(model, &device)?;
-    for note in &loaded.notes {
-        eprintln!("note: {note}");
-    }
+    let loaded = crate::search::load_model(model, &device)?;
     let spec = data.unwrap_or(&loaded.data);
     let dataset = data::open(spec, loaded.config.image_size(), false)?;
     eprintln!("evaluating {} on {} with {}", loaded.description, dataset.name(), selected.description);
