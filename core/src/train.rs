@@ -328,10 +328,39 @@ impl GradCache {
     }
 }
 
+/// The query embeddings of captions, kept while the text path has no trainable parameter (a
+/// frozen decoder without adapters: the recipe's alignment stage, `--freeze lm`), so that each
+/// caption runs through the language model once per stage instead of once per step.
+///
+/// Each caption is embedded on its own (a batch of one, no padding), so its cached embedding is
+/// a function of the caption alone, the same whichever batch first met it; a resumed run, whose
+/// cache starts empty, therefore computes the very values the uninterrupted run used.
+#[derive(Default)]
+struct CaptionCache {
+    /// Query prompt ids → `[1, d]` embedding on the device (without autodiff).
+    rows: std::collections::HashMap<Vec<u32>, Tensor<2>>,
+    /// Captions found in the cache, and embedded, so far.
+    hits: usize,
+    misses: usize,
+}
+
+/// How the caption cache of a [`Trainer`] has done (see [`Trainer::caption_cache_stats`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaptionCacheStats {
+    /// Captions embedded (once each).
+    pub captions: usize,
+    /// Query rows taken from the cache.
+    pub hits: usize,
+    /// Query rows embedded (and then cached).
+    pub misses: usize,
+}
+
 /// A model, its optimizer and its place in the schedule.
 pub struct Trainer {
     model: Option<Embedder>,
     optimizer: ModuleOptimizer,
+    /// Present when the text path is frozen (see [`CaptionCache`]).
+    captions: Option<std::sync::Mutex<CaptionCache>>,
     /// The training options.
     pub config: TrainConfig,
     /// The loss options (α at full strength; the schedule ramps it).
@@ -360,7 +389,42 @@ impl Trainer {
         if config.grad_clip > 0.0 {
             adamw = adamw.with_grad_clipping(Some(GradientClippingConfig::Norm(config.grad_clip as f32)));
         }
-        Ok(Self { model: Some(model), optimizer: adamw.init(), config, loss, step })
+        let captions = (!model.text_path_trainable()).then(Default::default);
+        Ok(Self { model: Some(model), optimizer: adamw.init(), captions, config, loss, step })
+    }
+
+    /// What the caption cache did so far; `None` when the text path trains (no cache).
+    pub fn caption_cache_stats(&self) -> Option<CaptionCacheStats> {
+        let cache = self.captions.as_ref()?.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        Some(CaptionCacheStats { captions: cache.rows.len(), hits: cache.hits, misses: cache.misses })
+    }
+
+    /// The `[N, d]` query embeddings of `batch` from the caption cache (embedding the captions it
+    /// lacks), as a constant of the autodiff graph; `None` when there is no cache or the queries
+    /// are not plain captions (they carry images, or the batch keeps no prompts).
+    fn cached_queries(&self, model: &Embedder, batch: &TrainBatch) -> Result<Option<Tensor<2>>> {
+        let (Some(cache), Some(prompts)) = (&self.captions, &batch.prompts) else { return Ok(None) };
+        if batch.queries.images.is_some() || prompts.queries.iter().any(|p| p.image.is_some()) {
+            return Ok(None);
+        }
+        let mut cache = cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let device = batch.queries.text_ids.device();
+        let mut frozen = None;
+        let mut rows = Vec::with_capacity(prompts.queries.len());
+        for prompt in &prompts.queries {
+            if let Some(row) = cache.rows.get(&prompt.ids) {
+                rows.push(row.clone());
+                cache.hits += 1;
+                continue;
+            }
+            let frozen = frozen.get_or_insert_with(|| model.valid());
+            let input = prompts_part_input(&prompts.config, std::slice::from_ref(prompt), None, &device)?;
+            let row = frozen.embed(&input.without_autodiff()); // [1, d]
+            cache.rows.insert(prompt.ids.clone(), row.clone());
+            cache.misses += 1;
+            rows.push(row);
+        }
+        Ok(Some(Tensor::cat(rows, 0).autodiff())) // [N, d], no gradient flows into it
     }
 
     /// The model.
@@ -418,7 +482,13 @@ impl Trainer {
         let loss_config = self.config.loss_at(&self.loss, self.step);
         let model = self.model();
         let (similarities, cache) = match self.config.grad_cache_chunk {
-            None => (similarity_matrix(model.embed(&batch.queries), model.embed(&batch.targets)), None),
+            None => {
+                let queries = match self.cached_queries(model, batch)? {
+                    Some(queries) => queries,
+                    None => model.embed(&batch.queries),
+                };
+                (similarity_matrix(queries, model.embed(&batch.targets)), None)
+            }
             Some(rows) => {
                 let cache = GradCache::embed(model, batch, rows)?;
                 (similarity_matrix(cache.queries.clone(), cache.targets.clone()), Some(cache))

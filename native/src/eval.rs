@@ -7,6 +7,7 @@ use anyhow::Result;
 use clap::Args;
 use ega_core::data::Split;
 use ega_core::device::DeviceChoice;
+use ega_core::eval::freeform::Against;
 
 use crate::args::{SplitParser, DEVICE_HELP};
 
@@ -35,11 +36,16 @@ pub struct EvalArgs {
     /// The split whose images are the gallery of --queries: train, test or unseen.
     #[arg(long, value_name = "SPLIT", default_value = "test", value_parser = SplitParser, requires = "queries")]
     pub queries_split: Split,
+    /// What --queries rank: images (the gallery's images: text to image), or captions (the
+    /// gallery's captions, embedded as queries are: text to text, what the text side alone
+    /// understands of the queries).
+    #[arg(long, value_name = "SIDE", default_value = "images", requires = "queries")]
+    pub queries_against: Against,
 }
 
 /// `native eval`.
 pub fn run(args: EvalArgs) -> Result<()> {
     anyhow::ensure!(args.count >= 1, "--count must be at least 1");
-    let queries = args.queries.as_deref().map(|file| (file, args.queries_split));
+    let queries = args.queries.as_deref().map(|file| (file, args.queries_split, args.queries_against));
     crate::train::eval(&args.model, args.data.as_deref(), args.count, args.device, args.json.as_deref(), queries)
 }

@@ -11,7 +11,7 @@ use clap::Args;
 use ega_core::checkpoint::{self, RunOptions, RunState};
 use ega_core::data::{self, Split};
 use ega_core::device::{self, DeviceChoice};
-use ega_core::eval::freeform::{evaluate_freeform, FreeformMetrics, QuerySet};
+use ega_core::eval::freeform::{evaluate_freeform_against, Against, FreeformMetrics, QuerySet};
 use ega_core::eval::{evaluate, RetrievalMetrics};
 use ega_core::kernels;
 use ega_core::loss::{LossConfig, LossKind};
@@ -654,9 +654,14 @@ fn run_locked(request: &TrainRequest) -> Result<Option<SplitMetrics>> {
             trainer.load_optimizer_bytes(bytes).with_context(|| file.display().to_string())?;
         }
         let (trainable, all) = trainer.model().trainable_params();
+        let prefix = if stages.len() > 1 {
+            format!("stage {}/{} {}: ", index + 1, stages.len(), stage.name)
+        } else {
+            String::new()
+        };
         let line = format!(
-            "{}{} steps with {}, lr {:.1e}, batch {} (+{} hard negatives each){}{}{}: {trainable} of {all} parameters trained",
-            if stages.len() > 1 { format!("stage {}/{} {}: ", index + 1, stages.len(), stage.name) } else { String::new() },
+            "{}{} steps with {}, lr {:.1e}, batch {} (+{} hard negatives each){}{}{}: {trainable} of {all} parameters trained{}",
+            prefix,
             stage.train.steps,
             stage.loss.kind,
             stage.train.lr,
@@ -669,6 +674,7 @@ fn run_locked(request: &TrainRequest) -> Result<Option<SplitMetrics>> {
                 format!(", frozen: {}", stage.train.freeze.iter().map(ToString::to_string).collect::<Vec<_>>().join(","))
             },
             stage.lora.as_ref().map(|l| format!(", LoRA rank {} α {} on {}", l.rank, l.alpha, l.targets.join(","))).unwrap_or_default(),
+            if trainer.caption_cache_stats().is_some() { "; the text path is frozen: each caption is embedded once" } else { "" },
         );
         if progress.is_hidden() {
             eprintln!("{line}");
@@ -752,6 +758,18 @@ fn run_locked(request: &TrainRequest) -> Result<Option<SplitMetrics>> {
             if step % options.checkpoint_every.max(1) == 0 || step == last || step == stage_end {
                 save(&trainer, &state, step)?;
             }
+        }
+        if let Some(cache) = trainer.caption_cache_stats() {
+            let line = format!(
+                "{}caption cache: {} captions embedded once, {} query rows taken from the cache",
+                prefix, cache.captions, cache.hits
+            );
+            if progress.is_hidden() {
+                eprintln!("{line}");
+            } else {
+                progress.println(line);
+            }
+            log_line(&mut log, serde_json::json!({"step": step.saturating_sub(1), "caption_cache": cache}))?;
         }
         model = trainer.into_model();
     }
@@ -857,9 +875,9 @@ pub fn metrics_table(results: &[(Split, RetrievalMetrics)]) -> String {
 }
 
 /// A markdown table of a free-form query set's success@1/@10.
-fn freeform_table(file: &Path, split: Split, m: &FreeformMetrics) -> String {
+fn freeform_table(file: &Path, split: Split, against: Against, m: &FreeformMetrics) -> String {
     format!(
-        "| free-form queries | split | queries | gallery | success@1 | success@10 |\n|---|---|---:|---:|---:|---:|\n| {} | {split} | {} | {} | {} | {} |\n",
+        "| free-form queries | split | queries | gallery | success@1 | success@10 |\n|---|---|---:|---:|---:|---:|\n| {} | {split} | {} | {} {against} | {} | {} |\n",
         file.display().to_string().replace('|', "\\|"),
         m.queries,
         m.gallery,
@@ -876,10 +894,12 @@ pub fn eval(
     count: usize,
     device: DeviceChoice,
     json: Option<&Path>,
-    queries: Option<(&Path, Split)>,
+    queries: Option<(&Path, Split, Against)>,
 ) -> Result<()> {
     // A bad query file fails before anything is loaded or embedded.
-    let query_set = queries.map(|(file, split)| QuerySet::load(file).map(|set| (file, split, set))).transpose()?;
+    let query_set = queries
+        .map(|(file, split, against)| QuerySet::load(file).map(|set| (file, split, against, set)))
+        .transpose()?;
     let selected = device::select(device)?;
     let device = selected.device.clone();
     let loaded = crate::search::load_model(model, &device)?;
@@ -888,18 +908,19 @@ pub fn eval(
     eprintln!("evaluating {} on {} with {}", loaded.description, dataset.name(), selected.description);
     // Free-form first: an id missing from the gallery is reported before the longer evaluation.
     let freeform = match &query_set {
-        Some((file, split, set)) => {
-            let metrics = evaluate_freeform(
+        Some((file, split, against, set)) => {
+            let metrics = evaluate_freeform_against(
                 &loaded.model,
                 &loaded.config,
                 &loaded.tokenizer,
                 dataset.as_ref(),
                 *split,
                 set,
+                *against,
                 64,
                 &device,
             )?;
-            Some((*file, *split, metrics))
+            Some((*file, *split, *against, metrics))
         }
         None => None,
     };
@@ -911,14 +932,14 @@ pub fn eval(
         ));
     }
     println!("{}", metrics_table(&results));
-    if let Some((file, split, metrics)) = &freeform {
-        println!("{}", freeform_table(file, *split, metrics));
+    if let Some((file, split, against, metrics)) = &freeform {
+        println!("{}", freeform_table(file, *split, *against, metrics));
     }
     if let Some(path) = json {
         let mut value: serde_json::Map<_, _> =
             results.iter().map(|(s, m)| (s.to_string(), serde_json::to_value(m).unwrap_or_default())).collect();
-        if let Some((file, split, metrics)) = &freeform {
-            let entry = serde_json::json!({"file": file.display().to_string(), "split": split,
+        if let Some((file, split, against, metrics)) = &freeform {
+            let entry = serde_json::json!({"file": file.display().to_string(), "split": split, "against": against,
                 "queries": metrics.queries, "gallery": metrics.gallery, "success_at_1": metrics.success_at_1,
                 "success_at_10": metrics.success_at_10, "outcomes": metrics.outcomes});
             value.insert("freeform".to_string(), entry);

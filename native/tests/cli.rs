@@ -623,6 +623,13 @@ fn a_staged_recipe_trains_and_resumes_across_the_stage_boundary() {
     for expected in ["stage 1/2 align", "frozen: lm", "stage 2/2 contrastive", "LoRA rank 2", "| test |"] {
         assert!(log.contains(expected), "the log lacks {expected:?}: {log}");
     }
+    // Stage 1's decoder is frozen without adapters: its captions come from the cache (said once,
+    // counted at the stage's end); stage 2's adapters train the text path, so it has no cache.
+    assert_eq!(log.matches("each caption is embedded once").count(), 1, "{log}");
+    assert!(
+        log.contains("stage 1/2 align: caption cache: ") && !log.contains("stage 2/2 contrastive: caption cache"),
+        "{log}"
+    );
     let expected = losses(&whole);
     assert_eq!(expected.iter().map(|l| l.0).collect::<Vec<_>>(), (0..6).collect::<Vec<_>>());
     let metrics: serde_json::Value =

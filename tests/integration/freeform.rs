@@ -9,7 +9,9 @@ use burn::tensor::Device;
 use ega_core::data::openmoji::OpenMojiDataset;
 use ega_core::data::{Dataset, RgbImage, Sample, Split};
 use ega_core::embed::{embed_captions, embed_images};
-use ega_core::eval::freeform::{best_relevant_rank, evaluate_freeform, success_at, QuerySet};
+use ega_core::eval::freeform::{
+    best_relevant_rank, evaluate_freeform, evaluate_freeform_against, success_at, Against, QuerySet,
+};
 use ega_core::model::{Embedder, ModelConfig};
 use ega_core::tensor_util::to_f32_vec;
 use ega_core::tokenizer::Tokenizer;
@@ -68,6 +70,17 @@ impl Squares {
     }
 }
 
+/// The squares' captions, in the words of the test tokenizer's corpus.
+const CAPTIONS: [&str; 7] = [
+    "a red square",
+    "a blue box",
+    "something green",
+    "any square at all",
+    "a red box",
+    "a blue square",
+    "green square",
+];
+
 impl Dataset for Squares {
     fn name(&self) -> String {
         "squares".into()
@@ -79,7 +92,7 @@ impl Dataset for Squares {
         Ok(Sample {
             id: format!("sq-{index}"),
             image: self.0[index].clone(),
-            caption: String::new(),
+            caption: CAPTIONS[index % CAPTIONS.len()].to_string(),
             negative_captions: Vec::new(),
             negative_images: Vec::new(),
         })
@@ -159,6 +172,52 @@ fn freeform_evaluation_ranks_the_whole_gallery() {
     assert!(err.to_string().contains("the train split of squares is empty"), "{err}");
     let err = evaluate_freeform(&model, &config, &tokenizer, &Endless, Split::Test, &set, 4, &device).unwrap_err();
     assert!(err.to_string().contains("no fixed size"), "{err}");
+}
+
+/// Against captions, the queries rank the gallery's captions embedded with the query prompt (text
+/// to text): a query that is an item's caption finds that item first, and every rank is the one
+/// the caption embeddings computed here give.
+#[test]
+fn freeform_queries_can_rank_the_captions() {
+    let device = Device::flex();
+    let mut config = ModelConfig::tiny();
+    let tokenizer = Tokenizer::train(CAPTIONS.iter(), config.vocab_size()).unwrap();
+    config.set_vocab_size(tokenizer.vocab_size());
+    let model = Embedder::new(&config, 9, &device).unwrap();
+    let gallery = Squares::new(7);
+    let mut text = String::new();
+    for (k, caption) in CAPTIONS.iter().enumerate() {
+        text.push_str(&format!("{{\"query\": \"{caption}\", \"relevant\": [\"sq-{k}\"]}}\n"));
+    }
+    text.push_str("{\"query\": \"a green box\", \"relevant\": [\"sq-2\", \"sq-6\"]}\n");
+    let set = QuerySet::parse(&text, "captions.jsonl").unwrap();
+    let metrics = evaluate_freeform_against(
+        &model,
+        &config,
+        &tokenizer,
+        &gallery,
+        Split::Test,
+        &set,
+        Against::Captions,
+        3,
+        &device,
+    )
+    .unwrap();
+    assert_eq!((metrics.queries, metrics.gallery), (8, 7));
+    for (k, outcome) in metrics.outcomes.iter().take(7).enumerate() {
+        assert_eq!((outcome.rank, outcome.top.as_str()), (0, format!("sq-{k}").as_str()), "{:?}", outcome.query);
+    }
+    let captions = to_f32_vec(embed_captions(&model, &config, &tokenizer, &CAPTIONS, 64, &device).unwrap()).unwrap();
+    let query =
+        to_f32_vec(embed_captions(&model, &config, &tokenizer, &["a green box"], 64, &device).unwrap()).unwrap();
+    let d = config.embed_dim();
+    let scores: Vec<f32> = (0..7).map(|j| (0..d).map(|c| query[c] * captions[j * d + c]).sum()).collect();
+    let best = scores[2].max(scores[6]);
+    let expected = (0..7).filter(|j| ![2, 6].contains(j) && scores[*j] >= best).count();
+    assert_eq!(metrics.outcomes[7].rank, expected, "{scores:?}");
+    // Against images the same queries rank the images: other scores (the image side is untrained).
+    let images = evaluate_freeform(&model, &config, &tokenizer, &gallery, Split::Test, &set, 64, &device).unwrap();
+    assert!(images.success_at_1 < 1.0, "a random model does not find every image first");
 }
 
 /// The committed query set (`tests/fixtures/openmoji_freeform.jsonl`): at least 60 hand-written

@@ -165,6 +165,80 @@ fn only_trainable_parameters_receive_gradients() {
     assert!(err.to_string().contains("freeze"), "{err}");
 }
 
+/// The gradients of the trainable parameters, flattened in visiting order.
+struct GradValues<'a> {
+    grads: &'a GradientsParams,
+    out: Vec<f64>,
+}
+
+impl ModuleVisitor for GradValues<'_> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        if let Some(grad) = self.grads.get::<D>(param.id) {
+            self.out.extend(to_f64_vec(grad).unwrap());
+        }
+    }
+}
+
+fn grad_values(model: &Embedder, grads: &GradientsParams) -> Vec<f64> {
+    let mut values = GradValues { grads, out: Vec::new() };
+    model.visit(&mut values);
+    values.out
+}
+
+/// With the text path frozen (decoder frozen, no adapters) the trainer embeds each caption once
+/// and takes it from its cache afterwards; the loss and gradients are those of embedding the
+/// captions every step (to 1e-5), and a few steps follow the same losses. With adapters, or a
+/// decoder that trains, there is no cache.
+#[test]
+fn a_frozen_text_path_embeds_each_caption_once() {
+    let (plain, adapted, data, tokenizer) = setup();
+    let device = Device::flex().autodiff();
+    let model = Embedder::new(&plain, 5, &device).unwrap();
+    let config = train_config(4, vec![FreezePart::Lm]);
+    let cached = Trainer::new(model.clone(), config.clone(), LossConfig::ega(0.05, 1.0), 0).unwrap();
+    assert_eq!(cached.caption_cache_stats().map(|s| (s.captions, s.hits, s.misses)), Some((0, 0, 0)));
+    let b = batch(&plain, &data, &tokenizer, &device);
+    // A batch without its prompts cannot use the cache: the reference, embedded as a batch.
+    let uncached_batch = TrainBatch { prompts: None, ..b.clone() };
+    let (reference_loss, reference_grads) = cached.loss_and_gradients(&uncached_batch).unwrap();
+    assert_eq!(cached.caption_cache_stats().unwrap().misses, 0, "the batch without prompts bypassed the cache");
+    let (first_loss, first_grads) = cached.loss_and_gradients(&b).unwrap();
+    let first = cached.caption_cache_stats().unwrap();
+    assert_eq!(first.hits + first.misses, 5, "{first:?}");
+    assert!(first.misses >= 1 && first.captions == first.misses, "{first:?}");
+    let (second_loss, second_grads) = cached.loss_and_gradients(&b).unwrap();
+    let second = cached.caption_cache_stats().unwrap();
+    assert_eq!((second.captions, second.misses, second.hits), (first.captions, first.misses, first.hits + 5));
+    let reference = grad_values(cached.model(), &reference_grads);
+    assert!(!reference.is_empty() && reference.iter().any(|g| *g != 0.0), "the vision side has gradients");
+    for (what, loss, grads) in [("first", first_loss, &first_grads), ("cached", second_loss, &second_grads)] {
+        assert_close(&format!("{what} loss"), &[loss], &[reference_loss], 1e-5, 1e-5);
+        assert_close(&format!("{what} gradients"), &grad_values(cached.model(), grads), &reference, 1e-5, 1e-4);
+    }
+
+    // Training with the cache follows the losses of training without it.
+    let mut with_cache = cached;
+    let cached_losses = run_steps(&mut with_cache, &plain, &data, &tokenizer, 4);
+    let mut without = Trainer::new(model, config, LossConfig::ega(0.05, 1.0), 0).unwrap();
+    let len = data.len(Split::Train).unwrap();
+    let mut plain_losses = Vec::new();
+    while without.step < 4 {
+        let indices = batch_indices(without.config.seed, without.step, 5, len).unwrap();
+        let batch = make_batch(&data, Split::Train, &indices, 1, &plain, &tokenizer, &device).unwrap();
+        plain_losses.push(without.step(&TrainBatch { prompts: None, ..batch }).unwrap().loss);
+    }
+    assert_close("losses with and without the cache", &cached_losses, &plain_losses, 1e-5, 1e-5);
+    assert!(with_cache.caption_cache_stats().unwrap().misses > first.misses, "new captions were embedded");
+
+    // Adapters on the frozen decoder, or a decoder that trains: the text path trains, no cache.
+    let lora = Embedder::new(&adapted, 5, &device).unwrap();
+    let lora = Trainer::new(lora, train_config(4, vec![FreezePart::Lm]), LossConfig::default(), 0).unwrap();
+    assert!(lora.caption_cache_stats().is_none());
+    let whole =
+        Trainer::new(Embedder::new(&plain, 5, &device).unwrap(), train_config(4, vec![]), LossConfig::default(), 0);
+    assert!(whole.unwrap().caption_cache_stats().is_none());
+}
+
 /// Merging trained adapters into the weights gives the same embeddings to 1e-5, as a model
 /// without adapters; and the adapters did change the output (the test is not vacuous).
 #[test]

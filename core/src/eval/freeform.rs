@@ -180,6 +180,39 @@ pub fn success_at(ranks: &[usize], k: usize) -> f64 {
     ranks.iter().filter(|&&r| r < k).count() as f64 / ranks.len() as f64
 }
 
+/// What the queries of a free-form evaluation rank.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Against {
+    /// The gallery's images (text to image: the retrieval the model is for).
+    #[default]
+    Images,
+    /// The gallery's captions, embedded as queries are (text to text): what the text side alone
+    /// knows of the queries, the ceiling an image side trained to sit on its caption's
+    /// embedding could reach.
+    Captions,
+}
+
+impl std::str::FromStr for Against {
+    type Err = String;
+    fn from_str(text: &str) -> std::result::Result<Self, String> {
+        match text {
+            "images" => Ok(Against::Images),
+            "captions" => Ok(Against::Captions),
+            other => Err(format!("{other:?} is not a gallery side: images or captions")),
+        }
+    }
+}
+
+impl std::fmt::Display for Against {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Against::Images => "images",
+            Against::Captions => "captions",
+        })
+    }
+}
+
 /// Embeds every image of `split` (its whole gallery, `batch_size` at a time) and every query of
 /// `queries` (with the model's query prompt, like the captions of [`super::evaluate`]), ranks the
 /// gallery by cosine for each query and reports success@1 and success@10. Ids of `queries` that
@@ -195,6 +228,22 @@ pub fn evaluate_freeform(
     batch_size: usize,
     device: &Device,
 ) -> Result<FreeformMetrics> {
+    evaluate_freeform_against(model, config, tokenizer, dataset, split, queries, Against::Images, batch_size, device)
+}
+
+/// [`evaluate_freeform`] with the gallery's images or (`Against::Captions`) its captions ranked.
+#[allow(clippy::too_many_arguments)]
+pub fn evaluate_freeform_against(
+    model: &Embedder,
+    config: &ModelConfig,
+    tokenizer: &Tokenizer,
+    dataset: &dyn Dataset,
+    split: Split,
+    queries: &QuerySet,
+    against: Against,
+    batch_size: usize,
+    device: &Device,
+) -> Result<FreeformMetrics> {
     let what = format!("the {split} split of {}", dataset.name());
     let gallery = dataset.len(split).ok_or_else(|| {
         EgaError::Data(format!("{what} has no fixed size; free-form queries need a gallery of known images"))
@@ -205,12 +254,21 @@ pub fn evaluate_freeform(
     // Images are loaded a batch at a time and only their ids and embeddings are kept.
     let batch_size = batch_size.max(1);
     let mut ids = Vec::with_capacity(gallery);
-    let mut image = Vec::new(); // [gallery, d] row-major
+    let mut image = Vec::new(); // [gallery, d] row-major (image or caption rows)
     for start in (0..gallery).step_by(batch_size) {
         let samples =
             (start..(start + batch_size).min(gallery)).map(|i| dataset.sample(split, i)).collect::<Result<Vec<_>>>()?;
-        let images: Vec<_> = samples.iter().map(|s| &s.image).collect();
-        image.extend(to_f32_vec(embed_images(model, config, tokenizer, &images, batch_size, device)?)?);
+        let rows = match against {
+            Against::Images => {
+                let images: Vec<_> = samples.iter().map(|s| &s.image).collect();
+                embed_images(model, config, tokenizer, &images, batch_size, device)?
+            }
+            Against::Captions => {
+                let captions: Vec<&str> = samples.iter().map(|s| s.caption.as_str()).collect();
+                embed_captions(model, config, tokenizer, &captions, batch_size, device)?
+            }
+        };
+        image.extend(to_f32_vec(rows)?);
         ids.extend(samples.into_iter().map(|s| s.id));
     }
     let relevant = queries.resolve(&ids, &what)?;

@@ -130,19 +130,19 @@ impl Embedder {
 
     /// Parameters that take a gradient (those not frozen), and all parameters.
     pub fn trainable_params(&self) -> (usize, usize) {
-        struct Count(usize, usize);
-        impl burn::module::ModuleVisitor for Count {
-            fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<D>>) {
-                let n: usize = param.val().dims().iter().product();
-                self.1 += n;
-                if param.is_require_grad() {
-                    self.0 += n;
-                }
-            }
-        }
-        let mut count = Count(0, 0);
+        let mut count = ParamCount(0, 0);
         self.visit(&mut count);
         (count.0, count.1)
+    }
+
+    /// Whether a text-only input's embedding depends on a trainable parameter: false when the
+    /// language model (and, in a `smolvlm` decoder, every LoRA adapter) is frozen, in which case
+    /// a caption's embedding does not change from step to step (the trainer then caches it).
+    pub fn text_path_trainable(&self) -> bool {
+        match self {
+            Embedder::Mini(m) => trainable_params_of(&m.language) > 0,
+            Embedder::Smolvlm(s) => trainable_params_of(&s.text_model) > 0,
+        }
     }
 
     /// Parameter counts by part, named as the architecture names its parts.
@@ -160,6 +160,26 @@ impl Embedder {
             ],
         }
     }
+}
+
+/// Counts parameters: (taking a gradient, all).
+struct ParamCount(usize, usize);
+
+impl burn::module::ModuleVisitor for ParamCount {
+    fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<D>>) {
+        let n: usize = param.val().dims().iter().product();
+        self.1 += n;
+        if param.is_require_grad() {
+            self.0 += n;
+        }
+    }
+}
+
+/// Parameters of `module` that take a gradient.
+fn trainable_params_of<M: Module>(module: &M) -> usize {
+    let mut count = ParamCount(0, 0);
+    module.visit(&mut count);
+    count.0
 }
 
 /// The hidden state at each row's last real position, L2-normalised.
