@@ -158,6 +158,7 @@ pub fn run(args: AblateArgs) -> Result<()> {
     shared_train.validate()?;
     ModelConfig::preset(&args.preset)?;
     let (start, lora) = args.start.resolve()?;
+    let prompts = args.start.prompts()?;
     std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
     let total = args.losses.len() * args.seeds.len();
     let started = Instant::now();
@@ -201,6 +202,7 @@ pub fn run(args: AblateArgs) -> Result<()> {
                         lm_layers: args.start.lm_layers,
                         lora: lora.clone(),
                         stages: Vec::new(),
+                        prompts: prompts.clone(),
                     })?
                     .context("the run stopped before its last step")?
                 }

@@ -10,8 +10,9 @@ use clap::Args;
 use ega_core::data::Split;
 use ega_core::loss::{LossConfig, LossKind, Rescale};
 use ega_core::model::{FreezePart, LoraConfig};
+use ega_core::prompt::{IMAGE_SLOT, TEXT_SLOT};
 
-use crate::train::ModelStart;
+use crate::train::{ModelStart, PromptOverride};
 
 /// The help of `--device` for the commands that compute on the chosen device.
 pub const DEVICE_HELP: &str = "Device: auto (hardware GPU, else CPU), wgpu, cpu";
@@ -104,6 +105,17 @@ pub struct StartArgs {
     /// o_proj, gate_proj, up_proj, down_proj).
     #[arg(long, value_delimiter = ',', default_value = default_lora_targets())]
     pub lora_targets: Vec<String>,
+    /// The instruction a caption is embedded with, {text} marking the caption (saved with the
+    /// model). Default: "Find an image that matches the caption: {text}"; for a pretrained
+    /// decoder the same as a chat turn, "user\nFind an image …" (the tokenizer's turn opener comes
+    /// before it and the embedding is read at the turn closer after it).
+    #[arg(long, value_name = "TEMPLATE")]
+    pub query_prompt: Option<String>,
+    /// The instruction an image is embedded with, <image> marking the image (saved with the
+    /// model). Default: "<image> Summarize the image in one word:" ("user\n<image> …" for a
+    /// pretrained decoder).
+    #[arg(long, value_name = "TEMPLATE")]
+    pub target_prompt: Option<String>,
 }
 
 /// `LoraConfig::default_targets()` as `--lora-targets` takes them (comma-separated).
@@ -138,6 +150,24 @@ impl StartArgs {
             (None, None) => ModelStart::Preset,
         };
         Ok((start, lora))
+    }
+
+    /// The prompt templates given (checked: the query's `{text}` and the target's `<image>` once).
+    pub fn prompts(&self) -> Result<PromptOverride> {
+        let check = |flag: &str, template: &Option<String>, slot: &str, other: &str| -> Result<()> {
+            if let Some(template) = template {
+                anyhow::ensure!(
+                    template.matches(slot).count() == 1,
+                    "--{flag} {template:?} must hold {slot} exactly once (where the {} goes)",
+                    if slot == TEXT_SLOT { "caption" } else { "image" }
+                );
+                anyhow::ensure!(!template.contains(other), "--{flag} {template:?} must not hold {other}");
+            }
+            Ok(())
+        };
+        check("query-prompt", &self.query_prompt, TEXT_SLOT, IMAGE_SLOT)?;
+        check("target-prompt", &self.target_prompt, IMAGE_SLOT, TEXT_SLOT)?;
+        Ok(PromptOverride { query: self.query_prompt.clone(), target: self.target_prompt.clone() })
     }
 
     /// `-lm` / `-init` for default folder names.

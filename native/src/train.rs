@@ -62,6 +62,31 @@ pub struct TrainRequest {
     pub lora: Option<LoraConfig>,
     /// A staged recipe's stages (empty: one stage of `train` and `loss`).
     pub stages: Vec<Stage>,
+    /// Prompt templates of a new run's model that replace its defaults.
+    pub prompts: PromptOverride,
+}
+
+/// `--query-prompt` / `--target-prompt`: templates that replace a new model's own.
+#[derive(Debug, Clone, Default)]
+pub struct PromptOverride {
+    /// The caption's template (`{text}` once).
+    pub query: Option<String>,
+    /// The image's template (`<image>` once).
+    pub target: Option<String>,
+}
+
+impl PromptOverride {
+    /// Puts the given templates into `config` (checked).
+    fn apply(&self, config: &mut ModelConfig) -> Result<()> {
+        if let Some(query) = &self.query {
+            config.prompts.query = query.clone();
+        }
+        if let Some(target) = &self.target {
+            config.prompts.target = target.clone();
+        }
+        config.prompts.validate()?;
+        Ok(())
+    }
 }
 
 /// Where a new run's model starts.
@@ -231,6 +256,7 @@ pub fn command(args: TrainArgs, given: &[String]) -> Result<()> {
     train.validate()?;
     ModelConfig::preset(&args.preset)?;
     let (start, lora) = args.start.resolve()?;
+    let prompts = args.start.prompts()?;
     // The recipe's stages; without one, the run is a single stage of the options above.
     let (stages, initial_lora) = match args.recipe {
         None => (Vec::new(), lora),
@@ -301,6 +327,7 @@ pub fn command(args: TrainArgs, given: &[String]) -> Result<()> {
         lm_layers: args.start.lm_layers,
         lora: initial_lora,
         stages,
+        prompts,
     })?;
     Ok(())
 }
@@ -343,9 +370,12 @@ fn new_model(
             start.tokenizer.vocab_size()
         );
         let dataset = data::open(&request.data, start.config.image_size(), request.skip_bad)?;
-        return Ok((start.config, start.model, start.tokenizer, dataset));
+        let mut config = start.config;
+        request.prompts.apply(&mut config)?;
+        return Ok((config, start.model, start.tokenizer, dataset));
     }
     let mut model_config = ModelConfig::preset(&request.preset)?;
+    request.prompts.apply(&mut model_config)?;
     if let Some(lora) = &request.lora {
         match &mut model_config.architecture {
             ega_core::model::Architecture::Smolvlm(s) => s.lora = Some(lora.clone()),

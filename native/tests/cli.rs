@@ -32,8 +32,10 @@ fn help_lists_the_commands_and_bad_arguments_are_clear_errors() {
     for command in ["train", "eval", "ablate", "gen-data", "info", "example", "bench"] {
         assert!(text(&help).contains(command), "--help lacks {command}: {}", text(&help));
     }
-    let cases: [(&[&str], &str); 6] = [
+    let cases: [(&[&str], &str); 8] = [
         (&["train", "--preset", "huge"], "tiny, small, base"),
+        (&["train", "--query-prompt", "no slot"], "--query-prompt \"no slot\" must hold {text} exactly once"),
+        (&["train", "--target-prompt", "<image> {text}"], "must not hold {text}"),
         (&["train", "--tau", "0"], "tau"),
         (&["train", "--batch-size", "1"], "batch_size"),
         (&["train", "--data", "nowhere.csv"], "openmoji[:DIR], jsonl:FILE"),
@@ -306,6 +308,34 @@ fn train_tiny(out: &Path, seed: &str) {
         .unwrap();
     assert!(output.status.success(), "{}", text(&output));
     assert!(out.join("bundle/config.json").exists(), "a finished run writes bundle/");
+}
+
+/// `--query-prompt` / `--target-prompt` replace the model's instructions and are saved with it; a
+/// resumed run keeps them (giving one with --resume is refused).
+#[test]
+fn prompt_templates_are_chosen_and_saved_with_the_model() {
+    let out = temp("prompts");
+    let output = native()
+        .args(["train", "--preset", "tiny", "--steps", "2", "--batch-size", "4", "--warmup", "1", "--eval-every", "0"])
+        .args(["--eval-count", "4", "--device", "cpu", "--query-prompt", "Look for: {text}"])
+        .args(["--target-prompt", "An image: <image>", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", text(&output));
+    let bundle: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("bundle/config.json")).unwrap()).unwrap();
+    let prompts = &bundle["model"]["prompts"];
+    assert_eq!(prompts["query"], "Look for: {text}", "{bundle}");
+    assert_eq!(prompts["target"], "An image: <image>", "{bundle}");
+    let output = native()
+        .args(["train", "--resume"])
+        .arg(&out)
+        .args(["--query-prompt", "Other: {text}"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(text(&output).contains("--query-prompt with --resume"), "{}", text(&output));
 }
 
 fn png_file(path: &Path, rgb: [u8; 3], size: u32) {
@@ -720,7 +750,7 @@ fn eval_with_queries_reports_success_at_1_and_10() {
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(stdout.contains("| test | 4 |"), "the usual table comes first: {stdout}");
     assert!(stdout.contains("success@1 | success@10 |"), "{stdout}");
-    assert!(stdout.contains("| test | 2 | 4 |"), "2 queries against 4 images: {stdout}");
+    assert!(stdout.contains("| test | 2 | 4 images |"), "2 queries against 4 images: {stdout}");
     let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     let freeform = &report["freeform"];
     assert_eq!((freeform["queries"].as_u64(), freeform["gallery"].as_u64()), (Some(2), Some(4)), "{report}");
@@ -728,6 +758,25 @@ fn eval_with_queries_reports_success_at_1_and_10() {
     assert!(freeform["success_at_1"].as_f64().is_some_and(|s| (0.0..=1.0).contains(&s)), "{report}");
     assert_eq!(freeform["outcomes"].as_array().map(Vec::len), Some(2));
     assert!(report["test"]["t2i_r1"].is_number(), "the usual metrics stay: {report}");
+    assert_eq!(freeform["against"].as_str(), Some("images"), "{report}");
+
+    // Text to text: the same queries rank the gallery's captions.
+    let output = eval(&[
+        "--queries",
+        queries.to_str().unwrap(),
+        "--queries-against",
+        "captions",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert!(output.status.success(), "{}", text(&output));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("| test | 2 | 4 captions |"), "2 queries against 4 captions: {stdout}");
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(report["freeform"]["against"].as_str(), Some("captions"), "{report}");
+    let output = eval(&["--queries", queries.to_str().unwrap(), "--queries-against", "words"]);
+    assert!(!output.status.success());
+    assert!(text(&output).contains("\"words\" is not a gallery side"), "{}", text(&output));
 
     let output = eval(&["--queries", dir.join("bad.jsonl").to_str().unwrap()]);
     assert!(!output.status.success());
@@ -762,7 +811,7 @@ fn eval_with_queries_reports_success_at_1_and_10() {
         .output()
         .unwrap();
     assert!(output.status.success(), "{}", text(&output));
-    let expected = format!("| test | {queries} | 490 |");
+    let expected = format!("| test | {queries} | 490 images |");
     assert!(String::from_utf8_lossy(&output.stdout).contains(&expected), "{expected}: {}", text(&output));
 }
 
