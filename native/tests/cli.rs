@@ -328,12 +328,8 @@ fn prompt_templates_are_chosen_and_saved_with_the_model() {
     let prompts = &bundle["model"]["prompts"];
     assert_eq!(prompts["query"], "Look for: {text}", "{bundle}");
     assert_eq!(prompts["target"], "An image: <image>", "{bundle}");
-    let output = native()
-        .args(["train", "--resume"])
-        .arg(&out)
-        .args(["--query-prompt", "Other: {text}"])
-        .output()
-        .unwrap();
+    let output =
+        native().args(["train", "--resume"]).arg(&out).args(["--query-prompt", "Other: {text}"]).output().unwrap();
     assert!(!output.status.success());
     assert!(text(&output).contains("--query-prompt with --resume"), "{}", text(&output));
 }
