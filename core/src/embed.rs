@@ -39,7 +39,7 @@ pub fn prompts_input(
 ) -> Result<EmbedderInput> {
     let num_images = images.as_ref().map_or(0, |i| i.dims()[0]);
     let batch = AssembledBatch::new(prompts, &config.image_slot(), num_images, &config.special, config.max_seq_len())?;
-    EmbedderInput::new(&batch, images, device)
+    EmbedderInput::new(&batch, images, config.prompts.pooling, device)
 }
 
 /// How many caption tokens a query keeps: the model's context minus what the query template

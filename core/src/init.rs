@@ -15,7 +15,7 @@ use burn::tensor::Device;
 
 use crate::model::smolvlm::{LoadReport, Part, SmolVlm};
 use crate::model::{Architecture, Embedder, LlamaConfig, LoraConfig, ModelConfig, SiglipConfig, SmolVlmConfig};
-use crate::prompt::{PromptConfig, SpecialTokens};
+use crate::prompt::{Pooling, PromptConfig, SpecialTokens};
 use crate::tokenizer::Tokenizer;
 use crate::{EgaError, Result};
 
@@ -90,6 +90,7 @@ pub fn chat_prompts() -> PromptConfig {
     PromptConfig {
         query: "user\nFind an image that matches the caption: {text}".into(),
         target: "user\n<image> Summarize the image in one word:".into(),
+        pooling: Pooling::Last,
     }
 }
 

@@ -38,8 +38,51 @@ impl Default for SpecialTokens {
     }
 }
 
+/// How a prompt's hidden states become its embedding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Pooling {
+    /// The hidden state at `<eos>`, the prompt's last token (what a decoder trained as an
+    /// embedder reads).
+    #[default]
+    Last,
+    /// The mean of the hidden states of every real position, `<bos>` to `<eos>` (padding left
+    /// out): a frozen decoder's end-of-turn state is a poor sentence embedding, its mean much
+    /// less so (README, "What the text side knows").
+    Mean,
+}
+
+impl Pooling {
+    /// Whether this is the default, [`Pooling::Last`] (left out of saved configs, so models saved
+    /// before pooling could be chosen keep their ids).
+    pub fn is_last(&self) -> bool {
+        *self == Pooling::Last
+    }
+}
+
+impl std::str::FromStr for Pooling {
+    type Err = String;
+    fn from_str(text: &str) -> std::result::Result<Self, String> {
+        match text {
+            "last" => Ok(Pooling::Last),
+            "mean" => Ok(Pooling::Mean),
+            other => Err(format!("{other:?} is not a pooling: last or mean")),
+        }
+    }
+}
+
+impl std::fmt::Display for Pooling {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Pooling::Last => "last",
+            Pooling::Mean => "mean",
+        })
+    }
+}
+
 /// The instructions that turn a caption into a query and an image into a target
-/// (VLM2Vec / QQMM style: one language model, two instructions).
+/// (VLM2Vec / QQMM style: one language model, two instructions), and how the embedding is read
+/// from the prompt's hidden states.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PromptConfig {
@@ -47,6 +90,9 @@ pub struct PromptConfig {
     pub query: String,
     /// Template of an image target.
     pub target: String,
+    /// How the hidden states of both become the embedding.
+    #[serde(default, skip_serializing_if = "Pooling::is_last")]
+    pub pooling: Pooling,
 }
 
 impl Default for PromptConfig {
@@ -54,6 +100,7 @@ impl Default for PromptConfig {
         Self {
             query: "Find an image that matches the caption: {text}".to_string(),
             target: "<image> Summarize the image in one word:".to_string(),
+            pooling: Pooling::Last,
         }
     }
 }

@@ -10,7 +10,7 @@ use clap::Args;
 use ega_core::data::Split;
 use ega_core::loss::{LossConfig, LossKind, Rescale};
 use ega_core::model::{FreezePart, LoraConfig};
-use ega_core::prompt::{IMAGE_SLOT, TEXT_SLOT};
+use ega_core::prompt::{Pooling, IMAGE_SLOT, TEXT_SLOT};
 
 use crate::train::{ModelStart, PromptOverride};
 
@@ -116,6 +116,11 @@ pub struct StartArgs {
     /// pretrained decoder).
     #[arg(long, value_name = "TEMPLATE")]
     pub target_prompt: Option<String>,
+    /// How the embedding is read from a prompt's hidden states (saved with the model): last (the
+    /// closing token's, the default) or mean (the mean over every token: much the better sentence
+    /// embedding of a frozen pretrained decoder, README "What the text side knows").
+    #[arg(long, value_name = "POOLING")]
+    pub pooling: Option<Pooling>,
 }
 
 /// `LoraConfig::default_targets()` as `--lora-targets` takes them (comma-separated).
@@ -167,7 +172,11 @@ impl StartArgs {
         };
         check("query-prompt", &self.query_prompt, TEXT_SLOT, IMAGE_SLOT)?;
         check("target-prompt", &self.target_prompt, IMAGE_SLOT, TEXT_SLOT)?;
-        Ok(PromptOverride { query: self.query_prompt.clone(), target: self.target_prompt.clone() })
+        Ok(PromptOverride {
+            query: self.query_prompt.clone(),
+            target: self.target_prompt.clone(),
+            pooling: self.pooling,
+        })
     }
 
     /// `-lm` / `-init` for default folder names.

@@ -73,6 +73,8 @@ pub struct PromptOverride {
     pub query: Option<String>,
     /// The image's template (`<image>` once).
     pub target: Option<String>,
+    /// How embeddings are pooled.
+    pub pooling: Option<ega_core::prompt::Pooling>,
 }
 
 impl PromptOverride {
@@ -83,6 +85,9 @@ impl PromptOverride {
         }
         if let Some(target) = &self.target {
             config.prompts.target = target.clone();
+        }
+        if let Some(pooling) = self.pooling {
+            config.prompts.pooling = pooling;
         }
         config.prompts.validate()?;
         Ok(())

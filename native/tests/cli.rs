@@ -32,10 +32,11 @@ fn help_lists_the_commands_and_bad_arguments_are_clear_errors() {
     for command in ["train", "eval", "ablate", "gen-data", "info", "example", "bench"] {
         assert!(text(&help).contains(command), "--help lacks {command}: {}", text(&help));
     }
-    let cases: [(&[&str], &str); 8] = [
+    let cases: [(&[&str], &str); 9] = [
         (&["train", "--preset", "huge"], "tiny, small, base"),
         (&["train", "--query-prompt", "no slot"], "--query-prompt \"no slot\" must hold {text} exactly once"),
         (&["train", "--target-prompt", "<image> {text}"], "must not hold {text}"),
+        (&["train", "--pooling", "max"], "\"max\" is not a pooling: last or mean"),
         (&["train", "--tau", "0"], "tau"),
         (&["train", "--batch-size", "1"], "batch_size"),
         (&["train", "--data", "nowhere.csv"], "openmoji[:DIR], jsonl:FILE"),
@@ -310,7 +311,7 @@ fn train_tiny(out: &Path, seed: &str) {
     assert!(out.join("bundle/config.json").exists(), "a finished run writes bundle/");
 }
 
-/// `--query-prompt` / `--target-prompt` replace the model's instructions and are saved with it; a
+/// `--query-prompt` / `--target-prompt` / `--pooling` replace the model's instructions and pooling and are saved with it; a
 /// resumed run keeps them (giving one with --resume is refused).
 #[test]
 fn prompt_templates_are_chosen_and_saved_with_the_model() {
@@ -318,7 +319,7 @@ fn prompt_templates_are_chosen_and_saved_with_the_model() {
     let output = native()
         .args(["train", "--preset", "tiny", "--steps", "2", "--batch-size", "4", "--warmup", "1", "--eval-every", "0"])
         .args(["--eval-count", "4", "--device", "cpu", "--query-prompt", "Look for: {text}"])
-        .args(["--target-prompt", "An image: <image>", "--out"])
+        .args(["--target-prompt", "An image: <image>", "--pooling", "mean", "--out"])
         .arg(&out)
         .output()
         .unwrap();
@@ -328,6 +329,7 @@ fn prompt_templates_are_chosen_and_saved_with_the_model() {
     let prompts = &bundle["model"]["prompts"];
     assert_eq!(prompts["query"], "Look for: {text}", "{bundle}");
     assert_eq!(prompts["target"], "An image: <image>", "{bundle}");
+    assert_eq!(prompts["pooling"], "mean", "{bundle}");
     let output =
         native().args(["train", "--resume"]).arg(&out).args(["--query-prompt", "Other: {text}"]).output().unwrap();
     assert!(!output.status.success());

@@ -10,7 +10,7 @@ use ega_core::loss::{
     Rescale,
 };
 use ega_core::model::{Embedder, EmbedderInput, ModelConfig};
-use ega_core::prompt::{tokenize_prompts, AssembledBatch};
+use ega_core::prompt::{tokenize_prompts, AssembledBatch, Pooling};
 use ega_core::tensor_util::{floats, to_f64_vec};
 use ega_tests::{assert_close, draw_shape, gpu, uniform, WordTokenizer};
 
@@ -166,8 +166,8 @@ fn tiny_batch(config: &ModelConfig, device: &Device) -> (EmbedderInput, Embedder
     let queries = AssembledBatch::new(&queries, &k, 0, &config.special, max_len).unwrap();
     let targets = AssembledBatch::new(&targets, &k, n, &config.special, max_len).unwrap();
     (
-        EmbedderInput::new(&queries, None, device).unwrap(),
-        EmbedderInput::new(&targets, Some(floats(pixels, [n, 3, 32, 32], device)), device).unwrap(),
+        EmbedderInput::new(&queries, None, Pooling::Last, device).unwrap(),
+        EmbedderInput::new(&targets, Some(floats(pixels, [n, 3, 32, 32], device)), Pooling::Last, device).unwrap(),
     )
 }
 

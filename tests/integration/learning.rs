@@ -5,7 +5,7 @@ use burn::optim::{AdamWConfig, GradientsParams};
 use burn::tensor::Device;
 use ega_core::loss::{contrastive_loss, similarity_matrix, LossConfig};
 use ega_core::model::{Embedder, EmbedderInput, ModelConfig};
-use ega_core::prompt::{tokenize_prompts, AssembledBatch};
+use ega_core::prompt::{tokenize_prompts, AssembledBatch, Pooling};
 use ega_core::tensor_util::{floats, to_f64_vec};
 use ega_tests::{devices, draw_shape, WordTokenizer};
 
@@ -44,8 +44,10 @@ fn train_one_batch(name: &str, device: &Device) {
     let max_len = config.max_seq_len();
     let query_batch = AssembledBatch::new(&query_prompts, &k, 0, &config.special, max_len).unwrap();
     let target_batch = AssembledBatch::new(&target_prompts, &k, n, &config.special, max_len).unwrap();
-    let queries = EmbedderInput::new(&query_batch, None, &device).unwrap();
-    let targets = EmbedderInput::new(&target_batch, Some(floats(pixels, [n, 3, 32, 32], &device)), &device).unwrap();
+    let queries = EmbedderInput::new(&query_batch, None, Pooling::Last, &device).unwrap();
+    let targets =
+        EmbedderInput::new(&target_batch, Some(floats(pixels, [n, 3, 32, 32], &device)), Pooling::Last, &device)
+            .unwrap();
 
     // EGA with its defaults (τ = 0.05, α = 1, rescale none), α ramped in over the first 30
     // steps. From a fresh model every embedding is nearly the same, P is nearly uniform, and

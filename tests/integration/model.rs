@@ -5,7 +5,7 @@ use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 use ega_core::embed::prompts_input;
 use ega_core::model::{Embedder, EmbedderInput, ModelConfig};
-use ega_core::prompt::{tokenize_prompts, TokenizedPrompt};
+use ega_core::prompt::{tokenize_prompts, Pooling, TokenizedPrompt};
 use ega_core::tensor_util::{floats, ints, to_f64_vec};
 use ega_tests::{assert_close, devices, draw_shape, WordTokenizer};
 
@@ -114,6 +114,54 @@ fn padding_does_not_change_the_embedding() {
             0.0,
         );
     }
+}
+
+/// `Pooling::Mean`: the embedding is the L2-normalised mean of the hidden states over each row's
+/// real positions (checked on the host against `hidden_states`), padding changes nothing, and it
+/// differs from the last token's. A default config saves no `pooling` key (ids of older models
+/// stay valid); a mean one saves and reads it back.
+#[test]
+fn mean_pooling_averages_the_real_positions_and_ignores_padding() {
+    let mut config = tiny();
+    config.prompts.pooling = Pooling::Mean;
+    for (name, device) in devices("mean_pooling_averages_the_real_positions_and_ignores_padding") {
+        let model = Embedder::new(&config, 3, &device).unwrap();
+        let mut tokenizer = WordTokenizer::default();
+        let texts = ["a red square", "a blue circle on the right of a long green line"];
+        let batch = input(&config, &queries(&config, &texts, &mut tokenizer), None, &device);
+        let (b, l) = (batch.batch, batch.seq_len);
+        let hidden = to_f64_vec(model.hidden_states(&batch)).unwrap(); // [B, L, 64]
+        let last: Vec<i64> = batch.last.clone().into_data().iter::<i64>().collect();
+        let mut expected = Vec::new();
+        for row in 0..b {
+            let len = last[row] as usize - row * l + 1;
+            let mut mean = vec![0.0; 64];
+            for p in 0..len {
+                for (m, h) in mean.iter_mut().zip(&hidden[(row * l + p) * 64..(row * l + p + 1) * 64]) {
+                    *m += h / len as f64;
+                }
+            }
+            let norm = mean.iter().map(|v| v * v).sum::<f64>().sqrt();
+            expected.extend(mean.iter().map(|v| v / norm));
+        }
+        let pooled = to_f64_vec(model.embed(&batch)).unwrap();
+        assert_close(&format!("{name} mean pooling"), &pooled, &expected, 1e-5, 1e-5);
+
+        let alone = model.embed(&input(&config, &queries(&config, &texts[..1], &mut tokenizer), None, &device));
+        assert_close(&format!("{name} padded vs alone"), &pooled[..64], &to_f64_vec(alone).unwrap(), 1e-5, 0.0);
+
+        let mut last_config = config.clone();
+        last_config.prompts.pooling = Pooling::Last;
+        let last_batch = input(&last_config, &queries(&last_config, &texts, &mut tokenizer), None, &device);
+        let by_last = to_f64_vec(model.embed(&last_batch)).unwrap();
+        let gap = pooled.iter().zip(&by_last).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+        assert!(gap > 1e-3, "{name}: mean and last pooling should differ (max gap {gap})");
+    }
+    let saved = serde_json::to_value(&config).unwrap();
+    assert_eq!(saved["prompts"]["pooling"], "mean", "{saved}");
+    assert_eq!(serde_json::from_value::<ModelConfig>(saved).unwrap(), config);
+    let default = serde_json::to_value(tiny()).unwrap();
+    assert!(default["prompts"].get("pooling").is_none(), "the default is not written: {default}");
 }
 
 #[test]

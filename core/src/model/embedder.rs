@@ -11,7 +11,7 @@ use super::projector::Projector;
 use super::smolvlm::SmolVlm;
 use super::vision::VisionEncoder;
 use super::{Architecture, FreezePart, ModelConfig};
-use crate::prompt::AssembledBatch;
+use crate::prompt::{AssembledBatch, Pooling};
 use crate::tensor_util::{floats, ints};
 use crate::{EgaError, Result};
 
@@ -67,12 +67,13 @@ impl Embedder {
         }
     }
 
-    /// Unit-norm embeddings: the hidden state at each row's last real token, L2-normalised.
+    /// Unit-norm embeddings: the hidden state at each row's last real token (or, when the input
+    /// was made for mean pooling, the mean over its real tokens), L2-normalised.
     ///
     /// # Shapes
     /// - → `[B, D]`
     pub fn embed(&self, input: &EmbedderInput) -> Tensor<2> {
-        pool_last(self.hidden_states(input), &input.last)
+        pool(self.hidden_states(input), input)
     }
 
     /// The model with the parameters of `parts` frozen: they take no gradient and the optimizer
@@ -182,6 +183,21 @@ fn trainable_params_of<M: Module>(module: &M) -> usize {
     count.0
 }
 
+/// The embedding `input` asks for from `hidden`: [`pool_last`], or the weighted sum of its
+/// [`EmbedderInput::mean_weights`] (the mean over real positions), L2-normalised.
+///
+/// # Shapes
+/// - hidden: `[B, L, D]` → `[B, D]`
+pub fn pool(hidden: Tensor<3>, input: &EmbedderInput) -> Tensor<2> {
+    match &input.mean_weights {
+        None => pool_last(hidden, &input.last),
+        Some(weights) => {
+            let [b, _, d] = hidden.dims();
+            l2_normalize((hidden * weights.clone()).sum_dim(1).reshape([b, d]))
+        }
+    }
+}
+
 /// The hidden state at each row's last real position, L2-normalised.
 ///
 /// # Shapes
@@ -219,11 +235,14 @@ pub struct EmbedderInput {
     pub seq_len: usize,
     /// Images the batch refers to, `[Bi, C, H, W]` in `[0, 1]`.
     pub images: Option<Tensor<4>>,
+    /// `[B, L, 1]` pooling weights for [`Pooling::Mean`]: `1 / length_b` at each real position of
+    /// row `b`, 0 at padding; `None` for [`Pooling::Last`].
+    pub mean_weights: Option<Tensor<3>>,
 }
 
 impl EmbedderInput {
-    /// Moves an assembled host batch and its images to `device`.
-    pub fn new(batch: &AssembledBatch, images: Option<Tensor<4>>, device: &Device) -> Result<Self> {
+    /// Moves an assembled host batch and its images to `device`, ready for `pooling`.
+    pub fn new(batch: &AssembledBatch, images: Option<Tensor<4>>, pooling: Pooling, device: &Device) -> Result<Self> {
         let given = images.as_ref().map(|i| i.dims()[0]).unwrap_or(0);
         if given != batch.num_images {
             return Err(EgaError::Shape {
@@ -233,6 +252,13 @@ impl EmbedderInput {
         }
         let (b, l) = (batch.batch, batch.seq_len);
         let last = batch.lengths.iter().enumerate().map(|(row, &len)| (row * l + len - 1) as i64).collect();
+        let mean_weights = (pooling == Pooling::Mean).then(|| {
+            let mut weights = vec![0.0f32; b * l];
+            for (row, &len) in batch.lengths.iter().enumerate() {
+                weights[row * l..row * l + len].fill(1.0 / len as f32);
+            }
+            floats(weights, [b, l, 1], device)
+        });
         Ok(Self {
             text_ids: ints(batch.text_ids.clone(), [b, batch.text_len], device),
             source: ints(batch.source.clone(), [b * l], device),
@@ -241,6 +267,7 @@ impl EmbedderInput {
             batch: b,
             seq_len: l,
             images,
+            mean_weights,
         })
     }
 
@@ -254,6 +281,7 @@ impl EmbedderInput {
             batch: self.batch,
             seq_len: self.seq_len,
             images: self.images.clone().map(Tensor::without_autodiff),
+            mean_weights: self.mean_weights.clone().map(Tensor::without_autodiff),
         }
     }
 }
@@ -296,12 +324,13 @@ impl MiniEmbedder {
         self.language.forward(inputs, &input.mask_bias)
     }
 
-    /// Unit-norm embeddings: the hidden state at each row's last real token, L2-normalised.
+    /// Unit-norm embeddings: the hidden state at each row's last real token (or, when the input
+    /// was made for mean pooling, the mean over its real tokens), L2-normalised.
     ///
     /// # Shapes
     /// - → `[B, D]`
     pub fn embed(&self, input: &EmbedderInput) -> Tensor<2> {
-        pool_last(self.hidden_states(input), &input.last)
+        pool(self.hidden_states(input), input)
     }
 }
 

@@ -14,7 +14,7 @@ pub mod projector;
 pub mod smolvlm;
 pub mod vision;
 
-pub use embedder::{l2_normalize, pool_last, Embedder, EmbedderInput, MiniEmbedder};
+pub use embedder::{l2_normalize, pool, pool_last, Embedder, EmbedderInput, MiniEmbedder};
 
 use serde::{Deserialize, Serialize};
 
