@@ -157,21 +157,22 @@ impl StartArgs {
         Ok((start, lora))
     }
 
-    /// The prompt templates given (checked: the query's `{text}` and the target's `<image>` once).
+    /// The prompt templates and pooling given (checked: the query's `{text}` and the target's
+    /// `<image>` once, before anything is loaded).
     pub fn prompts(&self) -> Result<PromptOverride> {
-        let check = |flag: &str, template: &Option<String>, slot: &str, other: &str| -> Result<()> {
+        // The flag, its template, the slot it must hold once (and what goes there), the other slot.
+        let check = |flag: &str, template: Option<&str>, slot: &str, what: &str, other: &str| -> Result<()> {
             if let Some(template) = template {
                 anyhow::ensure!(
                     template.matches(slot).count() == 1,
-                    "--{flag} {template:?} must hold {slot} exactly once (where the {} goes)",
-                    if slot == TEXT_SLOT { "caption" } else { "image" }
+                    "--{flag} {template:?} must hold {slot} exactly once (where the {what} goes)"
                 );
                 anyhow::ensure!(!template.contains(other), "--{flag} {template:?} must not hold {other}");
             }
             Ok(())
         };
-        check("query-prompt", &self.query_prompt, TEXT_SLOT, IMAGE_SLOT)?;
-        check("target-prompt", &self.target_prompt, IMAGE_SLOT, TEXT_SLOT)?;
+        check("query-prompt", self.query_prompt.as_deref(), TEXT_SLOT, "caption", IMAGE_SLOT)?;
+        check("target-prompt", self.target_prompt.as_deref(), IMAGE_SLOT, "image", TEXT_SLOT)?;
         Ok(PromptOverride {
             query: self.query_prompt.clone(),
             target: self.target_prompt.clone(),

@@ -62,11 +62,11 @@ pub struct TrainRequest {
     pub lora: Option<LoraConfig>,
     /// A staged recipe's stages (empty: one stage of `train` and `loss`).
     pub stages: Vec<Stage>,
-    /// Prompt templates of a new run's model that replace its defaults.
+    /// Prompt templates and pooling of a new run's model that replace its defaults.
     pub prompts: PromptOverride,
 }
 
-/// `--query-prompt` / `--target-prompt`: templates that replace a new model's own.
+/// `--query-prompt` / `--target-prompt` / `--pooling`: what replaces a new model's own.
 #[derive(Debug, Clone, Default)]
 pub struct PromptOverride {
     /// The caption's template (`{text}` once).
@@ -78,7 +78,7 @@ pub struct PromptOverride {
 }
 
 impl PromptOverride {
-    /// Puts the given templates into `config` (checked).
+    /// Puts what was given into `config`'s prompts (checked by `PromptConfig::validate`).
     fn apply(&self, config: &mut ModelConfig) -> Result<()> {
         if let Some(query) = &self.query {
             config.prompts.query = query.clone();
