@@ -14,17 +14,11 @@ if [[ -d "$dir/modern" && -f "$dir/VERSION" && "$(cat "$dir/VERSION")" == "$VERS
   echo "fluentui-emoji $VERSION is already in $dir ($(ls "$dir/modern" | wc -l) SVGs)"
   exit 0
 fi
-command -v npm >/dev/null || { echo "error: npm is needed (apt-get install -y npm)" >&2; exit 1; }
+source "$(dirname "${BASH_SOURCE[0]}")/npm-fetch.sh"
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-echo "fetching fluentui-emoji@$VERSION from the npm registry…"
-(cd "$work" && npm pack --silent "fluentui-emoji@$VERSION" >/dev/null)
-actual=$(sha256sum "$work/fluentui-emoji-$VERSION.tgz" | cut -d' ' -f1)
-if [[ "$actual" != "$SHA256" ]]; then
-  echo "error: the package's sha256 is $actual, expected $SHA256 (fluentui-emoji $VERSION)" >&2
-  exit 1
-fi
+npm_fetch fluentui-emoji "$VERSION" "$SHA256" "$work"
 tar -xzf "$work/fluentui-emoji-$VERSION.tgz" -C "$work" package/icons/modern package/LICENSE
 
 # Build the folder beside the target, then move it into place (an interrupted run leaves no half folder).

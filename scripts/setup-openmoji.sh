@@ -6,18 +6,18 @@
 # Credit OpenMoji wherever its images are shown.
 set -euo pipefail
 VERSION=17.0.0
+SHA256=55ee7d13485dec86e9f38c1f3a645a13382d33ff97c0cd845ee824b0aef45e68
 dir=${1:-data/openmoji}
 
 if [[ -f "$dir/openmoji.csv" && -f "$dir/VERSION" && "$(cat "$dir/VERSION")" == "$VERSION" ]]; then
   echo "OpenMoji $VERSION is already in $dir ($(ls "$dir/svg" | wc -l) SVGs)"
   exit 0
 fi
-command -v npm >/dev/null || { echo "error: npm is needed (apt-get install -y npm)" >&2; exit 1; }
+source "$(dirname "${BASH_SOURCE[0]}")/npm-fetch.sh"
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-echo "fetching openmoji@$VERSION from the npm registry…"
-(cd "$work" && npm pack --silent "openmoji@$VERSION" >/dev/null)
+npm_fetch openmoji "$VERSION" "$SHA256" "$work"
 tar -xzf "$work/openmoji-$VERSION.tgz" -C "$work" package/data/openmoji.csv package/color/svg package/LICENSE.txt
 
 # Build the folder beside the target, then move it into place (an interrupted run leaves no half folder).

