@@ -4,6 +4,7 @@ mod assets;
 mod data;
 mod data_sources;
 mod freeform;
+mod fused;
 mod fuzz_smoke;
 mod gguf;
 mod grad_cache;

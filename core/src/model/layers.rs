@@ -4,7 +4,6 @@
 //! initial weights on every device (flex, wgpu, the browser) and in the PyTorch reference.
 
 use burn::module::{Module, Param, ParamId};
-use burn::tensor::activation::softmax;
 use burn::tensor::{Device, Tensor};
 use rand::rngs::StdRng;
 use rand::Rng;
@@ -108,8 +107,7 @@ impl RmsNorm {
     /// # Shapes
     /// - x: `[B, L, D]` → `[B, L, D]`
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let rms = x.clone().square().mean_dim(2).add_scalar(self.eps).sqrt(); // [B, L, 1]
-        x / rms * self.gain.val().unsqueeze::<3>()
+        super::fused::rms_norm(x, self.gain.val(), self.eps)
     }
 }
 
@@ -133,10 +131,7 @@ impl LayerNorm {
     /// # Shapes
     /// - x: `[B, L, D]` → `[B, L, D]`
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let mean = x.clone().mean_dim(2); // [B, L, 1]
-        let centered = x - mean;
-        let std = centered.clone().square().mean_dim(2).add_scalar(self.eps).sqrt(); // [B, L, 1]
-        centered / std * self.gain.val().unsqueeze::<3>() + self.bias.val().unsqueeze::<3>()
+        super::fused::layer_norm(x, self.gain.val(), self.bias.val(), self.eps)
     }
 }
 
@@ -216,11 +211,8 @@ impl Attention {
             q = apply_rope(q, cos, sin);
             k = apply_rope(k, cos, sin);
         }
-        let mut scores = q.matmul(k.swap_dims(2, 3)).div_scalar((head_dim as f64).sqrt()); // [B, H, L, L]
-        if let Some(bias) = mask_bias {
-            scores = scores + bias.clone();
-        }
-        let weights = softmax(scores, 3);
+        let scores = q.matmul(k.swap_dims(2, 3)); // [B, H, L, L]
+        let weights = super::fused::attention_softmax(scores, 1.0 / (head_dim as f64).sqrt(), mask_bias);
         let context = weights.matmul(v); // [B, H, L, hd]
         let context = context.swap_dims(1, 2).reshape([b, l, d]); // [B, L, D]
         self.out.forward(context)

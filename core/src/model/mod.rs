@@ -8,6 +8,7 @@
 //! ```
 
 mod embedder;
+pub mod fused;
 pub mod language;
 pub mod layers;
 pub mod projector;

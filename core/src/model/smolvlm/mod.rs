@@ -18,11 +18,12 @@ pub mod config;
 pub use config::{LlamaConfig, LoraConfig, SiglipConfig, LORA_TARGETS};
 
 use burn::module::{Module, Param};
-use burn::tensor::activation::{silu, softmax};
+use burn::tensor::activation::silu;
 use burn::tensor::{Device, Int, Tensor};
 use rand::SeedableRng;
 
 use super::embedder::EmbedderInput;
+use super::fused;
 use super::layers::{apply_rope, rope_tables, Init, INIT_STD};
 use super::SmolVlmConfig;
 use crate::store::{HostTensor, TensorSource};
@@ -245,11 +246,7 @@ impl HfLayerNorm {
     /// # Shapes
     /// - x: `[B, L, D]` → `[B, L, D]`
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let mean = x.clone().mean_dim(2);
-        let centered = x - mean;
-        let var = centered.clone().square().mean_dim(2);
-        centered / var.add_scalar(self.eps).sqrt() * self.weight.val().unsqueeze::<3>()
-            + self.bias.val().unsqueeze::<3>()
+        fused::layer_norm(x, self.weight.val(), self.bias.val(), self.eps)
     }
 }
 
@@ -266,8 +263,7 @@ impl HfRmsNorm {
     /// # Shapes
     /// - x: `[B, L, D]` → `[B, L, D]`
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let rms = x.clone().square().mean_dim(2).add_scalar(self.eps).sqrt();
-        x / rms * self.weight.val().unsqueeze::<3>()
+        fused::rms_norm(x, self.weight.val(), self.eps)
     }
 }
 
@@ -283,11 +279,8 @@ fn gelu_tanh<const D: usize>(x: Tensor<D>) -> Tensor<D> {
 /// additive bias `[B, 1, L, L]`. → `[B, L, H·hd]`
 fn attend(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, bias: Option<&Tensor<4>>) -> Tensor<3> {
     let [b, h, l, hd] = q.dims();
-    let mut scores = q.matmul(k.swap_dims(2, 3)).div_scalar((hd as f64).sqrt()); // [B, H, L, L]
-    if let Some(bias) = bias {
-        scores = scores + bias.clone();
-    }
-    softmax(scores, 3).matmul(v).swap_dims(1, 2).reshape([b, l, h * hd])
+    let scores = q.matmul(k.swap_dims(2, 3)); // [B, H, L, L]
+    fused::attention_softmax(scores, 1.0 / (hd as f64).sqrt(), bias).matmul(v).swap_dims(1, 2).reshape([b, l, h * hd])
 }
 
 /// `[B, L, H·hd]` → `[B, H, L, hd]`
