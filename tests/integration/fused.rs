@@ -1,13 +1,15 @@
-//! The one-pass CPU kernels of `model::fused` against their burn-op references: forward values
+//! The one-pass CPU kernels of `model::fused` (norms, attention softmax, SwiGLU, GELU, RoPE)
+//! against their burn-op references: forward values
 //! and every gradient, small (one thread) and large (rayon) shapes, strided inputs, masks that
 //! broadcast over heads and batch; the same bits with one thread as with two; and the kernels
 //! really run on flex (their call counter moves) while wgpu takes the reference.
 
 use burn::tensor::{Device, Tensor};
 use ega_core::model::fused::{
-    attention_softmax, attention_softmax_reference, kernel_calls, layer_norm, layer_norm_reference, rms_norm,
-    rms_norm_reference,
+    attention_softmax, attention_softmax_reference, gelu_tanh, gelu_tanh_reference, kernel_calls, layer_norm,
+    layer_norm_reference, rms_norm, rms_norm_reference, rope, rope_reference, swiglu, swiglu_reference,
 };
+use ega_core::model::layers::rope_tables;
 use ega_core::tensor_util::{floats, to_f32_vec, to_f64_vec};
 use ega_tests::{assert_close, gpu, uniform};
 
@@ -123,6 +125,66 @@ fn attention_softmax_matches_its_reference_values_and_gradients() {
     compare_softmax("mask per head", [2, 3, 6, 6], Some([2, 3]));
     compare_softmax("mask over batch", [2, 3, 6, 6], Some([1, 1]));
     compare_softmax("large", [4, 4, 40, 40], Some([4, 1]));
+}
+
+/// Values and gradients of an element-wise kernel against its reference, on flex under autodiff.
+fn compare_elementwise(what: &str, len: usize) {
+    let device = Device::flex().autodiff();
+    let run = |fused: bool| -> Vec<Vec<f64>> {
+        // [rows, 2·cols] sliced in two: strided views, as the models' projections are not.
+        let a = random([len, 6], -5.0, 5.0, 20, &device).require_grad();
+        let b = random([len, 6], -3.0, 3.0, 21, &device).require_grad();
+        let (a_view, b_view) = (a.clone().slice([0..len, 1..4]), b.clone().slice([0..len, 2..5]));
+        let w = random([len, 3], -1.0, 1.0, 22, &device);
+        let out = match (what, fused) {
+            ("swiglu", true) => swiglu(a_view, b_view),
+            ("swiglu", false) => swiglu_reference(a_view, b_view),
+            (_, true) => gelu_tanh(a_view) + b_view,
+            (_, false) => gelu_tanh_reference(a_view) + b_view,
+        };
+        let grads = (out.clone() * w).sum().backward();
+        vec![
+            to_f64_vec(out).unwrap(),
+            to_f64_vec(a.grad(&grads).unwrap()).unwrap(),
+            to_f64_vec(b.grad(&grads).unwrap()).unwrap(),
+        ]
+    };
+    let calls = kernel_calls();
+    let (fused, reference) = (run(true), run(false));
+    assert!(kernel_calls() > calls, "{what}: the kernel did not run on flex");
+    for (name, (f, r)) in ["output", "∂a", "∂b"].iter().zip(fused.iter().zip(&reference)) {
+        assert_close(&format!("{what} {len} {name}"), f, r, 1e-5, 1e-4);
+    }
+}
+
+#[test]
+fn swiglu_and_gelu_match_their_references_values_and_gradients() {
+    for len in [7, 9000] {
+        compare_elementwise("swiglu", len);
+        compare_elementwise("gelu_tanh", len);
+    }
+}
+
+#[test]
+fn rope_matches_its_reference_values_and_gradients() {
+    let device = Device::flex().autodiff();
+    for [b, h, l, hd] in [[2, 3, 5, 8], [4, 8, 40, 64]] {
+        let (cos, sin) = rope_tables(l, hd, 10_000.0, &device);
+        let run = |fused: bool| -> Vec<Vec<f64>> {
+            // [B, L, H, hd] swapped to [B, H, L, hd], as the models' heads are.
+            let x = random([b, l, h, hd], -2.0, 2.0, 23, &device).require_grad();
+            let heads = x.clone().swap_dims(1, 2);
+            let w = random([b, h, l, hd], -1.0, 1.0, 24, &device);
+            let out = if fused { rope(heads, &cos, &sin) } else { rope_reference(heads, &cos, &sin) };
+            let grads = (out.clone() * w).sum().backward();
+            vec![to_f64_vec(out).unwrap(), to_f64_vec(x.grad(&grads).unwrap()).unwrap()]
+        };
+        let calls = kernel_calls();
+        let (fused, reference) = (run(true), run(false));
+        assert!(kernel_calls() > calls, "rope: the kernel did not run on flex");
+        assert_close(&format!("rope {l}×{hd} output"), &fused[0], &reference[0], 1e-6, 1e-5);
+        assert_close(&format!("rope {l}×{hd} ∂x"), &fused[1], &reference[1], 1e-6, 1e-5);
+    }
 }
 
 #[test]

@@ -1,8 +1,10 @@
-//! One-pass CPU kernels for the norms and the attention softmax of both architectures.
+//! One-pass CPU kernels for the norms, the attention softmax, SwiGLU, GELU (tanh form) and RoPE
+//! of both architectures.
 //!
 //! Composed from burn ops, an RMSNorm is six passes over `[B, L, D]` (square, mean, add, sqrt,
 //! divide, scale), each writing a new tensor, and its autodiff backward about twice that; the
-//! attention softmax with its scale and mask adds five more passes over `[B, H, L, L]`. On burn's
+//! attention softmax with its scale and mask adds five more passes over `[B, H, L, L]`, RoPE
+//! eight (two slices, four products, two sums and a concatenation). On burn's
 //! flex backend (the CPU) each function here is instead one pass forward and one (or two)
 //! backward: a burn autodiff operation ([`Backward`]) whose forward and backward are plain loops
 //! over rows, spread over rayon's threads by row. Every row is computed by one thread in a fixed
@@ -33,10 +35,10 @@ type FlexAd = Autodiff<Flex, NoCheckpointing>;
 #[cfg(not(target_family = "wasm"))]
 const PARALLEL_MIN_ELEMENTS: usize = 1 << 14;
 
-/// Kernel calls so far (forward passes on flex), for tests that must see the kernels run.
+/// Kernel passes so far on flex, for tests that must see the kernels run.
 static KERNEL_CALLS: AtomicU64 = AtomicU64::new(0);
 
-/// How many times a kernel of this module has run (forward passes on flex, any thread).
+/// How many times a kernel of this module has run on flex (any thread, any test).
 pub fn kernel_calls() -> u64 {
     KERNEL_CALLS.load(Ordering::Relaxed)
 }
@@ -527,5 +529,263 @@ impl Backward<Flex, 1> for SoftmaxBackward {
             })
         });
         grads.register::<Flex>(node.id, ds);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Element-wise: SwiGLU's gate, SigLIP's GELU (tanh form).
+// ---------------------------------------------------------------------------------------------
+
+/// Elements per task of the element-wise kernels.
+const ELEMENT_BLOCK: usize = 4096;
+
+/// Calls `f(start, chunk)` over `out` in blocks of [`ELEMENT_BLOCK`], spread over threads when large.
+fn for_blocks(out: &mut [f32], f: impl Fn(usize, &mut [f32]) + Sync + Send) {
+    #[cfg(not(target_family = "wasm"))]
+    if out.len() >= PARALLEL_MIN_ELEMENTS {
+        use rayon::prelude::*;
+        out.par_chunks_mut(ELEMENT_BLOCK).enumerate().for_each(|(b, chunk)| f(b * ELEMENT_BLOCK, chunk));
+        return;
+    }
+    out.chunks_mut(ELEMENT_BLOCK).enumerate().for_each(|(b, chunk)| f(b * ELEMENT_BLOCK, chunk));
+}
+
+/// `silu(gate) · up`, composed from burn ops.
+pub fn swiglu_reference<const D: usize>(gate: Tensor<D>, up: Tensor<D>) -> Tensor<D> {
+    burn::tensor::activation::silu(gate) * up
+}
+
+/// SwiGLU's gating `silu(gate) · up` (`silu(g) = g·σ(g)`), as [`swiglu_reference`] defines it:
+/// one pass on flex, the reference elsewhere (or when the shapes differ).
+pub fn swiglu<const D: usize>(gate: Tensor<D>, up: Tensor<D>) -> Tensor<D> {
+    if gate.dims() != up.dims() {
+        return swiglu_reference(gate, up);
+    }
+    match (route(gate.clone()), route(up.clone())) {
+        (Routed::Plain(g), Routed::Plain(u)) => {
+            Tensor::from_primitive::<Flex>(swiglu_forward(&contiguous(g), &contiguous(u)))
+        }
+        (Routed::Tracked(ga), Routed::Tracked(ua)) => {
+            let (g, g_guard) = ga.into_parts();
+            let (u, u_guard) = ua.into_parts();
+            let (g, u) = (contiguous(g), contiguous(u));
+            let y = swiglu_forward(&g, &u);
+            let out = match SwigluBackward.prepare::<NoCheckpointing>([g_guard, u_guard]).compute_bound().stateful() {
+                OpsKind::Tracked(prep) => prep.finish((g, u), y),
+                OpsKind::UnTracked(prep) => prep.finish(y),
+            };
+            Tensor::from_primitive::<FlexAd>(out)
+        }
+        _ => swiglu_reference(gate, up),
+    }
+}
+
+fn sigmoid(v: f32) -> f32 {
+    1.0 / (1.0 + (-v).exp())
+}
+
+fn swiglu_forward(gate: &FlexTensor, up: &FlexTensor) -> FlexTensor {
+    KERNEL_CALLS.fetch_add(1, Ordering::Relaxed);
+    let (g, u) = (slice(gate), slice(up));
+    new_tensor(gate.layout().shape().clone(), |y| {
+        for_blocks(y, |start, out| {
+            for (k, o) in out.iter_mut().enumerate() {
+                let (gv, uv) = (g[start + k], u[start + k]);
+                *o = gv * sigmoid(gv) * uv;
+            }
+        })
+    })
+}
+
+/// SwiGLU's node: `∂gate = dy · up · σ(g)(1 + g(1 − σ(g)))`, `∂up = dy · g·σ(g)`.
+#[derive(Debug)]
+struct SwigluBackward;
+
+impl Backward<Flex, 2> for SwigluBackward {
+    /// `gate`, `up` (contiguous).
+    type State = (FlexTensor, FlexTensor);
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+        let [gate_node, up_node] = ops.parents;
+        let dy = contiguous(grads.consume::<Flex>(&ops.node));
+        let (gate, up) = ops.state;
+        let (g, u, dys) = (slice(&gate), slice(&up), slice(&dy));
+        let shape = gate.layout().shape().clone();
+        if let Some(node) = gate_node {
+            let dg = new_tensor(shape.clone(), |dg| {
+                for_blocks(dg, |start, out| {
+                    for (k, o) in out.iter_mut().enumerate() {
+                        let (gv, s) = (g[start + k], sigmoid(g[start + k]));
+                        *o = dys[start + k] * u[start + k] * s * (1.0 + gv * (1.0 - s));
+                    }
+                })
+            });
+            grads.register::<Flex>(node.id, dg);
+        }
+        if let Some(node) = up_node {
+            let du = new_tensor(shape, |du| {
+                for_blocks(du, |start, out| {
+                    for (k, o) in out.iter_mut().enumerate() {
+                        let gv = g[start + k];
+                        *o = dys[start + k] * gv * sigmoid(gv);
+                    }
+                })
+            });
+            grads.register::<Flex>(node.id, du);
+        }
+    }
+}
+
+/// `√(2/π)`, GELU's tanh-form constant.
+const GELU_C: f64 = 0.797_884_560_802_865_4;
+
+/// GELU with the tanh approximation (`gelu_pytorch_tanh`, SigLIP's activation),
+/// `x/2 · (1 + tanh(√(2/π)·(x + 0.044715·x³)))`, composed from burn ops.
+pub fn gelu_tanh_reference<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    let inner = (x.clone() + x.clone().powi_scalar(3).mul_scalar(0.044715)).mul_scalar(GELU_C);
+    x.mul_scalar(0.5) * inner.tanh().add_scalar(1.0)
+}
+
+/// GELU (tanh form) as [`gelu_tanh_reference`] defines it: one pass on flex, the reference elsewhere.
+pub fn gelu_tanh<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    match route(x.clone()) {
+        Routed::Plain(p) => Tensor::from_primitive::<Flex>(gelu_tanh_forward(&contiguous(p))),
+        Routed::Tracked(a) => {
+            let (p, guard) = a.into_parts();
+            let p = contiguous(p);
+            let y = gelu_tanh_forward(&p);
+            let out = match GeluTanhBackward.prepare::<NoCheckpointing>([guard]).compute_bound().stateful() {
+                OpsKind::Tracked(prep) => prep.finish(p, y),
+                OpsKind::UnTracked(prep) => prep.finish(y),
+            };
+            Tensor::from_primitive::<FlexAd>(out)
+        }
+        Routed::Other => gelu_tanh_reference(x),
+    }
+}
+
+/// `(gelu(x), ∂gelu/∂x)` of one value.
+fn gelu_tanh_value(x: f32) -> (f32, f32) {
+    let c = GELU_C as f32;
+    let t = (c * (x + 0.044715 * x * x * x)).tanh();
+    let y = 0.5 * x * (1.0 + t);
+    let dy = 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * c * (1.0 + 3.0 * 0.044715 * x * x);
+    (y, dy)
+}
+
+fn gelu_tanh_forward(x: &FlexTensor) -> FlexTensor {
+    KERNEL_CALLS.fetch_add(1, Ordering::Relaxed);
+    let xs = slice(x);
+    new_tensor(x.layout().shape().clone(), |y| {
+        for_blocks(y, |start, out| {
+            for (k, o) in out.iter_mut().enumerate() {
+                *o = gelu_tanh_value(xs[start + k]).0;
+            }
+        })
+    })
+}
+
+/// GELU's node: `∂x = dy · gelu'(x)`.
+#[derive(Debug)]
+struct GeluTanhBackward;
+
+impl Backward<Flex, 1> for GeluTanhBackward {
+    /// `x` (contiguous).
+    type State = FlexTensor;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+        let [parent] = ops.parents;
+        let dy = contiguous(grads.consume::<Flex>(&ops.node));
+        let Some(node) = parent else { return };
+        let x = ops.state;
+        let (xs, dys) = (slice(&x), slice(&dy));
+        let dx = new_tensor(x.layout().shape().clone(), |dx| {
+            for_blocks(dx, |start, out| {
+                for (k, o) in out.iter_mut().enumerate() {
+                    *o = dys[start + k] * gelu_tanh_value(xs[start + k]).1;
+                }
+            })
+        });
+        grads.register::<Flex>(node.id, dx);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rotary position embedding.
+// ---------------------------------------------------------------------------------------------
+
+/// Rotary embeddings on `x` `[B, H, L, hd]` with tables `cos`, `sin` `[1, 1, L, hd/2]`, in the
+/// rotate-half convention (pairs `(x[k], x[k + hd/2])`), composed from burn ops.
+pub fn rope_reference(x: Tensor<4>, cos: &Tensor<4>, sin: &Tensor<4>) -> Tensor<4> {
+    let [b, h, l, hd] = x.dims();
+    let half = hd / 2;
+    let first = x.clone().slice([0..b, 0..h, 0..l, 0..half]);
+    let second = x.slice([0..b, 0..h, 0..l, half..hd]);
+    let rotated_first = first.clone() * cos.clone() - second.clone() * sin.clone();
+    let rotated_second = first * sin.clone() + second * cos.clone();
+    Tensor::cat(vec![rotated_first, rotated_second], 3)
+}
+
+/// Rotary embeddings as [`rope_reference`] defines them: one pass on flex, the reference
+/// elsewhere (or when the tables are not constant `[1, 1, L, hd/2]`).
+pub fn rope(x: Tensor<4>, cos: &Tensor<4>, sin: &Tensor<4>) -> Tensor<4> {
+    let [_, _, l, hd] = x.dims();
+    let tables_ok = hd % 2 == 0 && [cos, sin].iter().all(|t| t.dims() == [1, 1, l, hd / 2] && !t.is_require_grad());
+    let tables = if tables_ok { plain(cos.clone()).zip(plain(sin.clone())) } else { None };
+    let Some((cos_p, sin_p)) = tables else { return rope_reference(x, cos, sin) };
+    let (cos_p, sin_p) = (contiguous(cos_p), contiguous(sin_p));
+    match route(x.clone()) {
+        Routed::Plain(p) => Tensor::from_primitive::<Flex>(rope_apply(&contiguous(p), &cos_p, &sin_p, false)),
+        Routed::Tracked(a) => {
+            let (p, guard) = a.into_parts();
+            let y = rope_apply(&contiguous(p), &cos_p, &sin_p, false);
+            let out = match RopeBackward.prepare::<NoCheckpointing>([guard]).compute_bound().stateful() {
+                OpsKind::Tracked(prep) => prep.finish((cos_p, sin_p), y),
+                OpsKind::UnTracked(prep) => prep.finish(y),
+            };
+            Tensor::from_primitive::<FlexAd>(out)
+        }
+        Routed::Other => rope_reference(x, cos, sin),
+    }
+}
+
+/// The rotation of every `[hd]` row of `x` by its position's angles; `inverse` rotates back
+/// (the backward: the transpose of a rotation is the opposite rotation).
+fn rope_apply(x: &FlexTensor, cos: &FlexTensor, sin: &FlexTensor, inverse: bool) -> FlexTensor {
+    KERNEL_CALLS.fetch_add(1, Ordering::Relaxed);
+    let shape = x.layout().shape().clone();
+    let (l, hd) = (shape[2], shape[3]);
+    let half = hd / 2;
+    let (xs, c, s) = (slice(x), slice(cos), slice(sin));
+    let sign = if inverse { -1.0 } else { 1.0 };
+    new_tensor(shape, |y| {
+        for_rows(y, hd, |i, out| {
+            let row = &xs[i * hd..(i + 1) * hd];
+            let position = i % l;
+            let (c, s) = (&c[position * half..(position + 1) * half], &s[position * half..(position + 1) * half]);
+            for k in 0..half {
+                let (a, b) = (row[k], row[k + half]);
+                let sk = sign * s[k];
+                out[k] = a * c[k] - b * sk;
+                out[k + half] = a * sk + b * c[k];
+            }
+        })
+    })
+}
+
+/// RoPE's node: `∂x` is `dy` rotated back.
+#[derive(Debug)]
+struct RopeBackward;
+
+impl Backward<Flex, 1> for RopeBackward {
+    /// The tables `cos`, `sin` (contiguous).
+    type State = (FlexTensor, FlexTensor);
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+        let [parent] = ops.parents;
+        let dy = contiguous(grads.consume::<Flex>(&ops.node));
+        let Some(node) = parent else { return };
+        let (cos, sin) = ops.state;
+        grads.register::<Flex>(node.id, rope_apply(&dy, &cos, &sin, true));
     }
 }

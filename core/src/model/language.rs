@@ -4,7 +4,6 @@
 //! the final hidden states; an embedder needs no language-modelling head.
 
 use burn::module::{Module, Param};
-use burn::tensor::activation::silu;
 use burn::tensor::{Int, Tensor};
 
 use super::layers::{rope_tables, Attention, Init, Linear, RmsNorm, INIT_STD};
@@ -44,7 +43,7 @@ impl DecoderBlock {
     fn forward(&self, x: Tensor<3>, rope: (&Tensor<4>, &Tensor<4>), mask_bias: &Tensor<4>) -> Tensor<3> {
         let x = x.clone() + self.attn.forward(self.attn_norm.forward(x), Some(rope), Some(mask_bias));
         let normed = self.ffn_norm.forward(x.clone());
-        let hidden = silu(self.gate.forward(normed.clone())) * self.up.forward(normed); // [B, L, F]
+        let hidden = super::fused::swiglu(self.gate.forward(normed.clone()), self.up.forward(normed)); // [B, L, F]
         x + self.down.forward(hidden)
     }
 }

@@ -153,15 +153,10 @@ pub fn rope_tables(len: usize, head_dim: usize, theta: f64, device: &Device) -> 
     (floats(cos, [1, 1, len, half], device), floats(sin, [1, 1, len, half], device))
 }
 
-/// Applies rotary embeddings to `x` `[B, H, L, hd]`.
+/// Applies rotary embeddings to `x` `[B, H, L, hd]` with the tables of [`rope_tables`]
+/// (one pass on flex: [`super::fused::rope`]; its reference is [`super::fused::rope_reference`]).
 pub fn apply_rope(x: Tensor<4>, cos: &Tensor<4>, sin: &Tensor<4>) -> Tensor<4> {
-    let [b, h, l, hd] = x.dims();
-    let half = hd / 2;
-    let first = x.clone().slice([0..b, 0..h, 0..l, 0..half]);
-    let second = x.slice([0..b, 0..h, 0..l, half..hd]);
-    let rotated_first = first.clone() * cos.clone() - second.clone() * sin.clone();
-    let rotated_second = first * sin.clone() + second * cos.clone();
-    Tensor::cat(vec![rotated_first, rotated_second], 3)
+    super::fused::rope(x, cos, sin)
 }
 
 /// Multi-head self-attention with a fused QKV projection.

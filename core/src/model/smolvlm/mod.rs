@@ -18,7 +18,6 @@ pub mod config;
 pub use config::{LlamaConfig, LoraConfig, SiglipConfig, LORA_TARGETS};
 
 use burn::module::{Module, Param};
-use burn::tensor::activation::silu;
 use burn::tensor::{Device, Int, Tensor};
 use rand::SeedableRng;
 
@@ -267,14 +266,6 @@ impl HfRmsNorm {
     }
 }
 
-/// GELU with the tanh approximation (`gelu_pytorch_tanh`, SigLIP's activation):
-/// `x/2 · (1 + tanh(√(2/π)·(x + 0.044715·x³)))`.
-fn gelu_tanh<const D: usize>(x: Tensor<D>) -> Tensor<D> {
-    let inner =
-        (x.clone() + x.clone().powi_scalar(3).mul_scalar(0.044715)).mul_scalar((2.0 / std::f64::consts::PI).sqrt());
-    x.clone().mul_scalar(0.5) * inner.tanh().add_scalar(1.0)
-}
-
 /// Scaled dot-product attention of `[B, H, L, hd]` queries over keys/values, with an optional
 /// additive bias `[B, 1, L, L]`. → `[B, L, H·hd]`
 fn attend(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, bias: Option<&Tensor<4>>) -> Tensor<3> {
@@ -431,7 +422,7 @@ impl SiglipVision {
             let k = heads(a.k_proj.forward(normed.clone()), a.heads);
             let v = heads(a.v_proj.forward(normed), a.heads);
             x = x + a.out_proj.forward(attend(q, k, v, None));
-            let hidden = gelu_tanh(layer.mlp.fc1.forward(layer.layer_norm2.forward(x.clone())));
+            let hidden = fused::gelu_tanh(layer.mlp.fc1.forward(layer.layer_norm2.forward(x.clone())));
             x = x + layer.mlp.fc2.forward(hidden);
         }
         self.post_layernorm.forward(x)
@@ -645,7 +636,7 @@ impl LlamaModel {
             let (k, v) = (repeat_kv(k, a.heads / a.kv_heads), repeat_kv(v, a.heads / a.kv_heads));
             x = x + a.o_proj.forward(attend(q, k, v, Some(mask_bias)));
             let normed = layer.post_attention_layernorm.forward(x.clone());
-            let hidden = silu(layer.mlp.gate_proj.forward(normed.clone())) * layer.mlp.up_proj.forward(normed);
+            let hidden = fused::swiglu(layer.mlp.gate_proj.forward(normed.clone()), layer.mlp.up_proj.forward(normed));
             x = x + layer.mlp.down_proj.forward(hidden);
         }
         self.norm.forward(x)
