@@ -92,7 +92,7 @@ pub fn attention_softmax_reference(scores: Tensor<4>, scale: f64, bias: Option<&
 pub fn rms_norm(x: Tensor<3>, gain: Tensor<1>, eps: f64) -> Tensor<3> {
     match (route(x.clone()), route(gain.clone())) {
         (Routed::Plain(xp), Routed::Plain(gp)) => {
-            Tensor::from_primitive::<Flex>(norm_forward(&contiguous(xp), &contiguous(gp), None, eps, Norm::Rms))
+            Tensor::from_primitive::<Flex>(norm_forward(&contiguous(xp), &contiguous(gp), None, eps, Norm::Rms).0)
         }
         (Routed::Tracked(xa), Routed::Tracked(ga)) => {
             Tensor::from_primitive::<FlexAd>(norm_autodiff(xa, ga, None, eps))
@@ -104,13 +104,9 @@ pub fn rms_norm(x: Tensor<3>, gain: Tensor<1>, eps: f64) -> Tensor<3> {
 /// LayerNorm as [`layer_norm_reference`] defines it: one pass on flex, the reference elsewhere.
 pub fn layer_norm(x: Tensor<3>, gain: Tensor<1>, bias: Tensor<1>, eps: f64) -> Tensor<3> {
     match (route(x.clone()), route(gain.clone()), route(bias.clone())) {
-        (Routed::Plain(xp), Routed::Plain(gp), Routed::Plain(bp)) => Tensor::from_primitive::<Flex>(norm_forward(
-            &contiguous(xp),
-            &contiguous(gp),
-            Some(&contiguous(bp)),
-            eps,
-            Norm::Layer,
-        )),
+        (Routed::Plain(xp), Routed::Plain(gp), Routed::Plain(bp)) => Tensor::from_primitive::<Flex>(
+            norm_forward(&contiguous(xp), &contiguous(gp), Some(&contiguous(bp)), eps, Norm::Layer).0,
+        ),
         (Routed::Tracked(xa), Routed::Tracked(ga), Routed::Tracked(ba)) => {
             Tensor::from_primitive::<FlexAd>(norm_autodiff(xa, ga, Some(ba), eps))
         }
@@ -310,15 +306,24 @@ fn row_stats(row: &[f32], eps: f64, norm: Norm) -> (f32, f32) {
 }
 
 /// The forward of either norm on contiguous `x [.., D]`, `gain [D]`, `bias [D]`.
-fn norm_forward(x: &FlexTensor, gain: &FlexTensor, bias: Option<&FlexTensor>, eps: f64, norm: Norm) -> FlexTensor {
+/// Returns the output and each row's `(mean, 1/σ)` (which the backward keeps).
+fn norm_forward(
+    x: &FlexTensor,
+    gain: &FlexTensor,
+    bias: Option<&FlexTensor>,
+    eps: f64,
+    norm: Norm,
+) -> (FlexTensor, Arc<[(f32, f32)]>) {
     KERNEL_CALLS.fetch_add(1, Ordering::Relaxed);
     let (xs, g) = (slice(x), slice(gain));
     let b = bias.map(slice);
     let d = g.len();
-    new_tensor(x.layout().shape().clone(), |y| {
+    let stats: Arc<[(f32, f32)]> =
+        map_rows(xs.len() / d, xs.len(), |i| row_stats(&xs[i * d..(i + 1) * d], eps, norm)).into();
+    let y = new_tensor(x.layout().shape().clone(), |y| {
         for_rows(y, d, |i, out| {
             let row = &xs[i * d..(i + 1) * d];
-            let (mean, r) = row_stats(row, eps, norm);
+            let (mean, r) = stats[i];
             match b {
                 None => out.iter_mut().zip(row).zip(g).for_each(|((o, &v), &gj)| *o = (v - mean) * r * gj),
                 Some(b) => {
@@ -328,7 +333,8 @@ fn norm_forward(x: &FlexTensor, gain: &FlexTensor, bias: Option<&FlexTensor>, ep
                 }
             }
         })
-    })
+    });
+    (y, stats)
 }
 
 /// The autodiff node of either norm.
@@ -403,30 +409,24 @@ fn norm_autodiff(
     let (xp, x_guard) = x.into_parts();
     let (gp, g_guard) = gain.into_parts();
     let (xp, gp) = (contiguous(xp), contiguous(gp));
-    let d = slice(&gp).len();
-    match bias {
-        Some(bias) => {
-            let (bp, b_guard) = bias.into_parts();
-            let bp = contiguous(bp);
-            let y = norm_forward(&xp, &gp, Some(&bp), eps, norm);
+    let (bp, b_guard) = match bias.map(|bias| bias.into_parts()) {
+        Some((bp, guard)) => (Some(contiguous(bp)), Some(guard)),
+        None => (None, None),
+    };
+    let (y, stats) = norm_forward(&xp, &gp, bp.as_ref(), eps, norm);
+    let state = (xp, gp, stats, norm);
+    // The two node types differ only in their number of parents.
+    match b_guard {
+        Some(b_guard) => {
             match NormBackward.prepare::<NoCheckpointing>([x_guard, g_guard, b_guard]).compute_bound().stateful() {
-                OpsKind::Tracked(prep) => {
-                    let stats = all_stats(&xp, d, eps, norm);
-                    prep.finish((xp, gp, stats, norm), y)
-                }
+                OpsKind::Tracked(prep) => prep.finish(state, y),
                 OpsKind::UnTracked(prep) => prep.finish(y),
             }
         }
-        None => {
-            let y = norm_forward(&xp, &gp, None, eps, norm);
-            match RmsBackward.prepare::<NoCheckpointing>([x_guard, g_guard]).compute_bound().stateful() {
-                OpsKind::Tracked(prep) => {
-                    let stats = all_stats(&xp, d, eps, norm);
-                    prep.finish((xp, gp, stats, norm), y)
-                }
-                OpsKind::UnTracked(prep) => prep.finish(y),
-            }
-        }
+        None => match RmsBackward.prepare::<NoCheckpointing>([x_guard, g_guard]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => prep.finish(state, y),
+            OpsKind::UnTracked(prep) => prep.finish(y),
+        },
     }
 }
 
@@ -442,11 +442,6 @@ impl Backward<Flex, 2> for RmsBackward {
         let three = Ops { parents: [x_node, gain_node, None], node: ops.node, state: ops.state };
         NormBackward.backward(three, grads, checkpointer);
     }
-}
-
-fn all_stats(x: &FlexTensor, d: usize, eps: f64, norm: Norm) -> Arc<[(f32, f32)]> {
-    let xs = slice(x);
-    map_rows(xs.len() / d, xs.len(), |i| row_stats(&xs[i * d..(i + 1) * d], eps, norm)).into()
 }
 
 // ---------------------------------------------------------------------------------------------
