@@ -245,6 +245,27 @@ pub fn make_batch(
     TrainBatch::new(config, queries, targets, Some(image_tensor(config, &images, device)), device)
 }
 
+/// A text-only batch: pairs `indices` of `pairs`, the queries and the targets both laid out with
+/// the query prompt (the prompt captions are embedded with, so that what a text stage teaches is
+/// what the image side is later aligned to). No images, no hard negatives (`M = N`).
+pub fn make_text_batch(
+    pairs: &crate::data::text_pairs::TextPairs,
+    indices: &[usize],
+    config: &ModelConfig,
+    tokenizer: &Tokenizer,
+    device: &Device,
+) -> Result<TrainBatch> {
+    let (mut queries, mut targets) = (Vec::with_capacity(indices.len()), Vec::with_capacity(indices.len()));
+    for &index in indices {
+        let (query, target) = pairs.pair(index)?;
+        queries.push(query);
+        targets.push(target);
+    }
+    let queries = query_prompts(config, tokenizer, &queries)?;
+    let targets = query_prompts(config, tokenizer, &targets)?;
+    TrainBatch::new(config, queries, targets, None, device)
+}
+
 /// What one step did.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct StepStats {
@@ -550,6 +571,10 @@ pub struct Stage {
     /// from the model's re-builds the model with fresh ones (the base weights carried over).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lora: Option<LoraConfig>,
+    /// A text stage's pairs ([`crate::data::text_pairs::TextPairs::open`]'s spec): its batches
+    /// are text against text ([`make_text_batch`]) instead of the run's image–text data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text_pairs: Option<String>,
 }
 
 /// The stage that global step `step` belongs to and the step within it; past the last stage,

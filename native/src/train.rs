@@ -9,6 +9,7 @@ use anyhow::{bail, Context, Result};
 use burn::module::Module;
 use clap::Args;
 use ega_core::checkpoint::{self, RunOptions, RunState};
+use ega_core::data::text_pairs::TextPairs;
 use ega_core::data::{self, Split};
 use ega_core::device::{self, DeviceChoice};
 use ega_core::eval::freeform::{evaluate_freeform_against, Against, FreeformMetrics, QuerySet};
@@ -17,7 +18,7 @@ use ega_core::kernels;
 use ega_core::loss::{LossConfig, LossKind};
 use ega_core::model::{Embedder, FreezePart, LoraConfig, ModelConfig};
 use ega_core::tokenizer::Tokenizer;
-use ega_core::train::{batch_indices, make_batch, stage_at, total_steps, Stage, TrainConfig, Trainer};
+use ega_core::train::{batch_indices, make_batch, make_text_batch, stage_at, total_steps, Stage, TrainConfig, Trainer};
 use ega_core::EgaError;
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -119,7 +120,8 @@ pub struct TrainArgs {
     /// "align" trains the vision tower and connector with the decoder frozen (info-NCE, no hard
     /// negatives; --align-steps, --align-lr), then stage 2 "contrastive" adds LoRA adapters to the
     /// decoder and trains them with the vision tower and connector (--loss with --hard-negatives;
-    /// --steps, --lr).
+    /// --steps, --lr). With --text-steps, a "text" stage comes first (text pairs only; its
+    /// adapters are merged into the decoder before stage 1).
     #[arg(long, value_enum)]
     pub recipe: Option<RecipeName>,
     /// Steps of the recipe's alignment stage.
@@ -128,6 +130,22 @@ pub struct TrainArgs {
     /// Peak learning rate of the recipe's alignment stage.
     #[arg(long, default_value_t = 1e-3)]
     pub align_lr: f64,
+    /// Steps of a text stage run before the recipe's alignment stage (0: none): LoRA adapters on
+    /// the decoder learn, text against text (--text-data), to put a description next to the name
+    /// it describes; they are then merged into the decoder, which the alignment stage keeps frozen.
+    #[arg(long, default_value_t = 0)]
+    pub text_steps: usize,
+    /// The text stage's pairs: wordnet[:DIR] (definition → words; scripts/setup-wordnet.sh),
+    /// openmoji[:DIR] (the training split's keywords → annotation), tsv:FILE (QUERY<TAB>TARGET
+    /// lines), or several joined by ',' (SOURCE*K repeats one K times).
+    #[arg(long, default_value = "wordnet,openmoji*8")]
+    pub text_data: String,
+    /// Peak learning rate of the text stage.
+    #[arg(long, default_value_t = 5e-4)]
+    pub text_lr: f64,
+    /// Pairs per step of the text stage.
+    #[arg(long, default_value_t = 32)]
+    pub text_batch_size: usize,
     /// Data: shapes (built in, nothing to download), openmoji[:DIR], openclipart[:DIR], fluentui[:DIR]
     /// (after scripts/setup-extras.sh NAME), jsonl:FILE (your own pairs), or a weighted mix of those:
     /// mix:openmoji=0.5,fluentui=0.3,openclipart=0.2 (mix:a,b weighs them equally).
@@ -263,6 +281,10 @@ pub fn command(args: TrainArgs, given: &[String]) -> Result<()> {
     let (start, lora) = args.start.resolve()?;
     let prompts = args.start.prompts()?;
     // The recipe's stages; without one, the run is a single stage of the options above.
+    anyhow::ensure!(
+        args.recipe.is_some() || args.text_steps == 0,
+        "--text-steps adds a stage to a recipe: give it with --recipe pretrained-lm"
+    );
     let (stages, initial_lora) = match args.recipe {
         None => (Vec::new(), lora),
         Some(RecipeName::PretrainedLm) => {
@@ -282,15 +304,51 @@ pub fn command(args: TrainArgs, given: &[String]) -> Result<()> {
             };
             let lora = lora.unwrap_or(args.start.lora(8));
             let contrastive = TrainConfig { freeze: vec![FreezePart::Lm], ..train.clone() };
-            let stages = vec![
-                Stage {
-                    name: "align".into(),
-                    train: align,
-                    loss: loss.clone().with_kind(LossKind::InfoNce),
-                    lora: None,
-                },
-                Stage { name: "contrastive".into(), train: contrastive, loss: loss.clone(), lora: Some(lora) },
-            ];
+            let mut stages = Vec::new();
+            if args.text_steps > 0 {
+                // Checked now: a missing source is better found before the model loads.
+                let pairs =
+                    TextPairs::open(&args.text_data).with_context(|| format!("--text-data {}", args.text_data))?;
+                anyhow::ensure!(
+                    pairs.len() >= args.text_batch_size,
+                    "--text-data {}: {} pairs, fewer than a batch of {} (--text-batch-size)",
+                    args.text_data,
+                    pairs.len(),
+                    args.text_batch_size
+                );
+                let text = TrainConfig {
+                    steps: args.text_steps,
+                    lr: args.text_lr,
+                    batch_size: args.text_batch_size,
+                    hard_negatives: 0,
+                    warmup_steps: args.warmup.min(args.text_steps / 5),
+                    alpha_start: args.warmup.min(args.text_steps / 5),
+                    alpha_ramp: args.warmup.min(args.text_steps / 5),
+                    freeze: vec![FreezePart::Lm, FreezePart::Vision, FreezePart::Connector],
+                    ..train.clone()
+                };
+                stages.push(Stage {
+                    name: "text".into(),
+                    train: text,
+                    loss: loss.clone(),
+                    lora: Some(lora.clone()),
+                    text_pairs: Some(args.text_data.clone()),
+                });
+            }
+            stages.push(Stage {
+                name: "align".into(),
+                train: align,
+                loss: loss.clone().with_kind(LossKind::InfoNce),
+                lora: None,
+                text_pairs: None,
+            });
+            stages.push(Stage {
+                name: "contrastive".into(),
+                train: contrastive,
+                loss: loss.clone(),
+                lora: Some(lora),
+                text_pairs: None,
+            });
             (stages, None)
         }
     };
@@ -340,7 +398,13 @@ pub fn command(args: TrainArgs, given: &[String]) -> Result<()> {
 impl TrainRequest {
     /// The single stage of a run without a recipe.
     fn stage_of_plain_run(&self) -> Stage {
-        Stage { name: "train".into(), train: self.train.clone(), loss: self.loss.clone(), lora: self.lora.clone() }
+        Stage {
+            name: "train".into(),
+            train: self.train.clone(),
+            loss: self.loss.clone(),
+            lora: self.lora.clone(),
+            text_pairs: None,
+        }
     }
 }
 
@@ -480,6 +544,7 @@ fn stages_of(state: &RunState) -> Vec<Stage> {
             train: state.train.clone(),
             loss: state.loss.clone(),
             lora: state.model.smolvlm().and_then(|s| s.lora.clone()),
+            text_pairs: None,
         }]
     } else {
         state.stages.clone()
@@ -668,7 +733,30 @@ fn run_locked(request: &TrainRequest) -> Result<Option<SplitMetrics>> {
     while step < last {
         let (index, local) = stage_at(&stages, step);
         let stage = &stages[index];
-        // The stage's adapters: a model whose adapters differ is re-built with fresh ones.
+        // The stage's adapters: a model whose adapters differ has them merged into its weights
+        // (what a text stage's adapters learnt is kept) and is re-built with the stage's, fresh.
+        if let Some(smolvlm) = state.model.smolvlm() {
+            if smolvlm.lora != stage.lora {
+                if smolvlm.lora.is_some() {
+                    let (plain, merged) = model
+                        .merged_lora(&state.model, &device)?
+                        .context("merging the previous stage's LoRA adapters")?;
+                    model = merged;
+                    state.model = plain;
+                    let line = format!(
+                        "stage {}/{} {}: the previous stage's LoRA adapters merged into the decoder",
+                        index + 1,
+                        stages.len(),
+                        stage.name
+                    );
+                    if progress.is_hidden() {
+                        eprintln!("{line}");
+                    } else {
+                        progress.println(line);
+                    }
+                }
+            }
+        }
         if let Some(smolvlm) = state.model.smolvlm() {
             if smolvlm.lora != stage.lora {
                 let mut config = state.model.clone();
@@ -728,17 +816,29 @@ fn run_locked(request: &TrainRequest) -> Result<Option<SplitMetrics>> {
                 })?;
             Ok(())
         };
+        let text_pairs = match &stage.text_pairs {
+            Some(spec) => Some(TextPairs::open(spec).with_context(|| format!("the {} stage's pairs", stage.name))?),
+            None => None,
+        };
         while step < stage_end {
-            let indices = batch_indices(stage.train.seed, step, stage.train.batch_size, train_len)?;
-            let batch = make_batch(
-                dataset.as_ref(),
-                Split::Train,
-                &indices,
-                stage.train.hard_negatives,
-                &state.model,
-                &tokenizer,
-                &device,
-            )?;
+            let batch = match &text_pairs {
+                Some(pairs) => {
+                    let indices = batch_indices(stage.train.seed, step, stage.train.batch_size, pairs.len())?;
+                    make_text_batch(pairs, &indices, &state.model, &tokenizer, &device)?
+                }
+                None => {
+                    let indices = batch_indices(stage.train.seed, step, stage.train.batch_size, train_len)?;
+                    make_batch(
+                        dataset.as_ref(),
+                        Split::Train,
+                        &indices,
+                        stage.train.hard_negatives,
+                        &state.model,
+                        &tokenizer,
+                        &device,
+                    )?
+                }
+            };
             let stats = match trainer.step(&batch) {
                 Ok(stats) => stats,
                 Err(EgaError::NonFinite { value, .. }) => {

@@ -709,6 +709,150 @@ fn a_staged_recipe_trains_and_resumes_across_the_stage_boundary() {
     }
 }
 
+/// Issue 14: `--text-steps` puts a text stage before the recipe's two: LoRA adapters trained on
+/// text pairs only (a TSV file here), merged into the decoder at the boundary so that the
+/// alignment stage has a frozen text path again (its caption cache is on); a run stopped inside
+/// the text stage, at each boundary and inside the alignment stage, then resumed, logs the loss
+/// curve of the uninterrupted run.
+#[test]
+fn a_text_stage_trains_on_text_pairs_merges_and_resumes() {
+    let dir = temp("text-stage");
+    std::fs::create_dir_all(&dir).unwrap();
+    let pairs = dir.join("pairs.tsv");
+    let lines: Vec<String> = ["red", "blue", "green", "yellow", "purple", "orange"]
+        .iter()
+        .flat_map(|colour| {
+            ["circle", "square"].map(|shape| format!("something {colour} and round or not\ta {colour} {shape}"))
+        })
+        .collect();
+    std::fs::write(&pairs, format!("# colour words\n{}\n", lines.join("\n"))).unwrap();
+    let text_data = format!("tsv:{}", pairs.display());
+    let common = [
+        "train",
+        "--preset",
+        "tiny-smolvlm",
+        "--recipe",
+        "pretrained-lm",
+        "--text-steps",
+        "3",
+        "--text-data",
+        &text_data,
+        "--text-batch-size",
+        "4",
+        "--text-lr",
+        "1e-2",
+        "--align-steps",
+        "2",
+        "--steps",
+        "2",
+        "--lora-rank",
+        "2",
+        "--batch-size",
+        "4",
+        "--warmup",
+        "1",
+        "--checkpoint-every",
+        "100",
+        "--eval-every",
+        "0",
+        "--eval-count",
+        "8",
+        "--device",
+        "cpu",
+        "--seed",
+        "3",
+    ];
+    let whole = dir.join("whole");
+    let output = run(&[&common[..], &["--out", whole.to_str().unwrap()]].concat());
+    let log = text(&output);
+    assert!(output.status.success(), "{log}");
+    for expected in [
+        "stage 1/3 text",
+        "frozen: lm,vision,connector",
+        "stage 2/3 align: the previous stage's LoRA adapters merged into the decoder",
+        "stage 2/3 align: caption cache: ",
+        "stage 3/3 contrastive",
+    ] {
+        assert!(log.contains(expected), "the log lacks {expected:?}: {log}");
+    }
+    let expected = losses(&whole);
+    assert_eq!(expected.iter().map(|l| l.0).collect::<Vec<_>>(), (0..7).collect::<Vec<_>>());
+    let run_json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(whole.join("metrics.json")).unwrap()).unwrap();
+    assert_eq!(run_json["stages"][0]["name"], "text", "{run_json}");
+
+    for stop in ["2", "3", "4", "5"] {
+        let stopped = dir.join(format!("stop{stop}"));
+        let output = run(&[&common[..], &["--out", stopped.to_str().unwrap(), "--stop-after", stop]].concat());
+        assert!(output.status.success() && text(&output).contains("--resume"), "{}", text(&output));
+        let output = run(&[
+            "train",
+            "--resume",
+            stopped.to_str().unwrap(),
+            "--device",
+            "cpu",
+            "--eval-every",
+            "0",
+            "--eval-count",
+            "8",
+        ]);
+        assert!(output.status.success(), "stopped after {stop}: {}", text(&output));
+        let resumed = losses(&stopped);
+        assert_eq!(resumed.iter().map(|l| l.0).collect::<Vec<_>>(), (0..7).collect::<Vec<_>>(), "stopped after {stop}");
+        for ((step, a), (_, b)) in resumed.iter().zip(&expected) {
+            assert!((a - b).abs() <= 1e-5 * b.abs().max(1.0), "stopped after {stop}, step {step}: {a} vs {b}");
+        }
+    }
+
+    // Bad text options are refused before anything is written.
+    let out = dir.join("refused");
+    let missing = format!("tsv:{}", dir.join("missing.tsv").display());
+    let cases: [(&[&str], &str); 3] = [
+        (&["train", "--preset", "tiny-smolvlm", "--text-steps", "2", "--out", out.to_str().unwrap()], "--recipe"),
+        (
+            &[
+                "train",
+                "--preset",
+                "tiny-smolvlm",
+                "--recipe",
+                "pretrained-lm",
+                "--text-steps",
+                "2",
+                "--text-data",
+                &missing,
+                "--out",
+                out.to_str().unwrap(),
+            ],
+            "missing.tsv",
+        ),
+        (
+            &[
+                "train",
+                "--preset",
+                "tiny-smolvlm",
+                "--recipe",
+                "pretrained-lm",
+                "--text-steps",
+                "2",
+                "--text-data",
+                &text_data,
+                "--text-batch-size",
+                "64",
+                "--out",
+                out.to_str().unwrap(),
+            ],
+            "fewer than a batch",
+        ),
+    ];
+    for (args, expected) in cases {
+        let output = run(args);
+        let message = text(&output);
+        assert!(!output.status.success() && message.contains(expected), "{args:?}: {message}");
+        assert!(!out.exists(), "{args:?}: a refused run writes nothing");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// `eval --queries`: free-form success@1/@10 against the whole test gallery, in the table and the
 /// JSON; a query file naming an image the gallery lacks is an error with its line; without
 /// `--queries` the output is as before. On the committed OpenMoji bundle with a small gallery of

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use ega_core::data::fluentui::{self, FluentUiDataset};
 use ega_core::data::mix::{self, MixDataset};
 use ega_core::data::openclipart::{self, OpenClipartDataset};
+use ega_core::data::openmoji::OpenMojiDataset;
 use ega_core::data::{Dataset, Sample, Split};
 
 use super::data::crc32;
@@ -611,4 +612,49 @@ fn mix_of_the_real_sources_has_the_weights_and_every_pair() {
     assert_eq!(seen.iter().map(HashSet::len).collect::<Vec<_>>(), vec![3699, 2860, 2842], "every training pair");
     let sample = data.sample(Split::Train, 1).unwrap();
     assert!(sample.id.starts_with("fluentui:") && sample.id.contains("/fluentui-"), "{}", sample.id);
+}
+
+// ---- Text pairs (the text stage) ----
+
+/// WordNet's synsets (`scripts/setup-wordnet.sh`) become definition → words pairs, and OpenMoji's
+/// keywords → annotation pairs come from its training split only: no test or unseen emoji's
+/// name is a target (the free-form set and the test metrics are on those splits).
+#[test]
+fn text_pairs_from_wordnet_and_the_openmoji_training_split() {
+    use ega_core::data::text_pairs::TextPairs;
+    let test = "text_pairs_from_wordnet_and_the_openmoji_training_split";
+    let Some(wordnet) = real_data("wordnet", "pairs.tsv", "REQUIRE_WORDNET", "scripts/setup-wordnet.sh", test) else {
+        return;
+    };
+    let Some(openmoji) = ega_tests::openmoji_dir(test) else { return };
+    let words = TextPairs::open(&format!("wordnet:{}", wordnet.display())).unwrap();
+    assert!(words.len() > 100_000, "{} WordNet pairs", words.len());
+    let koala = (0..words.len())
+        .map(|i| words.pair(i).unwrap())
+        .find(|(query, _)| query.starts_with("sluggish tailless Australian"))
+        .expect("the koala's synset");
+    assert!(koala.1.starts_with("koala, koala bear"), "{koala:?}");
+
+    let data = OpenMojiDataset::open(&openmoji, 16).unwrap();
+    let name = |e: &ega_core::data::openmoji::Emoji| {
+        e.annotation.replace(['-', '_'], " ").split_whitespace().collect::<Vec<_>>().join(" ")
+    };
+    let train: HashSet<String> = data.emoji().iter().filter(|e| e.split == Split::Train).map(name).collect();
+    let held_out: HashSet<String> =
+        data.emoji().iter().filter(|e| e.split != Split::Train).map(name).filter(|n| !train.contains(n)).collect();
+    let pairs = TextPairs::open(&format!("openmoji:{}", openmoji.display())).unwrap();
+    assert!(pairs.len() > 1_000, "{} OpenMoji pairs", pairs.len());
+    for i in 0..pairs.len() {
+        let (query, target) = pairs.pair(i).unwrap();
+        assert!(train.contains(target), "pair {i}: {target:?} is not a training emoji's name");
+        assert!(!held_out.contains(target), "pair {i}: {target:?} is held out");
+        assert!(!query.is_empty());
+    }
+    let grinning = (0..pairs.len()).map(|i| pairs.pair(i).unwrap()).find(|(_, t)| *t == "grinning face");
+    if train.contains("grinning face") {
+        assert!(grinning.is_some_and(|(q, _)| q.contains("cheerful")), "{grinning:?}");
+    }
+    // The default of `--text-data` weighs the small source up.
+    let both = TextPairs::open(&format!("wordnet:{},openmoji:{}*8", wordnet.display(), openmoji.display())).unwrap();
+    assert_eq!(both.len(), words.len() + 8 * pairs.len());
 }

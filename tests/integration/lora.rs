@@ -331,6 +331,7 @@ fn stages_split_the_step_count() {
         train: TrainConfig { steps, ..TrainConfig::default() },
         loss: LossConfig::default(),
         lora: None,
+        text_pairs: None,
     };
     let stages = [stage("align", 3), stage("contrastive", 2)];
     let at: Vec<_> = (0..6).map(|step| stage_at(&stages, step)).collect();

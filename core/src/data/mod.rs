@@ -11,6 +11,8 @@
 //! - [`jsonl`]: the user's own pairs, one JSON object a line.
 //! - [`mix`]: several of the above in one dataset, training pairs drawn by weight.
 //! - [`folder`]: a folder of image files (no captions, no splits): a gallery to index.
+//! - [`text_pairs`]: text–text pairs (WordNet, OpenMoji keywords, your own TSV) for a text-only
+//!   contrastive stage.
 //!
 //! Images are kept as 8-bit RGB at their own size; [`image_tensor_data`] resizes them to the
 //! model's input and lays them out channel-major in `[0, 1]`.
@@ -22,6 +24,7 @@ pub mod mix;
 pub mod openclipart;
 pub mod openmoji;
 pub mod shapes;
+pub mod text_pairs;
 
 use serde::{Deserialize, Serialize};
 

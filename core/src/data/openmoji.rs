@@ -47,6 +47,10 @@ pub struct Emoji {
     pub subgroup: String,
     /// The caption built from annotation and tags.
     pub caption: String,
+    /// Unicode's annotation (its short name), as listed.
+    pub annotation: String,
+    /// Unicode's keywords for it, comma-separated, as listed (may be empty).
+    pub tags: String,
     /// Its split.
     pub split: Split,
 }
@@ -167,6 +171,8 @@ impl OpenMojiDataset {
             };
             emoji.push(Emoji {
                 caption: caption(&fields[annotation_col], &fields[tags_col]),
+                annotation: fields[annotation_col].clone(),
+                tags: fields[tags_col].clone(),
                 hexcode,
                 base,
                 group: fields[group_col].clone(),
