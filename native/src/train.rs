@@ -736,24 +736,21 @@ fn run_locked(request: &TrainRequest) -> Result<Option<SplitMetrics>> {
         // The stage's adapters: a model whose adapters differ has them merged into its weights
         // (what a text stage's adapters learnt is kept) and is re-built with the stage's, fresh.
         if let Some(smolvlm) = state.model.smolvlm() {
-            if smolvlm.lora != stage.lora {
-                if smolvlm.lora.is_some() {
-                    let (plain, merged) = model
-                        .merged_lora(&state.model, &device)?
-                        .context("merging the previous stage's LoRA adapters")?;
-                    model = merged;
-                    state.model = plain;
-                    let line = format!(
-                        "stage {}/{} {}: the previous stage's LoRA adapters merged into the decoder",
-                        index + 1,
-                        stages.len(),
-                        stage.name
-                    );
-                    if progress.is_hidden() {
-                        eprintln!("{line}");
-                    } else {
-                        progress.println(line);
-                    }
+            if smolvlm.lora != stage.lora && smolvlm.lora.is_some() {
+                let (plain, merged) =
+                    model.merged_lora(&state.model, &device)?.context("merging the previous stage's LoRA adapters")?;
+                model = merged;
+                state.model = plain;
+                let line = format!(
+                    "stage {}/{} {}: the previous stage's LoRA adapters merged into the decoder",
+                    index + 1,
+                    stages.len(),
+                    stage.name
+                );
+                if progress.is_hidden() {
+                    eprintln!("{line}");
+                } else {
+                    progress.println(line);
                 }
             }
         }
