@@ -194,7 +194,8 @@ fn own_model(path: &Path, device: &Device) -> Result<Option<(ModelConfig, Embedd
 /// `--init PATH`: a whole SmolVLM — a Hugging Face Idefics3 / SmolVLM folder, or a `smolvlm`
 /// bundle, run or checkpoint of this project (to tune further) — every part loaded, the decoder
 /// cut to its first `lm_layers` layers when given, and `lora` adapters (fresh from `seed` unless
-/// the model already has these very adapters; an own model's other adapters are dropped).
+/// the model already has these very adapters; an own model's other adapters are first merged into
+/// the weights they adapt, so what they learnt is kept).
 pub fn from_smolvlm(
     path: &Path,
     lm_layers: Option<usize>,
@@ -202,8 +203,14 @@ pub fn from_smolvlm(
     seed: u64,
     device: &Device,
 ) -> Result<Started> {
-    if let Some((mut config, model, tokenizer)) = own_model(path, device)? {
+    if let Some((mut config, mut model, tokenizer)) = own_model(path, device)? {
         let what = path.display();
+        let carries_other_adapters = config.smolvlm().is_some_and(|s| s.lora.is_some() && s.lora != lora);
+        if carries_other_adapters {
+            if let Some((plain, merged)) = model.merged_lora(&config, device)? {
+                (config, model) = (plain, merged);
+            }
+        }
         let Architecture::Smolvlm(smolvlm) = &mut config.architecture else {
             return Err(EgaError::Data(format!(
                 "{what}: a mini model; --init takes a smolvlm model (a mini run continues with --resume)"

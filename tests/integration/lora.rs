@@ -417,3 +417,84 @@ fn init_continues_from_an_own_smolvlm_bundle() {
     assert!(err.contains("lm_layers") && err.contains('2'), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `--init` from an own model whose adapters the new run does not keep (another rank, or none,
+/// as the recipe's alignment stage wants): they are merged into the weights, not dropped, so the
+/// model starts computing what the trained one computed (to 1e-5).
+#[test]
+fn init_merges_the_adapters_it_does_not_keep() {
+    let (_, adapted, data, tokenizer) = setup();
+    let device = Device::flex().autodiff();
+    let mut trainer = Trainer::new(
+        Embedder::new(&adapted, 4, &device).unwrap(),
+        train_config(3, vec![FreezePart::Lm]),
+        LossConfig::default(),
+        0,
+    )
+    .unwrap();
+    run_steps(&mut trainer, &adapted, &data, &tokenizer, 3);
+    let device = Device::flex();
+    let trained = trainer.into_model().valid();
+    assert!(first_adapter(&trained).1.iter().any(|v| *v != 0.0), "training moved B");
+    let dir = std::env::temp_dir().join(format!("ega-test-init-merge-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    ega_core::bundle::save(
+        &dir,
+        &trained,
+        &adapted,
+        &tokenizer,
+        &LossConfig::default(),
+        "shapes",
+        3,
+        &serde_json::Value::Null,
+        ega_core::store::StoredDtype::F32,
+    )
+    .unwrap();
+    let b = batch(&adapted, &data, &tokenizer, &device);
+    let expected = embeddings(&trained, &b);
+    let plain = ega_core::init::from_smolvlm(&dir, None, None, 0, &device).unwrap();
+    assert_eq!(plain.config.smolvlm().unwrap().lora, None);
+    assert_close("--init without adapters", &embeddings(&plain.model, &b), &expected, 1e-5, 1e-5);
+    let other = LoraConfig { rank: 2, alpha: 2.0, targets: vec!["k_proj".into()] };
+    let rank2 = ega_core::init::from_smolvlm(&dir, None, Some(other.clone()), 0, &device).unwrap();
+    assert_eq!(rank2.config.smolvlm().unwrap().lora, Some(other));
+    assert_close("--init with fresh other adapters", &embeddings(&rank2.model, &b), &expected, 1e-5, 1e-5);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A text batch (`make_text_batch`: both sides text, the query prompt) trains the decoder's
+/// adapters alone: with the decoder, tower and connector frozen, a step moves LoRA's B and no
+/// other weight, and the loss falls over a few steps on the same pairs.
+#[test]
+fn a_text_batch_trains_the_adapters_alone() {
+    use ega_core::data::text_pairs::TextPairs;
+    let (_, adapted, _, tokenizer) = setup();
+    let dir = std::env::temp_dir().join(format!("ega-test-text-batch-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("pairs.tsv");
+    std::fs::write(
+        &path,
+        "a red thing\tred circle\na blue thing\tblue square\na green one\tgreen star\nyellow\tyellow triangle\n",
+    )
+    .unwrap();
+    let pairs = TextPairs::open(&format!("tsv:{}", path.display())).unwrap();
+    let device = Device::flex().autodiff();
+    let config = TrainConfig {
+        batch_size: 4,
+        hard_negatives: 0,
+        ..train_config(6, vec![FreezePart::Lm, FreezePart::Vision, FreezePart::Connector])
+    };
+    let model = Embedder::new(&adapted, 4, &device).unwrap();
+    let before = model.valid().as_smolvlm().unwrap().export().unwrap();
+    let mut trainer = Trainer::new(model, config, LossConfig::default(), 0).unwrap();
+    let batch = ega_core::train::make_text_batch(&pairs, &[0, 1, 2, 3], &adapted, &tokenizer, &device).unwrap();
+    assert!(batch.targets.images.is_none() && batch.m == 4);
+    let losses: Vec<f64> = (0..6).map(|_| trainer.step(&batch).unwrap().loss).collect();
+    assert!(losses[5] < losses[0], "the loss falls on the same pairs: {losses:?}");
+    let after = trainer.model().valid().as_smolvlm().unwrap().export().unwrap();
+    for ((name, a), (_, b)) in before.iter().zip(&after) {
+        let moved = a.data != b.data;
+        assert_eq!(moved, name.contains(".lora_"), "{name} moved: {moved}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
