@@ -89,6 +89,35 @@ fn losses(run: &Path) -> Vec<(u64, f64)> {
         .collect()
 }
 
+/// Runs `common` (a `train` command line) stopped after each of `stops` steps in a fresh folder
+/// under `dir`, resumes it, and checks that its loss curve is `expected`, the uninterrupted run's.
+fn assert_resumes_exactly(common: &[&str], stops: &[&str], expected: &[(u64, f64)], dir: &Path) {
+    for stop in stops {
+        let stopped = dir.join(format!("stop{stop}"));
+        let output = run(&[common, &["--out", stopped.to_str().unwrap(), "--stop-after", stop]].concat());
+        assert!(output.status.success() && text(&output).contains("--resume"), "{}", text(&output));
+        let output = run(&[
+            "train",
+            "--resume",
+            stopped.to_str().unwrap(),
+            "--device",
+            "cpu",
+            "--eval-every",
+            "0",
+            "--eval-count",
+            "8",
+        ]);
+        assert!(output.status.success(), "stopped after {stop}: {}", text(&output));
+        let resumed = losses(&stopped);
+        let steps: Vec<u64> = resumed.iter().map(|l| l.0).collect();
+        assert_eq!(steps, expected.iter().map(|l| l.0).collect::<Vec<_>>(), "stopped after {stop}");
+        for ((step, a), (_, b)) in resumed.iter().zip(expected) {
+            assert!((a - b).abs() <= 1e-5 * b.abs().max(1.0), "stopped after {stop}, step {step}: {a} vs {b}");
+        }
+        let _ = std::fs::remove_dir_all(&stopped);
+    }
+}
+
 fn latest_step(run: &Path) -> Option<usize> {
     let name = std::fs::read_to_string(run.join("checkpoints/latest")).ok()?;
     name.trim().strip_prefix("step-")?.parse().ok()
@@ -667,29 +696,9 @@ fn a_staged_recipe_trains_and_resumes_across_the_stage_boundary() {
         serde_json::from_str(&std::fs::read_to_string(whole.join("bundle/config.json")).unwrap()).unwrap();
     assert_eq!(bundle["model"]["lora"]["rank"], 2, "the bundle keeps the adapters: {bundle}");
 
-    for stop in ["2", "3", "4"] {
-        let dir = temp(&format!("recipe-stop{stop}"));
-        let output = run(&[&common[..], &["--out", dir.to_str().unwrap(), "--stop-after", stop]].concat());
-        assert!(output.status.success() && text(&output).contains("--resume"), "{}", text(&output));
-        let output = run(&[
-            "train",
-            "--resume",
-            dir.to_str().unwrap(),
-            "--device",
-            "cpu",
-            "--eval-every",
-            "0",
-            "--eval-count",
-            "8",
-        ]);
-        assert!(output.status.success(), "stopped after {stop}: {}", text(&output));
-        let resumed = losses(&dir);
-        assert_eq!(resumed.iter().map(|l| l.0).collect::<Vec<_>>(), (0..6).collect::<Vec<_>>(), "stopped after {stop}");
-        for ((step, a), (_, b)) in resumed.iter().zip(&expected) {
-            assert!((a - b).abs() <= 1e-5 * b.abs().max(1.0), "stopped after {stop}, step {step}: {a} vs {b}");
-        }
-        let _ = std::fs::remove_dir_all(&dir);
-    }
+    let stops = temp("recipe-stops");
+    assert_resumes_exactly(&common, &["2", "3", "4"], &expected, &stops);
+    let _ = std::fs::remove_dir_all(&stops);
     let _ = std::fs::remove_dir_all(&whole);
 
     // Options that need another model say so.
@@ -781,28 +790,7 @@ fn a_text_stage_trains_on_text_pairs_merges_and_resumes() {
         serde_json::from_str(&std::fs::read_to_string(whole.join("metrics.json")).unwrap()).unwrap();
     assert_eq!(run_json["stages"][0]["name"], "text", "{run_json}");
 
-    for stop in ["2", "3", "4", "5"] {
-        let stopped = dir.join(format!("stop{stop}"));
-        let output = run(&[&common[..], &["--out", stopped.to_str().unwrap(), "--stop-after", stop]].concat());
-        assert!(output.status.success() && text(&output).contains("--resume"), "{}", text(&output));
-        let output = run(&[
-            "train",
-            "--resume",
-            stopped.to_str().unwrap(),
-            "--device",
-            "cpu",
-            "--eval-every",
-            "0",
-            "--eval-count",
-            "8",
-        ]);
-        assert!(output.status.success(), "stopped after {stop}: {}", text(&output));
-        let resumed = losses(&stopped);
-        assert_eq!(resumed.iter().map(|l| l.0).collect::<Vec<_>>(), (0..7).collect::<Vec<_>>(), "stopped after {stop}");
-        for ((step, a), (_, b)) in resumed.iter().zip(&expected) {
-            assert!((a - b).abs() <= 1e-5 * b.abs().max(1.0), "stopped after {stop}, step {step}: {a} vs {b}");
-        }
-    }
+    assert_resumes_exactly(&common, &["2", "3", "4", "5"], &expected, &dir);
 
     // Bad text options are refused before anything is written.
     let out = dir.join("refused");

@@ -74,6 +74,22 @@ fn run_steps(
     losses
 }
 
+/// A model of `adapted` whose adapters took 3 steps (decoder frozen), on flex without autodiff.
+fn trained_adapters(adapted: &ModelConfig, data: &ShapesDataset, tokenizer: &Tokenizer) -> Embedder {
+    let device = Device::flex().autodiff();
+    let model = Embedder::new(adapted, 4, &device).unwrap();
+    let mut trainer = Trainer::new(model, train_config(3, vec![FreezePart::Lm]), LossConfig::default(), 0).unwrap();
+    run_steps(&mut trainer, adapted, data, tokenizer, 3);
+    trainer.into_model().valid()
+}
+
+/// Saves `model` of `config` as an f32 bundle in `dir` (a `--init` source).
+fn save_bundle(dir: &std::path::Path, model: &Embedder, config: &ModelConfig, tokenizer: &Tokenizer) {
+    let (loss, meta) = (LossConfig::default(), serde_json::Value::Null);
+    ega_core::bundle::save(dir, model, config, tokenizer, &loss, "shapes", 0, &meta, ega_core::store::StoredDtype::F32)
+        .unwrap();
+}
+
 /// The adapter of the first layer's `q_proj` (A then B), read back.
 fn first_adapter(model: &Embedder) -> (Vec<f64>, Vec<f64>) {
     let lora = model.as_smolvlm().unwrap().text_model.layers[0].self_attn.q_proj.lora.as_ref().expect("an adapter");
@@ -244,16 +260,7 @@ fn a_frozen_text_path_embeds_each_caption_once() {
 #[test]
 fn merged_lora_equals_unmerged() {
     let (plain, adapted, data, tokenizer) = setup();
-    let device = Device::flex().autodiff();
-    let mut trainer = Trainer::new(
-        Embedder::new(&adapted, 4, &device).unwrap(),
-        train_config(3, vec![FreezePart::Lm]),
-        LossConfig::default(),
-        0,
-    )
-    .unwrap();
-    run_steps(&mut trainer, &adapted, &data, &tokenizer, 3);
-    let trained = trainer.into_model().valid();
+    let trained = trained_adapters(&adapted, &data, &tokenizer);
     let device = Device::flex();
     assert!(first_adapter(&trained).1.iter().any(|v| *v != 0.0), "training moved B");
     let (merged_config, merged) = trained.merged_lora(&adapted, &device).unwrap().expect("there are adapters");
@@ -392,18 +399,7 @@ fn init_continues_from_an_own_smolvlm_bundle() {
     let model = Embedder::new(&adapted, 6, &device).unwrap();
     let dir = std::env::temp_dir().join(format!("ega-test-init-bundle-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    ega_core::bundle::save(
-        &dir,
-        &model,
-        &adapted,
-        &tokenizer,
-        &LossConfig::default(),
-        "shapes",
-        0,
-        &serde_json::Value::Null,
-        ega_core::store::StoredDtype::F32,
-    )
-    .unwrap();
+    save_bundle(&dir, &model, &adapted, &tokenizer);
     let lora = adapted.smolvlm().unwrap().lora.clone();
     let same = ega_core::init::from_smolvlm(&dir, None, lora.clone(), 0, &device).unwrap();
     assert_eq!(same.config, adapted);
@@ -424,32 +420,12 @@ fn init_continues_from_an_own_smolvlm_bundle() {
 #[test]
 fn init_merges_the_adapters_it_does_not_keep() {
     let (_, adapted, data, tokenizer) = setup();
-    let device = Device::flex().autodiff();
-    let mut trainer = Trainer::new(
-        Embedder::new(&adapted, 4, &device).unwrap(),
-        train_config(3, vec![FreezePart::Lm]),
-        LossConfig::default(),
-        0,
-    )
-    .unwrap();
-    run_steps(&mut trainer, &adapted, &data, &tokenizer, 3);
+    let trained = trained_adapters(&adapted, &data, &tokenizer);
     let device = Device::flex();
-    let trained = trainer.into_model().valid();
     assert!(first_adapter(&trained).1.iter().any(|v| *v != 0.0), "training moved B");
     let dir = std::env::temp_dir().join(format!("ega-test-init-merge-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    ega_core::bundle::save(
-        &dir,
-        &trained,
-        &adapted,
-        &tokenizer,
-        &LossConfig::default(),
-        "shapes",
-        3,
-        &serde_json::Value::Null,
-        ega_core::store::StoredDtype::F32,
-    )
-    .unwrap();
+    save_bundle(&dir, &trained, &adapted, &tokenizer);
     let b = batch(&adapted, &data, &tokenizer, &device);
     let expected = embeddings(&trained, &b);
     let plain = ega_core::init::from_smolvlm(&dir, None, None, 0, &device).unwrap();
