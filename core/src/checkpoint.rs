@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::loss::LossConfig;
 use crate::model::{Embedder, ModelConfig};
+use crate::parts::Merges;
 use crate::store::{is_temp_name, write_atomic, write_synced};
 use crate::tokenizer::Tokenizer;
 use crate::train::TrainConfig;
@@ -162,6 +163,19 @@ pub fn save(
     optimizer: &[u8],
     tokenizer: &Tokenizer,
 ) -> Result<PathBuf> {
+    save_with_merges(run, state, model, optimizer, tokenizer, &Merges::default())
+}
+
+/// [`save`] with the LoRA merges the model's weights went through ([`crate::parts`]), kept in
+/// the checkpoint folder so that a split bundle can later be made from any of its descendants.
+pub fn save_with_merges(
+    run: &Path,
+    state: &RunState,
+    model: &Embedder,
+    optimizer: &[u8],
+    tokenizer: &Tokenizer,
+    merges: &Merges,
+) -> Result<PathBuf> {
     let folder = run.join("checkpoints");
     std::fs::create_dir_all(&folder).map_err(|err| EgaError::io(&folder, err))?;
     let name = format!("step-{:06}", state.step);
@@ -192,6 +206,7 @@ pub fn save(
         write_synced(&tmp.join("model.safetensors"), &model_to_bytes(model)?)?;
         write_synced(&tmp.join("optimizer.bin"), optimizer)?;
         write_synced(&tmp.join("tokenizer.json"), tokenizer.to_json()?.as_bytes())?;
+        merges.write(&tmp)?;
         let json = serde_json::to_string_pretty(state)?;
         write_synced(&tmp.join("run.json"), json.as_bytes())
     };
@@ -221,6 +236,8 @@ pub struct Checkpoint {
     pub optimizer: Vec<u8>,
     /// The tokenizer.
     pub tokenizer: Tokenizer,
+    /// The LoRA merges its weights went through (none for most runs).
+    pub merges: Merges,
     /// Newer checkpoints [`load_latest`] passed over because they are damaged, each with why
     /// (empty when the one `latest` names loaded).
     pub passed_over: Vec<String>,
@@ -310,5 +327,6 @@ pub fn load(folder: &Path, device: &Device) -> Result<Checkpoint> {
             EgaError::format(folder.join("optimizer.bin").display(), format!("not a readable optimizer state: {err:?}"))
         },
     )?;
-    Ok(Checkpoint { folder: folder.to_path_buf(), optimizer, state, model, tokenizer, passed_over: Vec::new() })
+    let merges = Merges::read(folder)?;
+    Ok(Checkpoint { folder: folder.to_path_buf(), optimizer, state, model, tokenizer, merges, passed_over: Vec::new() })
 }

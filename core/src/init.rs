@@ -15,6 +15,7 @@ use burn::tensor::Device;
 
 use crate::model::smolvlm::{LoadReport, Part, SmolVlm};
 use crate::model::{Architecture, Embedder, LlamaConfig, LoraConfig, ModelConfig, SiglipConfig, SmolVlmConfig};
+use crate::parts::Merges;
 use crate::prompt::{Pooling, PromptConfig, SpecialTokens};
 use crate::tokenizer::Tokenizer;
 use crate::{EgaError, Result};
@@ -29,6 +30,9 @@ pub struct Started {
     pub tokenizer: Tokenizer,
     /// Tensors loaded and made fresh.
     pub report: LoadReport,
+    /// The LoRA merges its weights went through ([`crate::parts`]): an own model's recorded ones,
+    /// then the adapters `--init` merged.
+    pub merges: Merges,
 }
 
 /// The SigLIP-shaped vision tower of the same size as the `mini` preset `preset`'s vision
@@ -164,12 +168,12 @@ pub fn from_lm(
     tokenizer.check_fits(config.vocab_size(), &what)?;
     let smolvlm = config.smolvlm().expect("built as smolvlm");
     let (model, report) = SmolVlm::build(smolvlm, Some(checkpoint.source.as_mut()), &[Part::Text], seed, device)?;
-    Ok(Started { config, model: Embedder::Smolvlm(model), tokenizer, report })
+    Ok(Started { config, model: Embedder::Smolvlm(model), tokenizer, report, merges: Merges::default() })
 }
 
 /// A `smolvlm` model this project wrote: a bundle, a run folder (its latest checkpoint) or a
 /// checkpoint folder; `None` when `path` is none of these.
-fn own_model(path: &Path, device: &Device) -> Result<Option<(ModelConfig, Embedder, Tokenizer)>> {
+fn own_model(path: &Path, device: &Device) -> Result<Option<(ModelConfig, Embedder, Tokenizer, Merges)>> {
     let is_bundle = || {
         crate::fs::read_regular(&path.join("config.json"), crate::fs::MAX_JSON)
             .ok()
@@ -182,11 +186,11 @@ fn own_model(path: &Path, device: &Device) -> Result<Option<(ModelConfig, Embedd
         } else {
             crate::checkpoint::load_latest(path, device)?
         };
-        return Ok(Some((checkpoint.state.model, checkpoint.model, checkpoint.tokenizer)));
+        return Ok(Some((checkpoint.state.model, checkpoint.model, checkpoint.tokenizer, checkpoint.merges)));
     }
     if is_bundle() {
         let bundle = crate::bundle::load(path, device)?;
-        return Ok(Some((bundle.config.model, bundle.model, bundle.tokenizer)));
+        return Ok(Some((bundle.config.model, bundle.model, bundle.tokenizer, Merges::read(path)?)));
     }
     Ok(None)
 }
@@ -203,12 +207,13 @@ pub fn from_smolvlm(
     seed: u64,
     device: &Device,
 ) -> Result<Started> {
-    if let Some((mut config, mut model, tokenizer)) = own_model(path, device)? {
+    if let Some((mut config, mut model, tokenizer, mut merges)) = own_model(path, device)? {
         let what = path.display();
-        let carries_other_adapters = config.smolvlm().is_some_and(|s| s.lora.is_some() && s.lora != lora);
-        if carries_other_adapters {
+        if let Some(own) = config.smolvlm().and_then(|s| s.lora.clone()).filter(|own| Some(own) != lora.as_ref()) {
+            let adapters = model.as_smolvlm().map(|s| s.export()).transpose()?.unwrap_or_default();
             if let Some((plain, merged)) = model.merged_lora(&config, device)? {
                 (config, model) = (plain, merged);
+                merges.record("init", &own, adapters);
             }
         }
         let Architecture::Smolvlm(smolvlm) = &mut config.architecture else {
@@ -238,7 +243,10 @@ pub fn from_smolvlm(
                 (model, LoadReport { loaded: tensors.0, fresh: 0, loaded_params: params })
             }
         };
-        return Ok(Started { config, model, tokenizer, report });
+        if let Some(k) = lm_layers {
+            merges.cut_layers(k);
+        }
+        return Ok(Started { config, model, tokenizer, report, merges });
     }
     let mut checkpoint = crate::pretrained::open(path)?;
     let what = checkpoint.path.clone();
@@ -266,5 +274,5 @@ pub fn from_smolvlm(
     let tokenizer = Tokenizer::from_tokenizers(inner, special)?;
     tokenizer.check_fits(config.vocab_size(), &what)?;
     let (model, report) = SmolVlm::build(&smolvlm, Some(checkpoint.source.as_mut()), &Part::BASE, seed, device)?;
-    Ok(Started { config, model: Embedder::Smolvlm(model), tokenizer, report })
+    Ok(Started { config, model: Embedder::Smolvlm(model), tokenizer, report, merges: Merges::default() })
 }

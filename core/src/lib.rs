@@ -31,6 +31,7 @@ pub mod lab;
 pub mod lock;
 pub mod loss;
 pub mod model;
+pub mod parts;
 pub mod pretrained;
 pub mod prompt;
 pub mod store;

@@ -58,6 +58,24 @@ pub struct ExportArgs {
     /// the exported model has none and runs at the plain model's cost. By default they are kept.
     #[arg(long)]
     pub merge_lora: bool,
+    /// Also write the model as parts (<out>/parts/: the tensors PATH does not give back, a few MB)
+    /// for a model trained from --init-lm PATH (the SmolLM2 GGUF): git can keep the parts and
+    /// leave out model/model.safetensors and model/tokenizer.json, which `native assemble <out>`
+    /// rebuilds from PATH byte for byte (checked here before anything is kept).
+    #[arg(long, value_name = "PATH")]
+    pub parts_base: Option<PathBuf>,
+}
+
+/// `native assemble`'s flags.
+#[derive(Args, Debug)]
+pub struct AssembleArgs {
+    /// An export folder with parts/ (written by `native export --parts-base`), e.g.
+    /// assets/openmoji-lm: its model/model.safetensors and model/tokenizer.json are rebuilt.
+    pub dir: PathBuf,
+    /// The checkpoint the parts were split from (default: data/pretrained/<its file name>, where
+    /// scripts/setup-pretrained.sh puts it).
+    #[arg(long)]
+    pub base: Option<PathBuf>,
 }
 
 fn r1(metrics: &RetrievalMetrics) -> (f64, f64) {
@@ -287,6 +305,11 @@ pub fn export(request: ExportArgs) -> Result<()> {
         "total_bytes": total, "largest_file": largest.0, "largest_bytes": largest.1,
         "webgpu_default_binding_limit": WEBGPU_DEFAULT_BINDING_LIMIT,
     });
+    let mut report = report;
+    if let Some(base) = &request.parts_base {
+        let parts = write_parts(&request.out, &dir, base, &exported_config, &device)?;
+        report["parts"] = parts;
+    }
     ega_core::store::write_atomic(&request.out.join("export.json"), serde_json::to_string_pretty(&report)?.as_bytes())?;
     let card = model_card(&exported_config, &source.metrics, &report);
     ega_core::store::write_atomic(&request.out.join("README.md"), card.as_bytes())?;
@@ -405,4 +428,154 @@ fn machine() -> String {
         Some(model) => format!("{model}, {cores} cores available"),
         None => format!("{cores} CPU cores available"),
     }
+}
+
+/// The base checkpoint's tensors as a model built from it holds them (decoder cut to `layers`;
+/// its vision tower is fresh and never matches), its tokenizer's JSON and the file's hash.
+fn base_tensors(
+    base: &Path,
+    layers: usize,
+    device: &burn::tensor::Device,
+) -> Result<(ega_core::parts::Tensors, String, String)> {
+    let bytes = ega_core::fs::read_regular(base, ega_core::fs::MAX_WEIGHTS)?;
+    let file_hash = ega_core::store::fnv_hex(&[&bytes]);
+    drop(bytes);
+    let start = ega_core::init::from_lm(base, "tiny", Some(layers), None, 0, device)
+        .with_context(|| format!("reading the base checkpoint {}", base.display()))?;
+    let model = start.model.as_smolvlm().context("the base checkpoint did not build a smolvlm model")?;
+    Ok((model.export()?, start.tokenizer.to_json()?, file_hash))
+}
+
+/// Writes `<out>/parts/` for the exported model in `<out>/model` (trained from `base`, with the
+/// merges recorded in the source bundle `source`), then assembles it back from `base` and checks
+/// the bytes. Returns what export.json records about it.
+fn write_parts(
+    out: &Path,
+    source: &Path,
+    base: &Path,
+    config: &bundle::BundleConfig,
+    device: &burn::tensor::Device,
+) -> Result<serde_json::Value> {
+    use ega_core::parts::{split, Base, Merges, Parts, OWN_FILE, PARTS_FORMAT_VERSION, PARTS_JSON};
+    let model_dir = out.join("model");
+    let smolvlm =
+        config.model.smolvlm().context("--parts-base: the model is not a smolvlm model (trained with --init-lm)")?;
+    let layers = smolvlm.text_config.num_hidden_layers;
+    let (checkpoint, tokenizer_json, file_hash) = base_tensors(base, layers, device)?;
+    let tokenizer_hash = ega_core::store::fnv_hex(&[tokenizer_json.as_bytes()]);
+    anyhow::ensure!(
+        Some(&tokenizer_hash) == config.tokenizer_hash.as_ref(),
+        "--parts-base {}: its tokenizer is not the model's (the model was not trained from this checkpoint)",
+        base.display()
+    );
+    let merges = Merges::read(source)?;
+    let reconstructed = merges.apply(checkpoint)?;
+    let exported = bundle::load(&model_dir, device)?;
+    let tensors = exported.model.as_smolvlm().context("the exported model is not a smolvlm model")?.export()?;
+    let (own, order) = split(&tensors, &reconstructed, config.weights_dtype);
+    let from_base = order.iter().filter(|(name, own)| !own && name.starts_with("text_model.")).count();
+    anyhow::ensure!(
+        from_base > 0,
+        "--parts-base {}: none of the decoder's tensors comes from this checkpoint (was the model trained from it, with --init-lm?)",
+        base.display()
+    );
+    let parts_dir = out.join("parts");
+    let _ = std::fs::remove_dir_all(&parts_dir);
+    std::fs::create_dir_all(&parts_dir).with_context(|| format!("creating {}", parts_dir.display()))?;
+    let mut own_bytes = ega_core::store::safetensors::to_bytes(&own)?;
+    if config.weights_dtype == ega_core::store::StoredDtype::F16 {
+        own_bytes = ega_core::store::safetensors::convert(&own_bytes, ega_core::store::StoredDtype::F16, OWN_FILE)?;
+    }
+    ega_core::store::write_atomic(&parts_dir.join(OWN_FILE), &own_bytes)?;
+    merges.write(&parts_dir)?;
+    let parts = Parts {
+        format_version: PARTS_FORMAT_VERSION,
+        base: Base {
+            file_name: base.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+            file_hash,
+            lm_layers: layers,
+        },
+        dtype: config.weights_dtype,
+        tensors: order,
+        weights_hash: config.weights_hash.clone().context("the exported bundle records no weights hash")?,
+        tokenizer_hash,
+    };
+    ega_core::store::write_atomic(&parts_dir.join(PARTS_JSON), serde_json::to_string_pretty(&parts)?.as_bytes())?;
+    // The proof: the parts and the checkpoint give back the very file.
+    let (again, _, _) = base_tensors(base, layers, device)?;
+    let bytes = parts.assemble(&parts_dir, again)?;
+    let written = ega_core::fs::read_regular(&model_dir.join("model.safetensors"), ega_core::fs::MAX_WEIGHTS)?;
+    anyhow::ensure!(bytes == written, "the parts do not give back model/model.safetensors byte for byte");
+    let mut sizes = Vec::new();
+    file_sizes(&parts_dir, "parts/", &mut sizes)?;
+    let parts_bytes: u64 = sizes.iter().map(|f| f.1).sum();
+    eprintln!(
+        "parts: {} of {} tensors kept ({:.1} MB in parts/), the rest from {} after {} merge(s); assembled back byte for byte",
+        own.len(),
+        tensors.len(),
+        parts_bytes as f64 / 1e6,
+        base.display(),
+        merges.names().len()
+    );
+    Ok(serde_json::json!({
+        "base": parts.base, "own_tensors": own.len(), "tensors": tensors.len(), "merges": merges.names(),
+        "files": sizes.iter().map(|(n, b)| serde_json::json!({"path": n, "bytes": b})).collect::<Vec<_>>(),
+        "bytes": parts_bytes,
+        "assemble": format!("cargo run -p native -- assemble {}", out.display()),
+    }))
+}
+
+/// `native assemble DIR`: rebuilds DIR/model/model.safetensors and DIR/model/tokenizer.json from
+/// DIR/parts/ and the base checkpoint, checking both against the hashes the parts record.
+pub fn assemble(args: AssembleArgs) -> Result<()> {
+    use ega_core::parts::Parts;
+    let parts_dir = args.dir.join("parts");
+    let parts = Parts::read(&parts_dir).with_context(|| {
+        format!("{} holds no parts (export one with `native export --parts-base`)", args.dir.display())
+    })?;
+    let base = args.base.clone().unwrap_or_else(|| Path::new("data/pretrained").join(&parts.base.file_name));
+    anyhow::ensure!(
+        base.is_file(),
+        "{}: the base checkpoint is missing; run `bash scripts/setup-extras.sh pretrained` (or give --base PATH)",
+        base.display()
+    );
+    let model_dir = args.dir.join("model");
+    let config_bytes = ega_core::fs::read_regular(&model_dir.join("config.json"), ega_core::fs::MAX_JSON)?;
+    let config = bundle::parse_config(&config_bytes, &model_dir.join("config.json").display().to_string())?;
+    anyhow::ensure!(
+        config.weights_hash.as_ref() == Some(&parts.weights_hash),
+        "{}: config.json and parts/ belong to different models",
+        args.dir.display()
+    );
+    let started = std::time::Instant::now();
+    let device = burn::tensor::Device::flex();
+    let (tensors, tokenizer_json, file_hash) = base_tensors(&base, parts.base.lm_layers, &device)?;
+    anyhow::ensure!(
+        file_hash == parts.base.file_hash,
+        "{}: not the checkpoint the parts were split from (hash {file_hash}, expected {} of {})",
+        base.display(),
+        parts.base.file_hash,
+        parts.base.file_name
+    );
+    anyhow::ensure!(
+        ega_core::store::fnv_hex(&[tokenizer_json.as_bytes()]) == parts.tokenizer_hash,
+        "{}: its tokenizer is not the one the parts expect",
+        base.display()
+    );
+    let bytes = parts.assemble(&parts_dir, tensors)?;
+    ega_core::store::write_atomic(&model_dir.join("model.safetensors"), &bytes)?;
+    ega_core::store::write_atomic(&model_dir.join("tokenizer.json"), tokenizer_json.as_bytes())?;
+    // What the page and `native search` load: it must open as the bundle it was exported as.
+    let loaded = bundle::load(&model_dir, &device)?;
+    anyhow::ensure!(loaded.config.model_id == config.model_id, "the assembled bundle's model id differs");
+    println!(
+        "assembled {} ({:.1} MB) from {} and {} in {:.1} s; model {}",
+        model_dir.join("model.safetensors").display(),
+        bytes.len() as f64 / 1e6,
+        base.display(),
+        parts_dir.display(),
+        started.elapsed().as_secs_f64(),
+        config.model_id
+    );
+    Ok(())
 }

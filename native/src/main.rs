@@ -49,6 +49,9 @@ enum Command {
     /// Write a model bundle and its gallery index in the form the web page loads (f16 where the
     /// measured retrieval does not drop; every file under WebGPU's default buffer limit).
     Export(export::ExportArgs),
+    /// Rebuild an exported model split into parts (`export --parts-base`) from its base
+    /// checkpoint: DIR/model/model.safetensors and tokenizer.json, checked byte for byte.
+    Assemble(export::AssembleArgs),
     /// Write a dataset to look at: PNG images (and hard-negative images) plus a JSONL file that
     /// `train --data jsonl:DIR/data.jsonl` reads back.
     GenData(gen_data::GenDataArgs),
@@ -97,6 +100,7 @@ fn main() -> ExitCode {
         Command::Index(args) => search::index(args),
         Command::Search(args) => search::search(args),
         Command::Export(args) => export::export(args),
+        Command::Assemble(args) => export::assemble(args),
         Command::GenData(args) => gen_data::run(args),
         Command::Info(args) => info::run(args),
         Command::Example(args) => example::run(args),

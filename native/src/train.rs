@@ -17,6 +17,7 @@ use ega_core::eval::{evaluate, RetrievalMetrics};
 use ega_core::kernels;
 use ega_core::loss::{LossConfig, LossKind};
 use ega_core::model::{Embedder, FreezePart, LoraConfig, ModelConfig};
+use ega_core::parts::Merges;
 use ega_core::tokenizer::Tokenizer;
 use ega_core::train::{batch_indices, make_batch, make_text_batch, stage_at, total_steps, Stage, TrainConfig, Trainer};
 use ega_core::EgaError;
@@ -408,11 +409,11 @@ impl TrainRequest {
     }
 }
 
+/// A new run's model config, model, tokenizer, data and the LoRA merges its weights went through.
+type NewModel = (ModelConfig, Embedder, Tokenizer, Box<dyn ega_core::data::Dataset>, Merges);
+
 /// A new run's model, its tokenizer and the data.
-fn new_model(
-    request: &TrainRequest,
-    device: &burn::tensor::Device,
-) -> Result<(ModelConfig, Embedder, Tokenizer, Box<dyn ega_core::data::Dataset>)> {
+fn new_model(request: &TrainRequest, device: &burn::tensor::Device) -> Result<NewModel> {
     let seed = request.train.seed;
     let started = Instant::now();
     let pretrained = match &request.start {
@@ -441,7 +442,10 @@ fn new_model(
         let dataset = data::open(&request.data, start.config.image_size(), request.skip_bad)?;
         let mut config = start.config;
         request.prompts.apply(&mut config)?;
-        return Ok((config, start.model, start.tokenizer, dataset));
+        if !start.merges.is_empty() {
+            eprintln!("LoRA adapters merged into the decoder so far: {}", start.merges.names().join(", "));
+        }
+        return Ok((config, start.model, start.tokenizer, dataset, start.merges));
     }
     let mut model_config = ModelConfig::preset(&request.preset)?;
     request.prompts.apply(&mut model_config)?;
@@ -466,7 +470,7 @@ fn new_model(
         started.elapsed().as_secs_f64()
     );
     let model = Embedder::new(&model_config, seed, device)?;
-    Ok((model_config, model, tokenizer, dataset))
+    Ok((model_config, model, tokenizer, dataset, Merges::default()))
 }
 
 fn style() -> ProgressStyle {
@@ -636,7 +640,7 @@ fn run_locked(request: &TrainRequest) -> Result<Option<SplitMetrics>> {
     eprintln!("device: {}", selected.description);
     eprintln!("loss path: {}", kernels::ega_path(&device));
 
-    let (mut state, mut model, tokenizer, mut optimizer, dataset) = if request.resume {
+    let (mut state, mut model, tokenizer, mut optimizer, dataset, mut merges) = if request.resume {
         let checkpoint = checkpoint::load_latest(&request.out, &device)?;
         for reason in &checkpoint.passed_over {
             eprintln!("note: passed over a damaged checkpoint: {reason}");
@@ -667,7 +671,7 @@ fn run_locked(request: &TrainRequest) -> Result<Option<SplitMetrics>> {
         eprintln!("resuming {} at step {}", checkpoint.folder.display(), state.step);
         let dataset = data::open(&state.data, state.model.image_size(), state.options.skip_bad)?;
         let optimizer = (checkpoint.optimizer, checkpoint.folder.join("optimizer.bin"));
-        (state, checkpoint.model, checkpoint.tokenizer, Some(optimizer), dataset)
+        (state, checkpoint.model, checkpoint.tokenizer, Some(optimizer), dataset, checkpoint.merges)
     } else {
         if request.out.join("checkpoints").exists() {
             bail!(
@@ -675,7 +679,7 @@ fn run_locked(request: &TrainRequest) -> Result<Option<SplitMetrics>> {
                 request.out.display()
             );
         }
-        let (model_config, model, tokenizer, dataset) = new_model(request, &device)?;
+        let (model_config, model, tokenizer, dataset, merges) = new_model(request, &device)?;
         let stages = request.stages.clone();
         let checked = if stages.is_empty() { vec![request.stage_of_plain_run()] } else { stages.clone() };
         ega_core::train::validate_stages(&checked, &model_config)?;
@@ -699,7 +703,7 @@ fn run_locked(request: &TrainRequest) -> Result<Option<SplitMetrics>> {
                 }
             },
         };
-        (state, model, tokenizer, None, dataset)
+        (state, model, tokenizer, None, dataset, merges)
     };
     if !dataset.skipped().is_empty() {
         eprintln!("skipped {} bad data lines (--skip-bad); first: {}", dataset.skipped().len(), dataset.skipped()[0]);
@@ -736,7 +740,9 @@ fn run_locked(request: &TrainRequest) -> Result<Option<SplitMetrics>> {
         // The stage's adapters: a model whose adapters differ has them merged into its weights
         // (what a text stage's adapters learnt is kept) and is re-built with the stage's, fresh.
         if let Some(smolvlm) = state.model.smolvlm() {
-            if smolvlm.lora != stage.lora && smolvlm.lora.is_some() {
+            if let Some(own) = smolvlm.lora.clone().filter(|own| Some(own) != stage.lora.as_ref()) {
+                let adapters = model.as_smolvlm().map(|s| s.export()).transpose()?.unwrap_or_default();
+                merges.record(&format!("stage-{}-{}", index + 1, stage.name), &own, adapters);
                 let (plain, merged) =
                     model.merged_lora(&state.model, &device)?.context("merging the previous stage's LoRA adapters")?;
                 model = merged;
@@ -804,7 +810,8 @@ fn run_locked(request: &TrainRequest) -> Result<Option<SplitMetrics>> {
         let stage_end = (step - local + stage.train.steps).min(last);
         let save = |trainer: &Trainer, state: &RunState, step: usize| -> Result<()> {
             let snapshot = RunState { step, ..state.clone() };
-            checkpoint::save(&request.out, &snapshot, trainer.model(), &trainer.optimizer_bytes()?, &tokenizer)
+            let optimizer = trainer.optimizer_bytes()?;
+            checkpoint::save_with_merges(&request.out, &snapshot, trainer.model(), &optimizer, &tokenizer, &merges)
                 .with_context(|| {
                     format!(
                         "writing the checkpoint of step {step} (the run is intact at its last checkpoint: continue it with --resume {})",
@@ -945,6 +952,7 @@ fn run_locked(request: &TrainRequest) -> Result<Option<SplitMetrics>> {
         &json,
         ega_core::store::StoredDtype::F32,
     )?;
+    merges.write(&bundle_dir)?;
     eprintln!("model bundle {} (model {}) for index / search / export", bundle_dir.display(), bundle.model_id);
     println!("\n{}", metrics_table(&results));
     println!("run folder: {} (resume with --resume, evaluate with `native eval --model {0}`)", request.out.display());

@@ -841,6 +841,150 @@ fn a_text_stage_trains_on_text_pairs_merges_and_resumes() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Issue 14's demo: a model trained from the real SmolLM2 GGUF (its first decoder layer, a text
+/// stage whose adapters are merged, then a contrastive stage's adapters) exported with
+/// `--parts-base` keeps only what the GGUF cannot give back in parts/; `native assemble` rebuilds
+/// model.safetensors and tokenizer.json byte for byte from the GGUF, `native search` uses the
+/// result, and a wrong or missing base is refused by name.
+#[test]
+fn a_pretrained_lm_model_exports_as_parts_and_assembles_back() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let gguf = root.join("data/pretrained/SmolLM2-135M-Instruct.Q4_1.gguf");
+    if !gguf.is_file() {
+        assert!(
+            std::env::var("REQUIRE_PRETRAINED").map_or(true, |v| v != "1"),
+            "REQUIRE_PRETRAINED=1 but {gguf:?} is missing"
+        );
+        eprintln!("\n*** SKIPPED a_pretrained_lm_model_exports_as_parts_and_assembles_back: run bash scripts/setup-pretrained.sh ***\n");
+        return;
+    }
+    let dir = temp("parts");
+    std::fs::create_dir_all(&dir).unwrap();
+    let pairs = dir.join("pairs.tsv");
+    std::fs::write(
+        &pairs,
+        "a round red thing\tred circle\nfour equal sides\tsquare\nthree corners\ttriangle\nsky colour\tblue\n",
+    )
+    .unwrap();
+    let (run_dir, index, out) = (dir.join("run"), dir.join("index"), dir.join("export"));
+    let text_data = format!("tsv:{}", pairs.display());
+    let output = run(&[
+        "train",
+        "--init-lm",
+        gguf.to_str().unwrap(),
+        "--lm-layers",
+        "1",
+        "--preset",
+        "tiny",
+        "--pooling",
+        "mean",
+        "--recipe",
+        "pretrained-lm",
+        "--text-steps",
+        "2",
+        "--text-data",
+        &text_data,
+        "--text-batch-size",
+        "4",
+        "--text-lr",
+        "1e-2",
+        "--align-steps",
+        "1",
+        "--steps",
+        "1",
+        "--batch-size",
+        "4",
+        "--lora-rank",
+        "2",
+        "--eval-every",
+        "0",
+        "--eval-count",
+        "8",
+        "--device",
+        "cpu",
+        "--out",
+        run_dir.to_str().unwrap(),
+    ]);
+    assert!(output.status.success(), "{}", text(&output));
+    assert!(run_dir.join("bundle/merged-lora.json").is_file(), "the bundle records the text stage's merge");
+    let output = run(&[
+        "index",
+        "--model",
+        run_dir.to_str().unwrap(),
+        "--images",
+        "shapes",
+        "--split",
+        "test",
+        "--count",
+        "6",
+        "--device",
+        "cpu",
+        "--out",
+        index.to_str().unwrap(),
+    ]);
+    assert!(output.status.success(), "{}", text(&output));
+    let output = run(&[
+        "export",
+        "--model",
+        run_dir.to_str().unwrap(),
+        "--index",
+        index.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--eval-count",
+        "8",
+        "--device",
+        "cpu",
+        "--parts-base",
+        gguf.to_str().unwrap(),
+    ]);
+    let log = text(&output);
+    assert!(output.status.success() && log.contains("assembled back byte for byte"), "{log}");
+    let model_file = out.join("model/model.safetensors");
+    let (weights, tokenizer) =
+        (std::fs::read(&model_file).unwrap(), std::fs::read(out.join("model/tokenizer.json")).unwrap());
+    let parts_size: u64 =
+        std::fs::read_dir(out.join("parts")).unwrap().map(|e| e.unwrap().metadata().unwrap().len()).sum();
+    assert!(
+        parts_size * 10 < weights.len() as u64,
+        "the parts ({parts_size} bytes) are a small share of the model ({} bytes)",
+        weights.len()
+    );
+    let exported: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("export.json")).unwrap()).unwrap();
+    assert_eq!(exported["parts"]["merges"][0], "stage-2-align", "{exported}");
+
+    std::fs::remove_file(&model_file).unwrap();
+    std::fs::remove_file(out.join("model/tokenizer.json")).unwrap();
+    let output = run(&["assemble", out.to_str().unwrap(), "--base", gguf.to_str().unwrap()]);
+    assert!(output.status.success(), "{}", text(&output));
+    assert!(std::fs::read(&model_file).unwrap() == weights, "model.safetensors rebuilt byte for byte");
+    assert!(std::fs::read(out.join("model/tokenizer.json")).unwrap() == tokenizer, "tokenizer.json rebuilt");
+    let output = run(&[
+        "search",
+        "--model",
+        out.join("model").to_str().unwrap(),
+        "--index",
+        out.join("index").to_str().unwrap(),
+        "a red circle",
+        "-k",
+        "3",
+        "--device",
+        "cpu",
+    ]);
+    assert!(output.status.success(), "{}", text(&output));
+
+    // Another file as the base, and no base where the default points: refused, named.
+    let output = run(&["assemble", out.to_str().unwrap(), "--base", pairs.to_str().unwrap()]);
+    let message = text(&output);
+    assert!(!output.status.success() && message.contains("pairs.tsv") && !message.contains("panicked"), "{message}");
+    let output = run(&["assemble", out.to_str().unwrap(), "--base", dir.join("absent.gguf").to_str().unwrap()]);
+    let message = text(&output);
+    assert!(!output.status.success() && message.contains("setup-extras.sh pretrained"), "{message}");
+    assert!(std::fs::read(&model_file).unwrap() == weights, "a refused assembly leaves the model as it was");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// `eval --queries`: free-form success@1/@10 against the whole test gallery, in the table and the
 /// JSON; a query file naming an image the gallery lacks is an error with its line; without
 /// `--queries` the output is as before. On the committed OpenMoji bundle with a small gallery of
