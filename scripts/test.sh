@@ -24,6 +24,20 @@ node web/tests/search.mjs target/web-node
 node web/tests/lab.mjs target/web-node
 node web/tests/smolvlm.mjs target/web-node
 
+# Split demo bundles (assets/*/parts/): their model file is assembled from the SmolLM2 GGUF of
+# scripts/setup-extras.sh pretrained, byte for byte, before trunk copies assets/ into the page.
+for parts in assets/*/parts/parts.json; do
+  [[ -f "$parts" ]] || continue
+  bundle=${parts%/parts/parts.json}
+  if [[ -f data/pretrained/SmolLM2-135M-Instruct.Q4_1.gguf ]]; then
+    cargo run -q -p native -- assemble "$bundle"
+  elif [[ "${REQUIRE_PRETRAINED:-0}" == 1 ]]; then
+    echo "REQUIRE_PRETRAINED=1 but data/pretrained holds no GGUF to assemble $bundle from" >&2; exit 1
+  else
+    echo "*** SKIPPED assembling $bundle: run bash scripts/setup-extras.sh pretrained ***"
+  fi
+done
+
 chromium=$(command -v "${CHROMIUM:-chromium}" || command -v chromium-browser)
 trunk build --offline
 (cd web/tests && npm ci --no-audit --no-fund --loglevel=error)

@@ -40,8 +40,16 @@ export function createSearchView() {
     } catch (err) {
       if (bar) bar.close();
       status.textContent = `The ${name} gallery is not available.`;
-      message(`${errorText(err)}. Build the demo bundles with \`bash scripts/make-demo-bundles.sh\` ` +
-        '(or `cargo run -p native -- export`), then rebuild the page with `trunk build --offline`.');
+      if (exported && exported.parts) {
+        // A split bundle: git keeps its parts; the model file is assembled from the pretrained
+        // checkpoint by a set-up step.
+        message(`${errorText(err)}. This model's decoder is SmolLM2-135M's: assemble it with ` +
+          `\`bash scripts/setup-extras.sh pretrained && ${exported.parts.assemble}\`, ` +
+          'then rebuild the page with `trunk build --offline`.');
+      } else {
+        message(`${errorText(err)}. Build the demo bundles with \`bash scripts/make-demo-bundles.sh\` ` +
+          '(or `cargo run -p native -- export`), then rebuild the page with `trunk build --offline`.');
+      }
       if (gallery.searcher) $('#search-button').disabled = false;
       $('#gallery').value = gallery.name || name;
       return;

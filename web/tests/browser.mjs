@@ -268,6 +268,41 @@ hits = await search(page, emoji.query);
 check(hits[0] === emoji.id, `the OpenMoji gallery loads and "${emoji.query}" ranks ${emoji.id} first`, hits.join(', '));
 await page.screenshot({ path: path.join(out, 'search-openmoji.png'), fullPage: true });
 
+// The pretrained-LM gallery (SmolLM2's decoder; assembled from the GGUF by scripts/test.sh): it
+// loads with a progress bar, answers its known query, and comes from the Cache API the second
+// time. Without the assembled file the page names the assembly command.
+const lmDir = path.join(dist, 'assets/openmoji-lm');
+if (fs.existsSync(path.join(lmDir, 'model/model.safetensors'))) {
+  const lm = JSON.parse(fs.readFileSync(path.join(lmDir, 'export.json'), 'utf8')).known_query;
+  const started = Date.now();
+  await page.selectOption('#gallery', 'openmoji-lm');
+  await page.waitForFunction(() => window.ega.gallery === 'openmoji-lm', null, { timeout: 600_000 });
+  const loadMs = Date.now() - started;
+  hits = await search(page, lm.query);
+  check(hits[0] === lm.id, `the SmolLM2 gallery loads (${(loadMs / 1000).toFixed(1)} s) and "${lm.query}" ranks ${lm.id} first`, hits.join(', '));
+  const queryMs = await page.$eval('#search-status', (el) => el.dataset.ms);
+  hits = await search(page, 'a koala');
+  console.log(`openmoji-lm: load ${loadMs} ms, query ${queryMs} ms; "a koala" → ${hits.slice(0, 3).join(', ')}`);
+  await page.screenshot({ path: path.join(out, 'search-openmoji-lm.png'), fullPage: true });
+  const fetches = () => served.filter((r) => r.url.includes('openmoji-lm/model/model.safetensors')).length;
+  const before = fetches();
+  await page.selectOption('#gallery', 'openmoji');
+  await page.waitForFunction(() => window.ega.gallery === 'openmoji', null, { timeout: 180_000 });
+  await page.selectOption('#gallery', 'openmoji-lm');
+  await page.waitForFunction(() => window.ega.gallery === 'openmoji-lm', null, { timeout: 600_000 });
+  check(fetches() === before && before >= 1, 'the SmolLM2 model comes from the Cache API the second time', `${before} → ${fetches()} fetches`);
+} else if (process.env.REQUIRE_PRETRAINED === '1') {
+  check(false, 'REQUIRE_PRETRAINED=1: assets/openmoji-lm/model/model.safetensors is assembled', lmDir);
+} else {
+  console.log('*** SKIPPED the SmolLM2 gallery: not assembled (bash scripts/setup-extras.sh pretrained) ***');
+}
+await page.route('**/assets/openmoji-lm/model/model.safetensors', (route) => route.fulfill({ status: 404, body: 'gone' }));
+await page.evaluate(() => caches.keys().then((keys) => Promise.all(keys.map((k) => caches.delete(k)))));
+await page.selectOption('#gallery', 'openmoji-lm');
+check(await waitForMessage(page, 'native -- assemble assets/openmoji-lm'), 'without the assembled model the page names the assembly command',
+  (await messages(page)).join(' | '));
+await page.unroute('**/assets/openmoji-lm/model/model.safetensors');
+
 // ---------------------------------------------------------------------------------------------
 // 2. The lab: the worked example to 4 decimals, then live fine-tuning.
 
