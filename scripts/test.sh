@@ -15,17 +15,9 @@ cd "$(dirname "$0")/.."
 
 cargo test "$@"
 
-# The page's CPU module in the page's own profile (Trunk.toml), so trunk below reuses the build.
-cargo build -p web --target wasm32-unknown-unknown --profile web
-target_dir=${CARGO_TARGET_DIR:-target}
-wasm-bindgen --target nodejs --out-dir target/web-node "$target_dir/wasm32-unknown-unknown/web/web.wasm"
-node web/tests/tokenize.mjs target/web-node
-node web/tests/search.mjs target/web-node
-node web/tests/lab.mjs target/web-node
-node web/tests/smolvlm.mjs target/web-node
-
 # Split demo bundles (assets/*/parts/): their model file is assembled from the SmolLM2 GGUF of
-# scripts/setup-extras.sh pretrained, byte for byte, before trunk copies assets/ into the page.
+# scripts/setup-extras.sh pretrained, byte for byte, before the
+# node tests search them and trunk copies assets/ into the page.
 for parts in assets/*/parts/parts.json; do
   [[ -f "$parts" ]] || continue
   bundle=${parts%/parts/parts.json}
@@ -37,6 +29,15 @@ for parts in assets/*/parts/parts.json; do
     echo "*** SKIPPED assembling $bundle: run bash scripts/setup-extras.sh pretrained ***"
   fi
 done
+
+# The page's CPU module in the page's own profile (Trunk.toml), so trunk below reuses the build.
+cargo build -p web --target wasm32-unknown-unknown --profile web
+target_dir=${CARGO_TARGET_DIR:-target}
+wasm-bindgen --target nodejs --out-dir target/web-node "$target_dir/wasm32-unknown-unknown/web/web.wasm"
+node web/tests/tokenize.mjs target/web-node
+node web/tests/search.mjs target/web-node
+node web/tests/lab.mjs target/web-node
+node web/tests/smolvlm.mjs target/web-node
 
 chromium=$(command -v "${CHROMIUM:-chromium}" || command -v chromium-browser)
 trunk build --offline
