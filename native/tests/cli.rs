@@ -876,8 +876,6 @@ fn a_pretrained_lm_model_exports_as_parts_and_assembles_back() {
         "1",
         "--preset",
         "tiny",
-        "--pooling",
-        "mean",
         "--recipe",
         "pretrained-lm",
         "--text-steps",
@@ -907,6 +905,9 @@ fn a_pretrained_lm_model_exports_as_parts_and_assembles_back() {
     ]);
     assert!(output.status.success(), "{}", text(&output));
     assert!(run_dir.join("bundle/merged-lora.json").is_file(), "the bundle records the text stage's merge");
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run_dir.join("bundle/config.json")).unwrap()).unwrap();
+    assert_eq!(config["model"]["prompts"]["pooling"], "mean", "--init-lm pools by mean unless told: {config}");
     let output = run(&[
         "index",
         "--model",
