@@ -53,12 +53,20 @@ export async function digest(bytes) {
   return [...hash.slice(0, 8)].map((b) => b.toString(16).padStart(2, '0')).join('');
 }
 
+// Whether cache `key` holds a revision of `family`: `ega-<family>@<revision>`, or the
+// `ega-<family>-<hex digest>` of earlier pages. A bare prefix test would take another family
+// whose name starts with this one's (`openmoji-lm`'s files for `openmoji`'s old revision).
+function ofFamily(key, family) {
+  const legacy = key.startsWith(`${CACHE_PREFIX}${family}-`) && /^[0-9a-f]+$/.test(key.slice(CACHE_PREFIX.length + family.length + 1));
+  return key.startsWith(`${CACHE_PREFIX}${family}@`) || legacy;
+}
+
 async function openCache(family, revision) {
   if (typeof caches === 'undefined') return null;
   try {
-    const name = `${CACHE_PREFIX}${family}-${revision}`;
+    const name = `${CACHE_PREFIX}${family}@${revision}`;
     for (const old of await caches.keys()) {
-      if (old.startsWith(`${CACHE_PREFIX}${family}-`) && old !== name) await caches.delete(old);
+      if (ofFamily(old, family) && old !== name) await caches.delete(old);
     }
     return await caches.open(name);
   } catch (err) {

@@ -282,7 +282,8 @@ if (fs.existsSync(path.join(lmDir, 'model/model.safetensors'))) {
   check(hits[0] === lm.id, `the SmolLM2 gallery loads (${(loadMs / 1000).toFixed(1)} s) and "${lm.query}" ranks ${lm.id} first`, hits.join(', '));
   const queryMs = await page.$eval('#search-status', (el) => el.dataset.ms);
   hits = await search(page, 'a koala');
-  console.log(`openmoji-lm: load ${loadMs} ms, query ${queryMs} ms; "a koala" → ${hits.slice(0, 3).join(', ')}`);
+  const lmBackend = await page.$eval('#backend', (el) => el.dataset.search);
+  console.log(`openmoji-lm (search on ${lmBackend}): load ${loadMs} ms, query ${queryMs} ms; "a koala" → ${hits.slice(0, 3).join(', ')}`);
   await page.screenshot({ path: path.join(out, 'search-openmoji-lm.png'), fullPage: true });
   const fetches = () => served.filter((r) => r.url.includes('openmoji-lm/model/model.safetensors')).length;
   const before = fetches();
@@ -387,6 +388,18 @@ const cpuBackend = await page.$eval('#backend', (el) => `${el.dataset.backend}: 
 check(cpuBackend.startsWith('cpu'), `without WebGPU the page falls back to the CPU backend (${cpuBackend})`);
 check(await firstHit(page) === known.id, 'the CPU fallback ranks the known image first');
 await page.screenshot({ path: path.join(out, 'search-cpu.png'), fullPage: true });
+if (fs.existsSync(path.join(lmDir, 'model/model.safetensors'))) {
+  // The SmolLM2 gallery on the CPU backend (wasm): load and query times for README.
+  const lm = JSON.parse(fs.readFileSync(path.join(lmDir, 'export.json'), 'utf8')).known_query;
+  const started = Date.now();
+  await page.selectOption('#gallery', 'openmoji-lm');
+  await page.waitForFunction(() => window.ega.gallery === 'openmoji-lm', null, { timeout: 600_000 });
+  const loadMs = Date.now() - started;
+  const lmHits = await search(page, lm.query);
+  check(lmHits[0] === lm.id, `the SmolLM2 gallery on the CPU backend ranks ${lm.id} first`, lmHits.join(', '));
+  const queryMs = await page.$eval('#search-status', (el) => el.dataset.ms);
+  console.log(`openmoji-lm (search on cpu): load ${loadMs} ms, query ${queryMs} ms`);
+}
 await plain.close();
 server.close();
 
