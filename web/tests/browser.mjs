@@ -272,15 +272,22 @@ await page.screenshot({ path: path.join(out, 'search-openmoji.png'), fullPage: t
 // loads with a progress bar, answers its known query, and comes from the Cache API the second
 // time. Without the assembled file the page names the assembly command.
 const lmDir = path.join(dist, 'assets/openmoji-lm');
-if (fs.existsSync(path.join(lmDir, 'model/model.safetensors'))) {
+const lmAssembled = fs.existsSync(path.join(lmDir, 'model/model.safetensors'));
+// Selects the SmolLM2 gallery, searches its known query and checks the first hit; returns the
+// load and query times.
+async function loadLmGallery(page, where) {
   const lm = JSON.parse(fs.readFileSync(path.join(lmDir, 'export.json'), 'utf8')).known_query;
   const started = Date.now();
   await page.selectOption('#gallery', 'openmoji-lm');
   await page.waitForFunction(() => window.ega.gallery === 'openmoji-lm', null, { timeout: 600_000 });
   const loadMs = Date.now() - started;
-  hits = await search(page, lm.query);
-  check(hits[0] === lm.id, `the SmolLM2 gallery loads (${(loadMs / 1000).toFixed(1)} s) and "${lm.query}" ranks ${lm.id} first`, hits.join(', '));
-  const queryMs = await page.$eval('#search-status', (el) => el.dataset.ms);
+  const lmHits = await search(page, lm.query);
+  check(lmHits[0] === lm.id, `the SmolLM2 gallery loads ${where} (${(loadMs / 1000).toFixed(1)} s) and "${lm.query}" ranks ${lm.id} first`,
+    lmHits.join(', '));
+  return { loadMs, queryMs: await page.$eval('#search-status', (el) => el.dataset.ms) };
+}
+if (lmAssembled) {
+  const { loadMs, queryMs } = await loadLmGallery(page, 'with WebGPU allowed');
   hits = await search(page, 'a koala');
   const lmBackend = await page.$eval('#backend', (el) => el.dataset.search);
   console.log(`openmoji-lm (search on ${lmBackend}): load ${loadMs} ms, query ${queryMs} ms; "a koala" → ${hits.slice(0, 3).join(', ')}`);
@@ -388,16 +395,9 @@ const cpuBackend = await page.$eval('#backend', (el) => `${el.dataset.backend}: 
 check(cpuBackend.startsWith('cpu'), `without WebGPU the page falls back to the CPU backend (${cpuBackend})`);
 check(await firstHit(page) === known.id, 'the CPU fallback ranks the known image first');
 await page.screenshot({ path: path.join(out, 'search-cpu.png'), fullPage: true });
-if (fs.existsSync(path.join(lmDir, 'model/model.safetensors'))) {
+if (lmAssembled) {
   // The SmolLM2 gallery on the CPU backend (wasm): load and query times for README.
-  const lm = JSON.parse(fs.readFileSync(path.join(lmDir, 'export.json'), 'utf8')).known_query;
-  const started = Date.now();
-  await page.selectOption('#gallery', 'openmoji-lm');
-  await page.waitForFunction(() => window.ega.gallery === 'openmoji-lm', null, { timeout: 600_000 });
-  const loadMs = Date.now() - started;
-  const lmHits = await search(page, lm.query);
-  check(lmHits[0] === lm.id, `the SmolLM2 gallery on the CPU backend ranks ${lm.id} first`, lmHits.join(', '));
-  const queryMs = await page.$eval('#search-status', (el) => el.dataset.ms);
+  const { loadMs, queryMs } = await loadLmGallery(page, 'on the CPU backend');
   console.log(`openmoji-lm (search on cpu): load ${loadMs} ms, query ${queryMs} ms`);
 }
 await plain.close();
