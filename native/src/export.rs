@@ -170,7 +170,14 @@ pub fn export(request: ExportArgs) -> Result<()> {
     let index = Index::load(&request.index)?;
     refuse_out_onto_data(&request.out, &[&index.meta.source, &source.config.data])?;
     index.check_model(&source.config.model_id, source.config.model.embed_dim(), &dir.display().to_string())?;
+    // The merges the source's weights went through, and the one --merge-lora adds (for --parts-base).
+    let mut merges = ega_core::parts::Merges::read(&dir)?;
     if request.merge_lora {
+        if let (Some(lora), Some(model)) =
+            (source.config.model.smolvlm().and_then(|s| s.lora.clone()), source.model.as_smolvlm())
+        {
+            merges.record("export", &lora, model.export()?);
+        }
         match source.model.merged_lora(&source.config.model, &device)? {
             Some((config, model)) => {
                 eprintln!("LoRA adapters merged into the decoder's weights (the exported model has none)");
@@ -307,7 +314,7 @@ pub fn export(request: ExportArgs) -> Result<()> {
     });
     let mut report = report;
     if let Some(base) = &request.parts_base {
-        let parts = write_parts(&request.out, &dir, base, &exported_config, &device)?;
+        let parts = write_parts(&request.out, &merges, base, &exported_config, &device)?;
         report["parts"] = parts;
     }
     ega_core::store::write_atomic(&request.out.join("export.json"), serde_json::to_string_pretty(&report)?.as_bytes())?;
@@ -446,17 +453,17 @@ fn base_tensors(
     Ok((model.export()?, start.tokenizer.to_json()?, file_hash))
 }
 
-/// Writes `<out>/parts/` for the exported model in `<out>/model` (trained from `base`, with the
-/// merges recorded in the source bundle `source`), then assembles it back from `base` and checks
-/// the bytes. Returns what export.json records about it.
+/// Writes `<out>/parts/` for the exported model in `<out>/model` (trained from `base`; its weights
+/// went through `merges`), then assembles it back from `base` and checks the bytes. Returns what
+/// export.json records about it.
 fn write_parts(
     out: &Path,
-    source: &Path,
+    merges: &ega_core::parts::Merges,
     base: &Path,
     config: &bundle::BundleConfig,
     device: &burn::tensor::Device,
 ) -> Result<serde_json::Value> {
-    use ega_core::parts::{split, Base, Merges, Parts, OWN_FILE, PARTS_FORMAT_VERSION, PARTS_JSON};
+    use ega_core::parts::{split, Base, Parts, OWN_FILE, PARTS_FORMAT_VERSION, PARTS_JSON};
     let model_dir = out.join("model");
     let smolvlm =
         config.model.smolvlm().context("--parts-base: the model is not a smolvlm model (trained with --init-lm)")?;
@@ -468,7 +475,6 @@ fn write_parts(
         "--parts-base {}: its tokenizer is not the model's (the model was not trained from this checkpoint)",
         base.display()
     );
-    let merges = Merges::read(source)?;
     let reconstructed = merges.apply(checkpoint)?;
     let exported = bundle::load(&model_dir, device)?;
     let tensors = exported.model.as_smolvlm().context("the exported model is not a smolvlm model")?.export()?;

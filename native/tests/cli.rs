@@ -975,6 +975,32 @@ fn a_pretrained_lm_model_exports_as_parts_and_assembles_back() {
     ]);
     assert!(output.status.success(), "{}", text(&output));
 
+    // --merge-lora folds the contrastive adapters in: recorded as a merge, so the parts stay small
+    // and the assembly still gives back the file.
+    let merged = dir.join("export-merged");
+    let output = run(&[
+        "export",
+        "--model",
+        run_dir.to_str().unwrap(),
+        "--index",
+        index.to_str().unwrap(),
+        "--out",
+        merged.to_str().unwrap(),
+        "--eval-count",
+        "8",
+        "--device",
+        "cpu",
+        "--merge-lora",
+        "--parts-base",
+        gguf.to_str().unwrap(),
+    ]);
+    let log = text(&output);
+    assert!(output.status.success() && log.contains("assembled back byte for byte"), "{log}");
+    let exported: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(merged.join("export.json")).unwrap()).unwrap();
+    assert_eq!(exported["parts"]["merges"], serde_json::json!(["stage-2-align", "export"]), "{exported}");
+    assert!(exported["parts"]["bytes"].as_u64().unwrap() * 10 < weights.len() as u64, "{exported}");
+
     // Another file as the base, and no base where the default points: refused, named.
     let output = run(&["assemble", out.to_str().unwrap(), "--base", pairs.to_str().unwrap()]);
     let message = text(&output);
