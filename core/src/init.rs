@@ -209,11 +209,9 @@ pub fn from_smolvlm(
 ) -> Result<Started> {
     if let Some((mut config, mut model, tokenizer, mut merges)) = own_model(path, device)? {
         let what = path.display();
-        if let Some(own) = config.smolvlm().and_then(|s| s.lora.clone()).filter(|own| Some(own) != lora.as_ref()) {
-            let adapters = model.as_smolvlm().map(|s| s.export()).transpose()?.unwrap_or_default();
-            if let Some((plain, merged)) = model.merged_lora(&config, device)? {
+        if config.smolvlm().is_some_and(|s| s.lora.is_some() && s.lora != lora) {
+            if let Some((plain, merged)) = merges.merge_into_weights("init", &model, &config, device)? {
                 (config, model) = (plain, merged);
-                merges.record("init", &own, adapters);
             }
         }
         let Architecture::Smolvlm(smolvlm) = &mut config.architecture else {

@@ -21,7 +21,9 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::model::smolvlm::merge_lora;
-use crate::model::LoraConfig;
+use burn::tensor::Device;
+
+use crate::model::{Embedder, LoraConfig, ModelConfig};
 use crate::pretrained::safetensors::{Rename, SafetensorsSource};
 use crate::store::{fnv_hex, safetensors, write_atomic, HostTensor, StoredDtype, TensorSource};
 use crate::{EgaError, Result};
@@ -124,6 +126,27 @@ impl Merges {
     pub fn record(&mut self, name: &str, lora: &LoraConfig, tensors: Vec<(String, HostTensor)>) {
         let adapters: Vec<_> = tensors.into_iter().filter(|(n, _)| n.contains(".lora_")).collect();
         self.entries.push((Merge { name: name.to_string(), lora: lora.clone() }, adapters));
+    }
+
+    /// `model`'s LoRA adapters merged into the weights they adapt ([`Embedder::merged_lora`]) and
+    /// recorded as `name`: the model without adapters and its config, or `None` (nothing recorded)
+    /// when it has none. Blocking read-back: native only.
+    pub fn merge_into_weights(
+        &mut self,
+        name: &str,
+        model: &Embedder,
+        config: &ModelConfig,
+        device: &Device,
+    ) -> Result<Option<(ModelConfig, Embedder)>> {
+        let (Some(lora), Some(smolvlm)) = (config.smolvlm().and_then(|s| s.lora.clone()), model.as_smolvlm()) else {
+            return Ok(None);
+        };
+        let adapters = smolvlm.export()?;
+        let merged = model.merged_lora(config, device)?;
+        if merged.is_some() {
+            self.record(name, &lora, adapters);
+        }
+        Ok(merged)
     }
 
     /// Drops the adapters of decoder layers `k` and above (a model cut to its first `k` layers

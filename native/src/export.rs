@@ -173,12 +173,7 @@ pub fn export(request: ExportArgs) -> Result<()> {
     // The merges the source's weights went through, and the one --merge-lora adds (for --parts-base).
     let mut merges = ega_core::parts::Merges::read(&dir)?;
     if request.merge_lora {
-        if let (Some(lora), Some(model)) =
-            (source.config.model.smolvlm().and_then(|s| s.lora.clone()), source.model.as_smolvlm())
-        {
-            merges.record("export", &lora, model.export()?);
-        }
-        match source.model.merged_lora(&source.config.model, &device)? {
+        match merges.merge_into_weights("export", &source.model, &source.config.model, &device)? {
             Some((config, model)) => {
                 eprintln!("LoRA adapters merged into the decoder's weights (the exported model has none)");
                 source.model = model;
@@ -475,7 +470,7 @@ fn write_parts(
         "--parts-base {}: its tokenizer is not the model's (the model was not trained from this checkpoint)",
         base.display()
     );
-    let reconstructed = merges.apply(checkpoint)?;
+    let reconstructed = merges.apply(checkpoint.clone())?;
     let exported = bundle::load(&model_dir, device)?;
     let tensors = exported.model.as_smolvlm().context("the exported model is not a smolvlm model")?.export()?;
     let (own, order) = split(&tensors, &reconstructed, config.weights_dtype);
@@ -507,9 +502,8 @@ fn write_parts(
         tokenizer_hash,
     };
     ega_core::store::write_atomic(&parts_dir.join(PARTS_JSON), serde_json::to_string_pretty(&parts)?.as_bytes())?;
-    // The proof: the parts and the checkpoint give back the very file.
-    let (again, _, _) = base_tensors(base, layers, device)?;
-    let bytes = parts.assemble(&parts_dir, again)?;
+    // The proof: the parts (read back from disk) and the checkpoint give back the very file.
+    let bytes = parts.assemble(&parts_dir, checkpoint)?;
     let written = ega_core::fs::read_regular(&model_dir.join("model.safetensors"), ega_core::fs::MAX_WEIGHTS)?;
     anyhow::ensure!(bytes == written, "the parts do not give back model/model.safetensors byte for byte");
     let mut sizes = Vec::new();

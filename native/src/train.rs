@@ -479,6 +479,16 @@ fn style() -> ProgressStyle {
         .progress_chars("=> ")
 }
 
+/// Prints `line` above the progress bar; a hidden bar (not a terminal) swallows `println`, so the
+/// line is written plainly then.
+fn say(progress: &ProgressBar, line: String) {
+    if progress.is_hidden() {
+        eprintln!("{line}");
+    } else {
+        progress.println(line);
+    }
+}
+
 /// Appends one JSON line to the metrics log.
 fn log_line(log: &mut std::fs::File, value: serde_json::Value) -> Result<()> {
     writeln!(log, "{value}").context("writing metrics.jsonl")?;
@@ -739,29 +749,17 @@ fn run_locked(request: &TrainRequest) -> Result<Option<SplitMetrics>> {
         let stage = &stages[index];
         // The stage's adapters: a model whose adapters differ has them merged into its weights
         // (what a text stage's adapters learnt is kept) and is re-built with the stage's, fresh.
-        if let Some(smolvlm) = state.model.smolvlm() {
-            if let Some(own) = smolvlm.lora.clone().filter(|own| Some(own) != stage.lora.as_ref()) {
-                let adapters = model.as_smolvlm().map(|s| s.export()).transpose()?.unwrap_or_default();
-                merges.record(&format!("stage-{}-{}", index + 1, stage.name), &own, adapters);
-                let (plain, merged) =
-                    model.merged_lora(&state.model, &device)?.context("merging the previous stage's LoRA adapters")?;
-                model = merged;
-                state.model = plain;
-                let line = format!(
-                    "stage {}/{} {}: the previous stage's LoRA adapters merged into the decoder",
-                    index + 1,
-                    stages.len(),
-                    stage.name
-                );
-                if progress.is_hidden() {
-                    eprintln!("{line}");
-                } else {
-                    progress.println(line);
-                }
+        if let Some(smolvlm) = state.model.smolvlm().filter(|s| s.lora != stage.lora) {
+            if smolvlm.lora.is_some() {
+                let name = format!("stage-{}-{}", index + 1, stage.name);
+                let (plain, merged) = merges
+                    .merge_into_weights(&name, &model, &state.model, &device)?
+                    .context("merging the previous stage's LoRA adapters")?;
+                (model, state.model) = (merged, plain);
+                let prefix = format!("stage {}/{} {}", index + 1, stages.len(), stage.name);
+                say(&progress, format!("{prefix}: the previous stage's LoRA adapters merged into the decoder"));
             }
-        }
-        if let Some(smolvlm) = state.model.smolvlm() {
-            if smolvlm.lora != stage.lora {
+            if stage.lora.is_some() {
                 let mut config = state.model.clone();
                 if let ega_core::model::Architecture::Smolvlm(s) = &mut config.architecture {
                     s.lora = stage.lora.clone();
@@ -802,11 +800,7 @@ fn run_locked(request: &TrainRequest) -> Result<Option<SplitMetrics>> {
             stage.lora.as_ref().map(|l| format!(", LoRA rank {} α {} on {}", l.rank, l.alpha, l.targets.join(","))).unwrap_or_default(),
             if trainer.caption_cache_stats().is_some() { "; the text path is frozen: each caption is embedded once" } else { "" },
         );
-        if progress.is_hidden() {
-            eprintln!("{line}");
-        } else {
-            progress.println(line);
-        }
+        say(&progress, line);
         let stage_end = (step - local + stage.train.steps).min(last);
         let save = |trainer: &Trainer, state: &RunState, step: usize| -> Result<()> {
             let snapshot = RunState { step, ..state.clone() };
@@ -886,12 +880,7 @@ fn run_locked(request: &TrainRequest) -> Result<Option<SplitMetrics>> {
                     &inference,
                 )?;
                 let line = format!("step {step}: test t2i R@1 {:.3}, i2t R@1 {:.3}", metrics.t2i_r1, metrics.i2t_r1);
-                // A hidden bar (not a terminal) swallows println: write the line plainly then.
-                if progress.is_hidden() {
-                    eprintln!("{line}");
-                } else {
-                    progress.println(line);
-                }
+                say(&progress, line);
                 log_line(&mut log, serde_json::json!({"step": step - 1, "eval": {"test": metrics}}))?;
             }
             if step % options.checkpoint_every.max(1) == 0 || step == last || step == stage_end {
@@ -903,11 +892,7 @@ fn run_locked(request: &TrainRequest) -> Result<Option<SplitMetrics>> {
                 "{}caption cache: {} captions embedded once, {} query rows taken from the cache",
                 prefix, cache.captions, cache.hits
             );
-            if progress.is_hidden() {
-                eprintln!("{line}");
-            } else {
-                progress.println(line);
-            }
+            say(&progress, line);
             log_line(&mut log, serde_json::json!({"step": step.saturating_sub(1), "caption_cache": cache}))?;
         }
         model = trainer.into_model();

@@ -924,23 +924,18 @@ fn a_pretrained_lm_model_exports_as_parts_and_assembles_back() {
         index.to_str().unwrap(),
     ]);
     assert!(output.status.success(), "{}", text(&output));
-    let output = run(&[
-        "export",
-        "--model",
-        run_dir.to_str().unwrap(),
-        "--index",
-        index.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--eval-count",
-        "8",
-        "--device",
-        "cpu",
-        "--parts-base",
-        gguf.to_str().unwrap(),
-    ]);
-    let log = text(&output);
-    assert!(output.status.success() && log.contains("assembled back byte for byte"), "{log}");
+    // `native export --parts-base` of the run into `to` (with `extra` flags), which must succeed
+    // and prove its assembly.
+    let export_parts = |to: &Path, extra: &[&str]| {
+        let (model, index, to, base) =
+            (run_dir.to_str().unwrap(), index.to_str().unwrap(), to.to_str().unwrap(), gguf.to_str().unwrap());
+        let common =
+            ["export", "--model", model, "--index", index, "--out", to, "--eval-count", "8", "--device", "cpu"];
+        let output = run(&[&common[..], extra, &["--parts-base", base]].concat());
+        let log = text(&output);
+        assert!(output.status.success() && log.contains("assembled back byte for byte"), "{log}");
+    };
+    export_parts(&out, &[]);
     let model_file = out.join("model/model.safetensors");
     let (weights, tokenizer) =
         (std::fs::read(&model_file).unwrap(), std::fs::read(out.join("model/tokenizer.json")).unwrap());
@@ -978,24 +973,7 @@ fn a_pretrained_lm_model_exports_as_parts_and_assembles_back() {
     // --merge-lora folds the contrastive adapters in: recorded as a merge, so the parts stay small
     // and the assembly still gives back the file.
     let merged = dir.join("export-merged");
-    let output = run(&[
-        "export",
-        "--model",
-        run_dir.to_str().unwrap(),
-        "--index",
-        index.to_str().unwrap(),
-        "--out",
-        merged.to_str().unwrap(),
-        "--eval-count",
-        "8",
-        "--device",
-        "cpu",
-        "--merge-lora",
-        "--parts-base",
-        gguf.to_str().unwrap(),
-    ]);
-    let log = text(&output);
-    assert!(output.status.success() && log.contains("assembled back byte for byte"), "{log}");
+    export_parts(&merged, &["--merge-lora"]);
     let exported: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(merged.join("export.json")).unwrap()).unwrap();
     assert_eq!(exported["parts"]["merges"], serde_json::json!(["stage-2-align", "export"]), "{exported}");
