@@ -641,21 +641,16 @@ fn captions_with_control_characters_are_printed_escaped() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// Issue 14: `--recipe pretrained-lm` at a tiny size (the random `tiny-smolvlm` preset: no
-/// checkpoint needed) runs its two stages in one run folder; a run stopped inside stage 1, at the
-/// stage boundary and inside stage 2, then resumed, logs the loss curve of the uninterrupted run.
-#[test]
-fn a_staged_recipe_trains_and_resumes_across_the_stage_boundary() {
-    let common = [
+/// `native train` of `--recipe pretrained-lm` on the tiny random `tiny-smolvlm` preset (rank-2
+/// adapters, batches of 4, one warm-up step, no evaluation during training, few eval pairs, no
+/// intermediate checkpoints), followed by `extra`.
+fn tiny_recipe<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
         "train",
         "--preset",
         "tiny-smolvlm",
         "--recipe",
         "pretrained-lm",
-        "--align-steps",
-        "3",
-        "--steps",
-        "3",
         "--lora-rank",
         "2",
         "--batch-size",
@@ -670,9 +665,17 @@ fn a_staged_recipe_trains_and_resumes_across_the_stage_boundary() {
         "8",
         "--device",
         "cpu",
-        "--seed",
-        "5",
     ];
+    args.extend_from_slice(extra);
+    args
+}
+
+/// Issue 14: `--recipe pretrained-lm` at a tiny size (the random `tiny-smolvlm` preset: no
+/// checkpoint needed) runs its two stages in one run folder; a run stopped inside stage 1, at the
+/// stage boundary and inside stage 2, then resumed, logs the loss curve of the uninterrupted run.
+#[test]
+fn a_staged_recipe_trains_and_resumes_across_the_stage_boundary() {
+    let common = tiny_recipe(&["--align-steps", "3", "--steps", "3", "--seed", "5"]);
     let whole = temp("recipe-whole");
     let output = run(&[&common[..], &["--out", whole.to_str().unwrap()]].concat());
     let log = text(&output);
@@ -736,12 +739,7 @@ fn a_text_stage_trains_on_text_pairs_merges_and_resumes() {
         .collect();
     std::fs::write(&pairs, format!("# colour words\n{}\n", lines.join("\n"))).unwrap();
     let text_data = format!("tsv:{}", pairs.display());
-    let common = [
-        "train",
-        "--preset",
-        "tiny-smolvlm",
-        "--recipe",
-        "pretrained-lm",
+    let common = tiny_recipe(&[
         "--text-steps",
         "3",
         "--text-data",
@@ -754,23 +752,9 @@ fn a_text_stage_trains_on_text_pairs_merges_and_resumes() {
         "2",
         "--steps",
         "2",
-        "--lora-rank",
-        "2",
-        "--batch-size",
-        "4",
-        "--warmup",
-        "1",
-        "--checkpoint-every",
-        "100",
-        "--eval-every",
-        "0",
-        "--eval-count",
-        "8",
-        "--device",
-        "cpu",
         "--seed",
         "3",
-    ];
+    ]);
     let whole = dir.join("whole");
     let output = run(&[&common[..], &["--out", whole.to_str().unwrap()]].concat());
     let log = text(&output);
