@@ -50,6 +50,7 @@ pub fn vision_tower(preset: &str) -> Result<SiglipConfig> {
         image_size: v.image_size,
         patch_size: v.patch_size,
         layer_norm_eps: 1e-6,
+        stem: None,
     })
 }
 

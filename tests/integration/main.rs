@@ -13,6 +13,7 @@ mod lab;
 mod learning;
 mod lora;
 mod loss;
+mod mobilenet;
 mod model;
 mod pretrained;
 mod prompt;

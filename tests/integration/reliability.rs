@@ -187,6 +187,7 @@ fn config_sizes_are_bounded_with_the_bound_in_the_message() {
         image_size: 378,
         patch_size: 14,
         layer_norm_eps: 1e-6,
+        stem: None,
     };
     let smolvlm = SmolVlmConfig { vision_config, text_config, scale_factor: 3, max_seq_len: 8192, lora: None };
     smolvlm.validate().expect("a SmolVLM-2.2B-sized config validates");

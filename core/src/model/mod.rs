@@ -328,6 +328,7 @@ impl ModelConfig {
                     image_size: 32,
                     patch_size: 8,
                     layer_norm_eps: 1e-6,
+                    stem: None,
                 },
                 text_config: LlamaConfig {
                     vocab_size: 512,
@@ -683,6 +684,15 @@ impl SmolVlmConfig {
                 ),
             ));
         }
+        if let Some(stem) = v.stem {
+            if v.patch_size != stem.stride() || v.num_channels != 3 {
+                return Err(EgaError::config(
+                    "vision_config.patch_size",
+                    v.patch_size,
+                    format!("must be the stem's stride {} (with num_channels 3) when a stem is set", stem.stride()),
+                ));
+            }
+        }
         if v.hidden_size % v.num_attention_heads != 0 {
             return Err(EgaError::config(
                 "vision_config.num_attention_heads",
@@ -708,7 +718,7 @@ impl SmolVlmConfig {
             "vision_config.hidden_size",
             "the vision tower and connector's parameter count",
             &[
-                &[v.num_channels, v.patch_size, v.patch_size, v.hidden_size],
+                &[v.patch_dim(), v.hidden_size],
                 &[patches, v.hidden_size],
                 &[v.num_hidden_layers, v.hidden_size, v.hidden_size, 4],
                 &[v.num_hidden_layers, v.hidden_size, v.intermediate_size, 2],

@@ -12,6 +12,7 @@
 
 pub mod gguf;
 pub mod safetensors;
+pub mod tfjs;
 
 use crate::Result;
 

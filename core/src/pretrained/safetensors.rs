@@ -188,6 +188,7 @@ pub fn siglip_from_hf(value: &serde_json::Value, name: &str) -> Result<SiglipCon
         image_size: usize_of("image_size", Some(224))?,
         patch_size: usize_of("patch_size", Some(32))?,
         layer_norm_eps: field("layer_norm_eps").and_then(|v| v.as_f64()).unwrap_or(1e-6),
+        stem: None,
     })
 }
 

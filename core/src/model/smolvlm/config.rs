@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::mobilenet::VisionStem;
 use crate::{EgaError, Result};
 
 /// The SigLIP vision tower (`vision_config`).
@@ -25,6 +26,11 @@ pub struct SiglipConfig {
     pub patch_size: usize,
     /// LayerNorm epsilon.
     pub layer_norm_eps: f64,
+    /// A pretrained convolutional stem in place of the patch embedding's pixels (this project's
+    /// field; absent in Hugging Face configs): the patch embedding then reads the stem's feature
+    /// map, `patch_size` must equal the stem's stride and `num_channels` stays the image's 3.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stem: Option<VisionStem>,
 }
 
 impl SiglipConfig {
@@ -36,6 +42,14 @@ impl SiglipConfig {
     /// Number of patches.
     pub fn num_patches(&self) -> usize {
         self.grid() * self.grid()
+    }
+
+    /// What one patch embedding reads: `num_channels · patch_size²` pixels, or the stem's channels.
+    pub fn patch_dim(&self) -> usize {
+        match self.stem {
+            Some(stem) => stem.channels(),
+            None => self.num_channels * self.patch_size * self.patch_size,
+        }
     }
 }
 

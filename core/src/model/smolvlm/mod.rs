@@ -14,6 +14,7 @@
 //! and are transposed on load and on export).
 
 pub mod config;
+pub mod mobilenet;
 
 pub use config::{LlamaConfig, LoraConfig, SiglipConfig, LORA_TARGETS};
 
@@ -41,18 +42,21 @@ pub enum Part {
     /// `text_model.*.lora_{A,B}.weight`: the decoder's low-rank adapters (when the config has
     /// them). Not loaded: fresh adapters (`A` random, `B = 0`) that leave the output unchanged.
     Lora,
+    /// `vision_model.embeddings.stem.*`: the tower's pretrained convolutional stem (when the
+    /// config has one; [`mobilenet`]). Always frozen.
+    Stem,
 }
 
 impl Part {
     /// Every part.
-    pub const ALL: [Part; 4] = [Part::Vision, Part::Connector, Part::Text, Part::Lora];
+    pub const ALL: [Part; 5] = [Part::Vision, Part::Connector, Part::Text, Part::Lora, Part::Stem];
     /// Every part but the adapters: a model's weights with fresh adapters.
-    pub const BASE: [Part; 3] = [Part::Vision, Part::Connector, Part::Text];
+    pub const BASE: [Part; 4] = [Part::Vision, Part::Connector, Part::Text, Part::Stem];
 
     /// The checkpoint prefix of the part.
     pub fn prefix(self) -> &'static str {
         match self {
-            Part::Vision => "vision_model",
+            Part::Vision | Part::Stem => "vision_model",
             Part::Connector => "connector",
             Part::Text | Part::Lora => "text_model",
         }
@@ -291,7 +295,10 @@ pub struct PositionEmbedding {
 /// over flattened `(C, p, p)` patches) plus learned positions.
 #[derive(Module, Debug)]
 pub struct SiglipEmbeddings {
-    /// `[C·p·p, D]` (the checkpoint's `[D, C, p, p]` convolution, flattened and transposed).
+    /// The pretrained convolutional stem the patches are read from, when the config has one.
+    pub stem: Option<mobilenet::MobileNetStem>,
+    /// `[C·p·p, D]` (the checkpoint's `[D, C, p, p]` convolution, flattened and transposed); with
+    /// a stem `[channels, D]` (stored `[D, channels, 1, 1]`).
     pub patch_embedding: HfLinear,
     /// Learned position of each patch (row-major over the grid).
     pub position_embedding: PositionEmbedding,
@@ -357,19 +364,31 @@ pub struct SiglipVision {
 impl SiglipVision {
     fn build(b: &mut Builder, c: &SiglipConfig) -> Result<Self> {
         let (d, p, part) = (c.hidden_size, c.patch_size, Part::Vision);
-        let patch_dim = c.num_channels * p * p;
-        // The checkpoint's convolution `[D, C, p, p]` is a `[D, C·p·p]` linear weight.
-        let w = b.tensor(
-            part,
-            "vision_model.embeddings.patch_embedding.weight",
-            &[d, c.num_channels, p, p],
-            Fresh::Normal,
-        )?;
+        let patch_dim = c.patch_dim();
+        let stem = match c.stem {
+            Some(kind) => {
+                let mut params = Vec::new();
+                for (i, spec) in kind.convs().iter().enumerate() {
+                    let shape = spec.weight_shape();
+                    let w = b.tensor(Part::Stem, &mobilenet::tensor_name(i, "weight"), &shape, Fresh::Normal)?;
+                    let bias =
+                        b.param1(Part::Stem, &mobilenet::tensor_name(i, "bias"), shape[0], Fresh::Constant(0.0))?;
+                    params.push((b.init.param_from(floats(w.data, shape, b.init.device)), bias));
+                }
+                Some(mobilenet::MobileNetStem::new(kind, params))
+            }
+            None => None,
+        };
+        // The checkpoint's convolution `[D, C, p, p]` is a `[D, C·p·p]` linear weight (with a
+        // stem, a 1×1 convolution over its channels).
+        let stored_shape = if c.stem.is_some() { [d, patch_dim, 1, 1] } else { [d, c.num_channels, p, p] };
+        let w = b.tensor(part, "vision_model.embeddings.patch_embedding.weight", &stored_shape, Fresh::Normal)?;
         let weight = b.init.param_from(floats(transpose(&w.data, d, patch_dim), [patch_dim, d], b.init.device));
         let bias = Some(b.param1(part, "vision_model.embeddings.patch_embedding.bias", d, Fresh::Constant(0.0))?);
         let position =
             b.param2(part, "vision_model.embeddings.position_embedding.weight", [c.num_patches(), d], Fresh::Normal)?;
         let embeddings = SiglipEmbeddings {
+            stem,
             patch_embedding: HfLinear { weight, bias, lora: None },
             position_embedding: PositionEmbedding { weight: position },
             patch_size: p,
@@ -407,12 +426,18 @@ impl SiglipVision {
         let [b, c, h, w] = images.dims();
         let p = self.embeddings.patch_size;
         let (gh, gw) = (h / p, w / p);
-        let patches = images
-            .sub_scalar(0.5)
-            .mul_scalar(2.0)
-            .reshape([b, c, gh, p, gw, p])
-            .permute([0, 2, 4, 1, 3, 5]) // [B, gh, gw, C, p, p]
-            .reshape([b, gh * gw, c * p * p]);
+        let pixels = images.sub_scalar(0.5).mul_scalar(2.0);
+        let patches = match &self.embeddings.stem {
+            Some(stem) => {
+                let features = stem.forward(pixels); // [B, Cs, gh, gw]
+                let channels = features.dims()[1];
+                features.reshape([b, channels, gh * gw]).swap_dims(1, 2) // [B, P, Cs]
+            }
+            None => pixels
+                .reshape([b, c, gh, p, gw, p])
+                .permute([0, 2, 4, 1, 3, 5]) // [B, gh, gw, C, p, p]
+                .reshape([b, gh * gw, c * p * p]),
+        };
         let mut x = self.embeddings.patch_embedding.forward(patches)
             + self.embeddings.position_embedding.weight.val().unsqueeze::<3>();
         for layer in &self.encoder.layers {
@@ -761,8 +786,18 @@ impl SmolVlm {
             Ok(())
         };
         let vis = &self.vision_model;
+        if let Some(stem) = &vis.embeddings.stem {
+            for (i, conv) in stem.convs.iter().enumerate() {
+                let weight = conv.weight.val();
+                let shape = weight.dims().to_vec();
+                let data = crate::tensor_util::to_f32_vec(weight)?;
+                out.push((mobilenet::tensor_name(i, "weight"), HostTensor { shape, data }));
+                out.push((mobilenet::tensor_name(i, "bias"), host1(&conv.bias)?));
+            }
+        }
         let w = host2(&vis.embeddings.patch_embedding.weight)?;
-        let (patch_dim, width, p) = (w.shape[0], w.shape[1], vis.embeddings.patch_size);
+        let (patch_dim, width) = (w.shape[0], w.shape[1]);
+        let p = if vis.embeddings.stem.is_some() { 1 } else { vis.embeddings.patch_size };
         out.push((
             "vision_model.embeddings.patch_embedding.weight".into(),
             HostTensor { shape: vec![width, patch_dim / (p * p), p, p], data: transpose(&w.data, patch_dim, width) },
@@ -832,6 +867,8 @@ impl SmolVlm {
         if parts.contains(&Part::Vision) {
             self.vision_model = self.vision_model.no_grad();
         }
+        // The pretrained stem never trains.
+        self.vision_model.embeddings.stem = self.vision_model.embeddings.stem.take().map(Module::no_grad);
         if parts.contains(&Part::Connector) {
             self.connector = self.connector.no_grad();
         }
