@@ -13,10 +13,13 @@ use std::path::Path;
 
 use burn::tensor::Device;
 
-use crate::model::smolvlm::{LoadReport, Part, SmolVlm};
+use crate::model::smolvlm::mobilenet::{stem_tensors, VisionStem};
+use crate::model::smolvlm::{LoadReport, MemorySource, Part, SmolVlm};
 use crate::model::{Architecture, Embedder, LlamaConfig, LoraConfig, ModelConfig, SiglipConfig, SmolVlmConfig};
 use crate::parts::Merges;
+use crate::pretrained::tfjs::TfjsModel;
 use crate::prompt::{Pooling, PromptConfig, SpecialTokens};
+use crate::store::HostTensor;
 use crate::tokenizer::Tokenizer;
 use crate::{EgaError, Result};
 
@@ -274,4 +277,34 @@ pub fn from_smolvlm(
     tokenizer.check_fits(config.vocab_size(), &what)?;
     let (model, report) = SmolVlm::build(&smolvlm, Some(checkpoint.source.as_mut()), &Part::BASE, seed, device)?;
     Ok(Started { config, model: Embedder::Smolvlm(model), tokenizer, report, merges: Merges::default() })
+}
+
+/// `--vision-stem DIR`: `started`'s model with a new vision tower whose patches come from the
+/// pretrained MobileNetV2 stem in `dir` (`scripts/setup-mobilenet.sh`; [`VisionStem`], frozen):
+/// the same patch grid (the image side becomes 16 × the grid: 128 px for the `small` tower), the
+/// tower's layers and the connector fresh from `seed`, the decoder (and its adapters) kept.
+pub fn with_vision_stem(started: Started, dir: &Path, seed: u64, device: &Device) -> Result<Started> {
+    let Started { mut config, model, tokenizer, merges, .. } = started;
+    let (Architecture::Smolvlm(smolvlm), Embedder::Smolvlm(own)) = (&mut config.architecture, &model) else {
+        return Err(EgaError::Data(
+            "--vision-stem needs a smolvlm model (--init-lm PATH, --init PATH or --preset tiny-smolvlm)".into(),
+        ));
+    };
+    let stem = VisionStem::MobilenetV2Block10;
+    let v = &mut smolvlm.vision_config;
+    let grid = v.grid();
+    v.patch_size = stem.stride();
+    v.image_size = grid * stem.stride();
+    v.num_channels = 3;
+    v.stem = Some(stem);
+    smolvlm.validate()?;
+    let tfjs = TfjsModel::open(dir)?;
+    let mut tensors: Vec<(String, HostTensor)> =
+        own.export()?.into_iter().filter(|(name, _)| name.starts_with(Part::Text.prefix())).collect();
+    tensors.extend(stem_tensors(stem, &tfjs)?);
+    let mut source = MemorySource::new(&tfjs.path, tensors);
+    let load =
+        if smolvlm.lora.is_some() { vec![Part::Text, Part::Lora, Part::Stem] } else { vec![Part::Text, Part::Stem] };
+    let (model, report) = SmolVlm::build(smolvlm, Some(&mut source), &load, seed, device)?;
+    Ok(Started { config, model: Embedder::Smolvlm(model), tokenizer, report, merges })
 }

@@ -200,6 +200,7 @@ pub fn run(args: AblateArgs) -> Result<()> {
                         stop_after: None,
                         start: start.clone(),
                         lm_layers: args.start.lm_layers,
+                        vision_stem: args.start.vision_stem.clone(),
                         lora: lora.clone(),
                         stages: Vec::new(),
                         prompts: prompts.clone(),

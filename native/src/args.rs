@@ -87,6 +87,13 @@ pub struct StartArgs {
     /// part loaded, its tokenizer kept.
     #[arg(long, value_name = "PATH")]
     pub init: Option<PathBuf>,
+    /// Start the vision tower from a pretrained MobileNetV2 (its ImageNet layers through block_10,
+    /// frozen) read from DIR (`bash scripts/setup-mobilenet.sh` writes data/mobilenet), for a
+    /// smolvlm model (--init-lm, --init, --preset tiny-smolvlm): the tower's transformer layers
+    /// and the connector start fresh on its features, the decoder is kept. Images become 16 × the tower's patch grid (128 px for the
+    /// small tower).
+    #[arg(long, value_name = "DIR")]
+    pub vision_stem: Option<PathBuf>,
     /// Use the checkpoint's first K decoder layers only (with --init-lm / --init): a cost knob.
     #[arg(long, value_name = "K")]
     pub lm_layers: Option<usize>,

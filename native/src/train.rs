@@ -60,6 +60,8 @@ pub struct TrainRequest {
     pub start: ModelStart,
     /// Decoder layers to keep of a pretrained start.
     pub lm_layers: Option<usize>,
+    /// A pretrained vision stem's folder for a new run's smolvlm model (`--vision-stem`).
+    pub vision_stem: Option<PathBuf>,
     /// LoRA adapters of a new run's model (a recipe's stages name their own).
     pub lora: Option<LoraConfig>,
     /// A staged recipe's stages (empty: one stage of `train` and `loss`).
@@ -389,6 +391,7 @@ pub fn command(args: TrainArgs, given: &[String]) -> Result<()> {
         stop_after: args.stop_after,
         start,
         lm_layers: args.start.lm_layers,
+        vision_stem: args.start.vision_stem.clone(),
         lora: initial_lora,
         stages,
         prompts,
@@ -428,6 +431,14 @@ fn new_model(request: &TrainRequest, device: &burn::tensor::Device) -> Result<Ne
             ega_core::init::from_smolvlm(path, request.lm_layers, request.lora.clone(), seed, device)
                 .with_context(|| format!("--init {}", path.display()))?,
         )),
+    };
+    let pretrained = match (pretrained, &request.vision_stem) {
+        (Some((path, start)), Some(dir)) => Some((
+            path,
+            ega_core::init::with_vision_stem(start, dir, seed, device)
+                .with_context(|| format!("--vision-stem {}", dir.display()))?,
+        )),
+        (pretrained, _) => pretrained,
     };
     if let Some((path, start)) = pretrained {
         eprintln!(
@@ -470,6 +481,20 @@ fn new_model(request: &TrainRequest, device: &burn::tensor::Device) -> Result<Ne
         started.elapsed().as_secs_f64()
     );
     let model = Embedder::new(&model_config, seed, device)?;
+    if let Some(dir) = &request.vision_stem {
+        let start = ega_core::init::Started {
+            config: model_config,
+            model,
+            tokenizer,
+            report: Default::default(),
+            merges: Merges::default(),
+        };
+        let start = ega_core::init::with_vision_stem(start, dir, seed, device)
+            .with_context(|| format!("--vision-stem {}", dir.display()))?;
+        // The stem reads larger images.
+        let dataset = data::open(&request.data, start.config.image_size(), request.skip_bad)?;
+        return Ok((start.config, start.model, start.tokenizer, dataset, start.merges));
+    }
     Ok((model_config, model, tokenizer, dataset, Merges::default()))
 }
 

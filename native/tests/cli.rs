@@ -721,6 +721,58 @@ fn a_staged_recipe_trains_and_resumes_across_the_stage_boundary() {
     }
 }
 
+/// Issue 14: `--vision-stem` starts the tower from nsfwjs's MobileNetV2 (frozen): the run's model
+/// reads 64 px images through the stem (the tiny tower's 4×4 grid), trains only what follows it,
+/// saves the stem in its checkpoints and bundle, and resumes exactly across the stage boundary.
+#[test]
+fn a_recipe_with_a_mobilenet_stem_trains_and_resumes() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let stem = root.join("data/mobilenet");
+    if !stem.join("weights.bin").is_file() {
+        assert!(
+            std::env::var("REQUIRE_MOBILENET").map_or(true, |v| v != "1"),
+            "REQUIRE_MOBILENET=1 but {stem:?} is missing"
+        );
+        eprintln!("\n*** SKIPPED a_recipe_with_a_mobilenet_stem_trains_and_resumes: run bash scripts/setup-mobilenet.sh ***\n");
+        return;
+    }
+    let stem = stem.to_str().unwrap();
+    let common = tiny_recipe(&["--vision-stem", stem, "--align-steps", "2", "--steps", "2", "--seed", "3"]);
+    let whole = temp("stem-whole");
+    let output = run(&[&common[..], &["--out", whole.to_str().unwrap()]].concat());
+    let log = text(&output);
+    assert!(output.status.success(), "{log}");
+    let bundle: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(whole.join("bundle/config.json")).unwrap()).unwrap();
+    let vision = &bundle["model"]["vision_config"];
+    assert_eq!(vision["stem"], "mobilenet_v2_block10", "{bundle}");
+    assert_eq!((vision["image_size"].as_u64(), vision["patch_size"].as_u64()), (Some(64), Some(16)), "{bundle}");
+    let expected = losses(&whole);
+    assert_eq!(expected.len(), 4, "{expected:?}");
+    let stops = temp("stem-stops");
+    assert_resumes_exactly(&common, &["1", "2", "3"], &expected, &stops);
+    let _ = std::fs::remove_dir_all(&stops);
+    let _ = std::fs::remove_dir_all(&whole);
+
+    // A mini model has no tower to put it in; a folder without the model is named.
+    let nowhere = temp("stem-refused");
+    let out = nowhere.to_str().unwrap();
+    let cases: [(&[&str], &str); 2] = [
+        (&["train", "--preset", "tiny", "--vision-stem", stem, "--steps", "1", "--out", out], "smolvlm"),
+        (
+            &["train", "--preset", "tiny-smolvlm", "--vision-stem", "/nonexistent", "--steps", "1", "--out", out],
+            "/nonexistent",
+        ),
+    ];
+    for (args, expected) in cases {
+        let output = run(args);
+        let message = text(&output);
+        assert!(!output.status.success() && message.contains(expected), "{args:?}: {message}");
+        assert!(!message.contains("panicked"), "{args:?} panicked: {message}");
+    }
+    let _ = std::fs::remove_dir_all(&nowhere);
+}
+
 /// Issue 14: `--text-steps` puts a text stage before the recipe's two: LoRA adapters trained on
 /// text pairs only (a TSV file here), merged into the decoder at the boundary so that the
 /// alignment stage has a frozen text path again (its caption cache is on); a run stopped inside
