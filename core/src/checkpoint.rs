@@ -50,6 +50,10 @@ pub struct RunState {
     /// written before it was recorded get the command line's defaults).
     #[serde(default)]
     pub options: RunOptions,
+    /// The command line that started the run (`native train …`), for model cards: how the model
+    /// was made, as typed. Empty for runs started by code or before it was recorded.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub command: Vec<String>,
 }
 
 /// The options of a run that are not training itself, saved so that a resumed run keeps them
@@ -87,6 +91,7 @@ impl RunState {
             data: data.to_string(),
             stages: Vec::new(),
             options: RunOptions::default(),
+            command: Vec::new(),
         }
     }
 }

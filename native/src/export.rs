@@ -334,7 +334,16 @@ pub fn export(request: ExportArgs) -> Result<()> {
 fn model_card(config: &bundle::BundleConfig, metrics: &serde_json::Value, report: &serde_json::Value) -> String {
     let train = &metrics["train"];
     let loss = &config.loss;
-    let command = format!(
+    // The command that started the run when it recorded one; otherwise the flags it implies (a
+    // model trained from scratch in one stage).
+    let recorded: Vec<String> = metrics["command"]
+        .as_array()
+        .map(|args| args.iter().filter_map(|a| a.as_str().map(shell_word)).collect())
+        .unwrap_or_default();
+    let command = if !recorded.is_empty() {
+        format!("cargo run -p native -- {}", recorded.join(" "))
+    } else {
+        format!(
         "cargo run -p native -- train --preset {} --data {} --loss {} --tau {} --alpha {} --rescale {} --steps {} --batch-size {} --hard-negatives {} --lr {} --warmup {} --seed {} --device cpu",
         config.model.preset,
         config.data,
@@ -348,7 +357,9 @@ fn model_card(config: &bundle::BundleConfig, metrics: &serde_json::Value, report
         train["lr"],
         train["warmup_steps"],
         train["seed"],
-    );
+        )
+    };
+    let what = describe_model(config, metrics);
     let mut results = Vec::new();
     if let Some(eval) = metrics["eval"].as_object() {
         for (split, value) in eval {
@@ -379,18 +390,15 @@ fn model_card(config: &bundle::BundleConfig, metrics: &serde_json::Value, report
     };
     format!(
         "# EGA demo bundle: `{preset}` on `{data}`\n\n\
-         A {params} multimodal-LLM embedder (ViT → projector → decoder LM, last-token pooling) trained from \
-         scratch with the {loss} loss. Model id `{id}`; weights stored as {weights}.\n\n\
+         {what} Model id `{id}`; weights stored as {weights}.\n\n\
          ## How it was made\n\n```sh\n{command}\ncargo run -p native -- index --model RUN --images {source} --split {index_split} --count {rows} --out INDEX\n\
          cargo run -p native -- export --model RUN --index INDEX --out DIR\n```\n\n\
-         {steps} steps; training took {wall:.0} s on {device}; machine: {cores}.\n\n\
+         {steps} steps; the run's last process (a resumed run counts from its resume) took {wall:.0} s on {device}; machine: {cores}.\n\n\
          ## Evaluation (held-out pairs, at the end of training)\n\n{table}\n\
          ## Export\n\nR@1 (t2i / i2t) on {pairs} {split} pairs: f32 weights {f32t:.1}% / {f32i:.1}%, f16 weights {f16t:.1}% / {f16i:.1}%. \
          Index: {rows} gallery images ({split_note}), rows stored as {row_dtype}. Largest file {largest} ({largest_mb:.1} MB).\n\n{known}{credit}",
         preset = config.model.preset,
         data = config.data,
-        params = metrics["model"].as_str().unwrap_or(&config.model.preset),
-        loss = loss.kind,
         id = config.model_id,
         weights = report["weights"].as_str().unwrap_or("f32"),
         source = report["index_source"].as_str().unwrap_or(""),
@@ -415,6 +423,74 @@ fn model_card(config: &bundle::BundleConfig, metrics: &serde_json::Value, report
         largest = report["largest_file"].as_str().unwrap_or(""),
         largest_mb = report["largest_bytes"].as_f64().unwrap_or(0.0) / 1e6,
     )
+}
+
+/// One sentence on what the model is: its architecture, pooling and where its weights started.
+fn describe_model(config: &bundle::BundleConfig, metrics: &serde_json::Value) -> String {
+    let model = &config.model;
+    let pooling = match model.prompts.pooling {
+        ega_core::prompt::Pooling::Last => "last-token pooling",
+        ega_core::prompt::Pooling::Mean => "mean pooling",
+    };
+    let stages: Vec<String> = metrics["stages"]
+        .as_array()
+        .map(|stages| {
+            stages
+                .iter()
+                .map(|s| {
+                    let lora = s["lora"]["rank"].as_u64().map(|r| format!(", LoRA rank {r}")).unwrap_or_default();
+                    let frozen = s["freeze"].as_array().filter(|f| !f.is_empty()).map(|f| {
+                        format!(", frozen: {}", f.iter().filter_map(|p| p.as_str()).collect::<Vec<_>>().join(", "))
+                    });
+                    format!(
+                        "{} ({} steps, {}{lora}{})",
+                        s["name"].as_str().unwrap_or("?"),
+                        s["steps"],
+                        s["loss"].as_str().unwrap_or("?"),
+                        frozen.unwrap_or_default()
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let trained = if stages.is_empty() {
+        format!("with the {} loss", config.loss.kind)
+    } else {
+        format!("in stages: {}", stages.join("; "))
+    };
+    match &model.architecture {
+        ega_core::model::Architecture::Mini(_) => format!(
+            "A multimodal-LLM embedder (ViT → projector → decoder LM, {pooling}) trained from scratch {trained}."
+        ),
+        ega_core::model::Architecture::Smolvlm(s) => {
+            let v = &s.vision_config;
+            let tower = match v.stem {
+                Some(_) => format!(
+                    "a SigLIP-shaped vision tower ({} px, width {}, {} layers) on a frozen pretrained MobileNetV2 stem",
+                    v.image_size, v.hidden_size, v.num_hidden_layers
+                ),
+                None => format!(
+                    "a SigLIP-shaped vision tower ({} px, width {}, {} layers)",
+                    v.image_size, v.hidden_size, v.num_hidden_layers
+                ),
+            };
+            format!(
+                "A `smolvlm` embedder: {tower} → pixel-shuffle connector → the Llama-family decoder of `{}` \
+                 ({} layers, width {}), {pooling}; trained {trained}.",
+                model.preset, s.text_config.num_hidden_layers, s.text_config.hidden_size
+            )
+        }
+    }
+}
+
+/// `word` as a shell would need it (quoted when it holds anything but plain characters).
+fn shell_word(word: &str) -> String {
+    let plain = !word.is_empty() && word.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c));
+    if plain {
+        word.to_string()
+    } else {
+        format!("'{}'", word.replace('\'', "'\\''"))
+    }
 }
 
 /// The machine in words: CPU model (Linux) and core count.

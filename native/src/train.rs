@@ -737,6 +737,8 @@ fn run_locked(request: &TrainRequest) -> Result<Option<SplitMetrics>> {
                     skip_bad: request.skip_bad,
                 }
             },
+            // As typed, after the program's own name (`native train …`).
+            command: std::env::args().skip(1).collect(),
         };
         (state, model, tokenizer, None, dataset, merges)
     };
@@ -946,7 +948,7 @@ fn run_locked(request: &TrainRequest) -> Result<Option<SplitMetrics>> {
         "steps": total, "data": state.data, "loss": state.loss, "train": state.train, "model": state.model.preset,
         "stages": stages.iter().map(|s| serde_json::json!({"name": s.name, "steps": s.train.steps, "lr": s.train.lr,
             "loss": s.loss.kind.to_string(), "freeze": s.train.freeze, "lora": s.lora})).collect::<Vec<_>>(),
-        "device": selected.description, "wall_time_s": started.elapsed().as_secs_f64(),
+        "device": selected.description, "wall_time_s": started.elapsed().as_secs_f64(), "command": state.command,
         "eval": results.iter().map(|(split, m)| (split.to_string(), serde_json::to_value(m).unwrap_or_default())).collect::<serde_json::Map<_, _>>(),
     });
     ega_core::store::write_atomic(&request.out.join("metrics.json"), serde_json::to_string_pretty(&json)?.as_bytes())?;

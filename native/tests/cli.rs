@@ -985,6 +985,20 @@ fn a_pretrained_lm_model_exports_as_parts_and_assembles_back() {
     let exported: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("export.json")).unwrap()).unwrap();
     assert_eq!(exported["parts"]["merges"][0], "stage-2-align", "{exported}");
+    // The model card says what the model is and the command that made it, as typed (it used to
+    // call every model "trained from scratch" and print a `--preset` command that did not exist).
+    let card = std::fs::read_to_string(out.join("README.md")).unwrap();
+    for expected in [
+        "A `smolvlm` embedder",
+        "mean pooling",
+        "(1 layers, width 576)",
+        "text (2 steps, ega, LoRA rank 2",
+        "cargo run -p native -- train --init-lm ",
+        "--text-data tsv:",
+    ] {
+        assert!(card.contains(expected), "the card lacks {expected:?}:\n{card}");
+    }
+    assert!(!card.contains("from scratch"), "{card}");
 
     std::fs::remove_file(&model_file).unwrap();
     std::fs::remove_file(out.join("model/tokenizer.json")).unwrap();

@@ -328,6 +328,7 @@ fn tiny_run_state(step: usize) -> (ega_core::checkpoint::RunState, ega_core::tra
         data: "shapes".into(),
         stages: vec![],
         options: Default::default(),
+        command: vec![],
     };
     (state, trainer)
 }

@@ -215,8 +215,9 @@ pub fn stem_tensors(stem: VisionStem, model: &TfjsModel) -> Result<Vec<(String, 
             for g in 0..per_group {
                 for y in 0..k {
                     for x in 0..k {
+                        // Depthwise: `[k, k, C, 1]`, channel o's kernel.
                         let keras = if spec.depthwise {
-                            ((y * k + x) * spec.c_in + o) * 1
+                            (y * k + x) * spec.c_in + o
                         } else {
                             ((y * k + x) * spec.c_in + g) * spec.c_out + o
                         };
