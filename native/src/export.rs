@@ -342,6 +342,8 @@ fn model_card(config: &bundle::BundleConfig, metrics: &serde_json::Value, report
         .unwrap_or_default();
     let command = if !recorded.is_empty() {
         format!("cargo run -p native -- {}", recorded.join(" "))
+    } else if config.model.smolvlm().is_some() {
+        "# the run recorded no command line (runs started before 7 December 2026); its stages are above".to_string()
     } else {
         format!(
         "cargo run -p native -- train --preset {} --data {} --loss {} --tau {} --alpha {} --rescale {} --steps {} --batch-size {} --hard-negatives {} --lr {} --warmup {} --seed {} --device cpu",
