@@ -2,7 +2,8 @@
 # Installs what the tests need and this machine lacks, checking by command or file (never asking
 # apt for a package whose command is already there from another source, e.g. Node.js from
 # nodesource, which conflicts with Debian's npm):
-#   a Vulkan driver (lavapipe: software Vulkan, so the GPU tests run without a GPU), node + npm,
+#   a Vulkan driver (lavapipe: software Vulkan, so the GPU tests run without a GPU), OpenBLAS
+#   (the linear layers' matrix products on the CPU, opened at run time: core/src/blas.rs), node + npm,
 #   Chromium (headless browser tests), the wasm32 target, wasm-bindgen-cli at Cargo.lock's version
 #   (~3 min to build), trunk 0.21.14 (~8 min to build).
 # Called by scripts/test.sh (README's test command) and .ci/run; safe to run again (a no-op when
@@ -19,6 +20,9 @@ if ! compgen -G '/usr/share/vulkan/icd.d/*.json' >/dev/null && ! compgen -G '/et
 fi
 if ! ldconfig -p 2>/dev/null | grep -q 'libvulkan\.so\.1'; then
   apt_packages+=(libvulkan1)
+fi
+if ! ldconfig -p 2>/dev/null | grep -q 'libopenblas\.so\.0'; then
+  apt_packages+=(libopenblas0-pthread)
 fi
 command -v node >/dev/null || apt_packages+=(nodejs)
 command -v npm >/dev/null || apt_packages+=(npm)

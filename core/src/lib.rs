@@ -13,6 +13,8 @@
 //! Shape legend used throughout: `N` queries, `M` targets (`M >= N`), `d` embedding width,
 //! `B` batch, `L` sequence length, `D` model width, `H` heads, `K` image tokens.
 
+#[cfg(not(target_family = "wasm"))]
+pub mod blas;
 pub mod bundle;
 pub mod checkpoint;
 pub mod data;

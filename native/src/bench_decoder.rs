@@ -114,7 +114,7 @@ fn measure(options: &DecoderBenchArgs, threads: usize, python: Option<&Path>) ->
     let tokens = (options.batch * options.seq) as f64;
     let mut result = serde_json::json!({
         "model": options.model.display().to_string(), "threads": threads, "batch": options.batch,
-        "seq": options.seq, "rounds": options.rounds,
+        "seq": options.seq, "rounds": options.rounds, "blas": ega_core::blas::library().unwrap_or("none"),
         "ega_core": { "tokens_per_s": tokens / ega_s, "median_s": ega_s, "load_s": load_s },
     });
     let torch = match python {
@@ -122,8 +122,14 @@ fn measure(options: &DecoderBenchArgs, threads: usize, python: Option<&Path>) ->
         None => None,
     };
     println!(
-        "decoder forward, {} layers × width {}: batch {} × {} tokens, {} threads, median of {} rounds\n",
-        config.num_hidden_layers, config.hidden_size, options.batch, options.seq, threads, options.rounds
+        "decoder forward, {} layers × width {}: batch {} × {} tokens, {} threads, median of {} rounds; linear layers on {}\n",
+        config.num_hidden_layers,
+        config.hidden_size,
+        options.batch,
+        options.seq,
+        threads,
+        options.rounds,
+        ega_core::blas::library().unwrap_or("burn's matmul (no system BLAS)")
     );
     println!("| side | tokens/s | forward | load |");
     println!("|---|---:|---:|---:|");

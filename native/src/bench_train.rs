@@ -118,8 +118,10 @@ struct Report {
     params: usize,
     torch_version: String,
     torch_threads: usize,
-    /// burn-flex is built without its `rayon` feature in this workspace: one thread.
+    /// burn-flex's rayon pool.
     flex_threads: usize,
+    /// The BLAS the linear layers use on the CPU (`ega_core::blas`), or "none" (burn's gemm).
+    blas: String,
     backends: Vec<BackendReport>,
 }
 
@@ -474,6 +476,7 @@ fn measure(options: &TrainBenchArgs, threads: usize, python: &Path) -> Result<()
         torch_version,
         torch_threads: threads,
         flex_threads: rayon::current_num_threads(),
+        blas: ega_core::blas::library().unwrap_or("none").to_string(),
         backends,
     };
     print_table(&report);
@@ -490,8 +493,16 @@ fn measure(options: &TrainBenchArgs, threads: usize, python: &Path) -> Result<()
 fn print_table(report: &Report) {
     println!(
         "\n`{}` preset ({} parameters); PyTorch {} on the CPU with {} thread(s); ega-core flex: {} \
-         thread(s) (burn-flex's rayon pool).\n",
-        report.preset, report.params, report.torch_version, report.torch_threads, report.flex_threads
+         thread(s) (burn-flex's rayon pool), linear layers on {}.\n",
+        report.preset,
+        report.params,
+        report.torch_version,
+        report.torch_threads,
+        report.flex_threads,
+        match report.blas.as_str() {
+            "none" => "burn's matmul (no system BLAS found)".to_string(),
+            library => format!("the system BLAS ({library})"),
+        }
     );
     println!("| backend | measurement | ega-core | PyTorch (CPU) | ega-core / PyTorch | target |");
     println!("|---|---|---:|---:|---:|---|");

@@ -260,3 +260,105 @@ fn wgpu_takes_the_reference() {
     let reference = to_f64_vec(rms_norm_reference(x, gain, 1e-6)).unwrap();
     assert_eq!(fused, reference, "wgpu rms_norm should be the reference itself");
 }
+
+/// The BLAS this machine has, or SKIPPED (a failure when `REQUIRE_BLAS=1`).
+fn blas(test: &str) -> bool {
+    if ega_core::blas::library().is_some() {
+        return true;
+    }
+    if std::env::var("REQUIRE_BLAS").is_ok_and(|v| v == "1") {
+        panic!("REQUIRE_BLAS=1 but no BLAS loaded (apt-get install libopenblas0-pthread; EGA_BLAS names one)");
+    }
+    eprintln!("\n*** SKIPPED {test}: no system BLAS (apt-get install libopenblas0-pthread) ***\n");
+    false
+}
+
+/// The linear layer on the BLAS against burn's own `module::linear`: values and the gradients of
+/// x, w and b, with and without a bias, 2-D and 3-D inputs, a strided input, under autodiff and
+/// without it.
+#[test]
+fn linear_on_the_blas_matches_burns_linear() {
+    if !blas("linear_on_the_blas_matches_burns_linear") {
+        return;
+    }
+    let device = Device::flex().autodiff();
+    let check = |what: &str, shape: [usize; 3], d_out: usize, with_bias: bool, strided: bool| {
+        let [b, l, d_in] = shape;
+        let run = |fused: bool| -> Vec<Vec<f64>> {
+            let x = if strided {
+                random([b, d_in, l], -2.0, 2.0, 21, &device).swap_dims(1, 2).require_grad()
+            } else {
+                random(shape, -2.0, 2.0, 21, &device).require_grad()
+            };
+            let w = random([d_in, d_out], -0.5, 0.5, 22, &device).require_grad();
+            let bias = random([d_out], -1.0, 1.0, 23, &device).require_grad();
+            let bias_arg = with_bias.then(|| bias.clone());
+            let out = if fused {
+                ega_core::model::fused::linear(x.clone(), w.clone(), bias_arg)
+            } else {
+                burn::tensor::module::linear(x.clone(), w.clone(), bias_arg)
+            };
+            let weights = random([b, l, d_out], -1.0, 1.0, 24, &device);
+            let grads = (out.clone() * weights).sum().backward();
+            let mut result = vec![
+                to_f64_vec(out).unwrap(),
+                to_f64_vec(x.grad(&grads).unwrap()).unwrap(),
+                to_f64_vec(w.grad(&grads).unwrap()).unwrap(),
+            ];
+            if with_bias {
+                result.push(to_f64_vec(bias.grad(&grads).unwrap()).unwrap());
+            }
+            result
+        };
+        let calls = kernel_calls();
+        let (fused, reference) = (run(true), run(false));
+        assert!(kernel_calls() > calls, "{what}: the BLAS did not run");
+        for (name, (f, r)) in ["output", "∂x", "∂w", "∂b"].iter().zip(fused.iter().zip(&reference)) {
+            assert_close(&format!("{what} {name}"), f, r, 1e-5, 1e-4);
+        }
+    };
+    check("small, bias", [2, 3, 5], 7, true, false);
+    check("large, bias", [4, 33, 130], 70, true, false);
+    check("no bias", [3, 8, 64], 96, false, false);
+    check("strided", [3, 9, 40], 24, true, true);
+
+    // Without autodiff, 2-D.
+    let plain = Device::flex();
+    let x = random([17, 31], -1.0, 1.0, 25, &plain);
+    let w = random([31, 13], -1.0, 1.0, 26, &plain);
+    let b = random([13], -1.0, 1.0, 27, &plain);
+    let fused = to_f64_vec(ega_core::model::fused::linear(x.clone(), w.clone(), Some(b.clone()))).unwrap();
+    let reference = to_f64_vec(burn::tensor::module::linear(x, w, Some(b))).unwrap();
+    assert_close("plain 2-D", &fused, &reference, 1e-5, 1e-4);
+}
+
+/// The BLAS's products give the same bits on one thread as on two (each output element is summed
+/// by one thread over the whole inner dimension), so exact resume holds with any thread count.
+#[test]
+fn linear_on_the_blas_gives_the_same_bits_on_one_thread_and_two() {
+    if !blas("linear_on_the_blas_gives_the_same_bits_on_one_thread_and_two") {
+        return;
+    }
+    let run = || -> Vec<Vec<u32>> {
+        let device = Device::flex().autodiff();
+        let x = random([8, 64, 256], -2.0, 2.0, 31, &device).require_grad();
+        let w = random([256, 384], -0.5, 0.5, 32, &device).require_grad();
+        let b = random([384], -1.0, 1.0, 33, &device).require_grad();
+        let y = ega_core::model::fused::linear(x.clone(), w.clone(), Some(b.clone()));
+        let grads = (y.clone() * y.clone()).sum().backward();
+        [y, x.grad(&grads).unwrap()]
+            .into_iter()
+            .map(|t| to_f32_vec(t).unwrap())
+            .chain([to_f32_vec(w.grad(&grads).unwrap()).unwrap(), to_f32_vec(b.grad(&grads).unwrap()).unwrap()])
+            .map(|v| v.iter().map(|f| f.to_bits()).collect())
+            .collect()
+    };
+    assert!(ega_core::blas::set_threads(1), "OpenBLAS's thread count can be set");
+    let one = run();
+    ega_core::blas::set_threads(2);
+    let two = run();
+    ega_core::blas::set_threads(rayon::current_num_threads());
+    for (k, (a, b)) in one.iter().zip(&two).enumerate() {
+        assert!(a == b, "output {k} differs between one BLAS thread and two");
+    }
+}

@@ -784,3 +784,168 @@ impl Backward<Flex, 1> for RopeBackward {
         grads.register::<Flex>(node.id, rope_apply(&dy, &cos, &sin, true));
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Linear layers on a system BLAS.
+// ---------------------------------------------------------------------------------------------
+
+/// `x · w + b` (`w` `[in, out]`), as burn's `module::linear` defines it: on flex, when the machine
+/// has a BLAS ([`crate::blas`]), one `sgemm` forward and two backward (`dx = dy · wᵀ`,
+/// `dw = xᵀ · dy`; the bias's gradient a per-column sum over rows in order); burn's matmul
+/// everywhere else.
+///
+/// # Shapes
+/// - x: `[..., in]`, w: `[in, out]`, b: `[out]` → `[..., out]`
+pub fn linear<const D: usize>(x: Tensor<D>, w: Tensor<2>, b: Option<Tensor<1>>) -> Tensor<D> {
+    #[cfg(not(target_family = "wasm"))]
+    if crate::blas::library().is_some() {
+        if let Some(y) = blas_linear(x.clone(), w.clone(), b.clone()) {
+            return y;
+        }
+    }
+    burn::tensor::module::linear(x, w, b)
+}
+
+/// [`linear`] on the BLAS, or `None` when a tensor is not an f32 flex tensor (or the three are
+/// not all tracked / all plain).
+#[cfg(not(target_family = "wasm"))]
+fn blas_linear<const D: usize>(x: Tensor<D>, w: Tensor<2>, b: Option<Tensor<1>>) -> Option<Tensor<D>> {
+    let dims = x.dims();
+    let [d_in, d_out] = w.dims();
+    let rows: usize = dims[..D - 1].iter().product();
+    let mut out_dims = dims;
+    out_dims[D - 1] = d_out;
+    let x2 = x.reshape([rows, d_in]);
+    let routed = (route(x2), route(w), b.map(route));
+    let y: Tensor<2> = match routed {
+        (Routed::Plain(xp), Routed::Plain(wp), None) => {
+            Tensor::from_primitive::<Flex>(linear_forward(&contiguous(xp), &contiguous(wp), None)?)
+        }
+        (Routed::Plain(xp), Routed::Plain(wp), Some(Routed::Plain(bp))) => {
+            Tensor::from_primitive::<Flex>(linear_forward(&contiguous(xp), &contiguous(wp), Some(&contiguous(bp)))?)
+        }
+        (Routed::Tracked(xa), Routed::Tracked(wa), None) => {
+            Tensor::from_primitive::<FlexAd>(linear_autodiff(xa, wa, None)?)
+        }
+        (Routed::Tracked(xa), Routed::Tracked(wa), Some(Routed::Tracked(ba))) => {
+            Tensor::from_primitive::<FlexAd>(linear_autodiff(xa, wa, Some(ba))?)
+        }
+        _ => return None,
+    };
+    Some(y.reshape(out_dims))
+}
+
+/// `x [rows, in] · w [in, out] (+ b)` on the BLAS (contiguous inputs).
+#[cfg(not(target_family = "wasm"))]
+fn linear_forward(x: &FlexTensor, w: &FlexTensor, b: Option<&FlexTensor>) -> Option<FlexTensor> {
+    let (xs, ws) = (slice(x), slice(w));
+    let d_in = x.layout().shape()[1];
+    let d_out = w.layout().shape()[1];
+    let rows = xs.len() / d_in.max(1);
+    let mut y = FlexTensor::empty(burn::tensor::Shape::from(vec![rows, d_out]), DType::F32);
+    let out = y.storage_mut::<f32>();
+    match b.map(slice) {
+        Some(bias) => {
+            out.chunks_mut(d_out.max(1)).for_each(|row| row.copy_from_slice(bias));
+            if !crate::blas::sgemm(false, false, rows, d_out, d_in, xs, ws, 1.0, out) {
+                return None;
+            }
+        }
+        None => {
+            if !crate::blas::sgemm(false, false, rows, d_out, d_in, xs, ws, 0.0, out) {
+                return None;
+            }
+        }
+    }
+    KERNEL_CALLS.fetch_add(1, Ordering::Relaxed);
+    Some(y)
+}
+
+#[cfg(not(target_family = "wasm"))]
+fn linear_autodiff(
+    x: FloatTensor<FlexAd>,
+    w: FloatTensor<FlexAd>,
+    b: Option<FloatTensor<FlexAd>>,
+) -> Option<FloatTensor<FlexAd>> {
+    let (xp, x_guard) = x.into_parts();
+    let (wp, w_guard) = w.into_parts();
+    let (xp, wp) = (contiguous(xp), contiguous(wp));
+    let (bp, b_guard) = match b.map(|b| b.into_parts()) {
+        Some((bp, guard)) => (Some(contiguous(bp)), Some(guard)),
+        None => (None, None),
+    };
+    let y = linear_forward(&xp, &wp, bp.as_ref())?;
+    let state = (xp, wp);
+    Some(match b_guard {
+        Some(b_guard) => {
+            match LinearBackward.prepare::<NoCheckpointing>([x_guard, w_guard, b_guard]).compute_bound().stateful() {
+                OpsKind::Tracked(prep) => prep.finish(state, y),
+                OpsKind::UnTracked(prep) => prep.finish(y),
+            }
+        }
+        None => match LinearNoBiasBackward.prepare::<NoCheckpointing>([x_guard, w_guard]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => prep.finish(state, y),
+            OpsKind::UnTracked(prep) => prep.finish(y),
+        },
+    })
+}
+
+/// The linear layer's node: parents x, w, b.
+#[cfg(not(target_family = "wasm"))]
+#[derive(Debug)]
+struct LinearBackward;
+
+#[cfg(not(target_family = "wasm"))]
+impl Backward<Flex, 3> for LinearBackward {
+    type State = (FlexTensor, FlexTensor);
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+        let [x_node, w_node, b_node] = ops.parents;
+        let dy = contiguous(grads.consume::<Flex>(&ops.node));
+        let (x, w) = ops.state;
+        let (xs, ws, dys) = (slice(&x), slice(&w), slice(&dy));
+        let d_in = x.layout().shape()[1];
+        let d_out = w.layout().shape()[1];
+        let rows = xs.len() / d_in.max(1);
+        let gemm_ok = |ok: bool| assert!(ok, "the BLAS refused a product it took in the forward");
+        if let Some(node) = x_node {
+            // dx = dy · wᵀ: [rows, out] · [out, in].
+            let dx = new_tensor(x.layout().shape().clone(), |dx| {
+                gemm_ok(crate::blas::sgemm(false, true, rows, d_in, d_out, dys, ws, 0.0, dx))
+            });
+            grads.register::<Flex>(node.id, dx);
+        }
+        if let Some(node) = w_node {
+            // dw = xᵀ · dy: [in, rows] · [rows, out].
+            let dw = new_tensor(w.layout().shape().clone(), |dw| {
+                gemm_ok(crate::blas::sgemm(true, false, d_in, d_out, rows, xs, dys, 0.0, dw))
+            });
+            grads.register::<Flex>(node.id, dw);
+        }
+        if let Some(node) = b_node {
+            let db = column_sums(rows, d_out, |i, cols, acc| {
+                for (a, j) in acc.iter_mut().zip(cols) {
+                    *a += dys[i * d_out + j];
+                }
+            });
+            grads.register::<Flex>(node.id, FlexTensor::from_data(burn::tensor::TensorData::new(db, [d_out])));
+        }
+        KERNEL_CALLS.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// The linear layer without a bias: parents x, w.
+#[cfg(not(target_family = "wasm"))]
+#[derive(Debug)]
+struct LinearNoBiasBackward;
+
+#[cfg(not(target_family = "wasm"))]
+impl Backward<Flex, 2> for LinearNoBiasBackward {
+    type State = (FlexTensor, FlexTensor);
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
+        let [x_node, w_node] = ops.parents;
+        let three = Ops { parents: [x_node, w_node, None], node: ops.node, state: ops.state };
+        LinearBackward.backward(three, grads, checkpointer);
+    }
+}

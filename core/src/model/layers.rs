@@ -85,7 +85,7 @@ impl Linear {
     /// # Shapes
     /// - x: `[..., d_in]` → `[..., d_out]`
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        burn::tensor::module::linear(x, self.weight.val(), self.bias.as_ref().map(|b| b.val()))
+        super::fused::linear(x, self.weight.val(), self.bias.as_ref().map(|b| b.val()))
     }
 }
 

@@ -223,7 +223,7 @@ impl HfLinear {
     /// # Shapes
     /// - x: `[..., in]` → `[..., out]`
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        use burn::tensor::module::linear;
+        use super::fused::linear;
         match &self.lora {
             None => linear(x, self.weight.val(), self.bias.as_ref().map(|b| b.val())),
             Some(lora) => {
