@@ -10,9 +10,9 @@
 //! otherwise the first of OpenBLAS's usual names (`libopenblas.so.0`, `libopenblas.so`,
 //! `libopenblas.dylib`, `libopenblas.dll`) and macOS's Accelerate that loads and exports
 //! `cblas_sgemm`. Debian/Ubuntu: `apt-get install libopenblas0-pthread` (scripts/setup-test.sh
-//! installs it). OpenBLAS's threads are set to rayon's count (`RAYON_NUM_THREADS`, default every
-//! core), so `--threads` holds for both; each output element is computed by one thread over the
-//! whole inner dimension, so results do not depend on the thread count (tested).
+//! installs it). OpenBLAS runs on one thread per call; [`sgemm`] splits the rows of its output over
+//! rayon's threads (`RAYON_NUM_THREADS`, `--threads`), each block over the whole inner dimension,
+//! so results do not depend on the thread count (tested).
 
 use std::ffi::c_int;
 use std::sync::OnceLock;
@@ -88,9 +88,11 @@ fn blas() -> Option<&'static Blas> {
             _ => CANDIDATES.iter().find_map(|name| load(name)),
         };
         if let Some(blas) = &blas {
+            // One thread inside each call: the calls themselves are spread over rayon's threads
+            // (OpenBLAS's own threads spin in sched_yield while rayon's work, 27% of a profile).
             if let Some(set_threads) = blas.set_threads {
                 // SAFETY: a plain setter of the library's thread count.
-                unsafe { set_threads(rayon::current_num_threads().max(1) as c_int) };
+                unsafe { set_threads(1) };
             }
         }
         blas
@@ -103,22 +105,12 @@ pub fn library() -> Option<&'static str> {
     blas().map(|b| b.name.as_str())
 }
 
-/// Sets the BLAS's thread count (OpenBLAS; tests compare thread counts). Returns whether it could.
-pub fn set_threads(threads: usize) -> bool {
-    match blas().and_then(|b| b.set_threads) {
-        Some(set) => {
-            // SAFETY: as above.
-            unsafe { set(threads.max(1) as c_int) };
-            true
-        }
-        None => false,
-    }
-}
-
 /// `C = op(A) · op(B) + beta · C`, row-major: `op(A)` is `[m, k]` (`A` stored `[k, m]` when
 /// `trans_a`), `op(B)` is `[k, n]` (`B` stored `[n, k]` when `trans_b`), `C` is `[m, n]`, all
-/// contiguous. Returns `false` (and leaves `c` alone) when no BLAS is loaded or a size does not
-/// fit the C interface's `int`.
+/// contiguous. The rows of `C` are split into blocks over rayon's threads (each block one
+/// single-threaded BLAS call over the whole inner dimension, so no sum is split and the result
+/// does not depend on the thread count). Returns `false` (and leaves `c` alone) when no BLAS is
+/// loaded or a size does not fit the C interface's `int`.
 #[allow(clippy::too_many_arguments)]
 pub fn sgemm(
     trans_a: bool,
@@ -146,24 +138,42 @@ pub fn sgemm(
     }
     let lda = if trans_a { m } else { k };
     let ldb = if trans_b { k } else { n };
-    // SAFETY: the slices hold at least the elements the shapes and leading dimensions address.
-    unsafe {
-        (blas.sgemm)(
-            ROW_MAJOR,
-            if trans_a { TRANS } else { NO_TRANS },
-            if trans_b { TRANS } else { NO_TRANS },
-            m as c_int,
-            n as c_int,
-            k as c_int,
-            1.0,
-            a.as_ptr(),
-            lda as c_int,
-            b.as_ptr(),
-            ldb as c_int,
-            beta,
-            c.as_mut_ptr(),
-            n as c_int,
-        );
+    // One block: rows `r0..r0 + rows` of C.
+    let block = |r0: usize, c_rows: &mut [f32]| {
+        let rows = c_rows.len() / n;
+        // Row r0 of op(A): row r0 of A, or column r0 of the stored `[k, m]`.
+        let a_block = if trans_a { &a[r0..] } else { &a[r0 * k..] };
+        // SAFETY: the slices hold at least the elements the shapes and leading dimensions address.
+        unsafe {
+            (blas.sgemm)(
+                ROW_MAJOR,
+                if trans_a { TRANS } else { NO_TRANS },
+                if trans_b { TRANS } else { NO_TRANS },
+                rows as c_int,
+                n as c_int,
+                k as c_int,
+                1.0,
+                a_block.as_ptr(),
+                lda as c_int,
+                b.as_ptr(),
+                ldb as c_int,
+                beta,
+                c_rows.as_mut_ptr(),
+                n as c_int,
+            );
+        }
+    };
+    let threads = rayon::current_num_threads();
+    let flops = m as f64 * n as f64 * k as f64;
+    if threads > 1 && m >= 2 * threads && flops >= PARALLEL_MIN_FLOPS {
+        use rayon::prelude::*;
+        let rows_per_block = m.div_ceil(threads);
+        c[..m * n].par_chunks_mut(rows_per_block * n).enumerate().for_each(|(i, rows)| block(i * rows_per_block, rows));
+    } else {
+        block(0, &mut c[..m * n]);
     }
     true
 }
+
+/// Below this many multiply-adds a product runs on the calling thread.
+const PARALLEL_MIN_FLOPS: f64 = 262_144.0;
