@@ -4,9 +4,9 @@
 # lab's starting model: `tiny` trained with info-NCE, which the page fine-tunes with info-NCE and
 # EGA side by side). About 50 minutes on 2 CPU cores, most of it the `small` shapes model.
 # openmoji-lm (not in the default list: ~80 minutes, needs `bash scripts/setup-extras.sh
-# pretrained wordnet openmoji`): SmolLM2-135M's first 8 decoder layers with mean pooling, a text
-# stage (300 steps of LoRA on WordNet + OpenMoji keyword pairs), then the recipe's alignment and
-# contrastive stages; exported as parts (assets/openmoji-lm/parts/, a few MB) that
+# pretrained wordnet openmoji mobilenet`): SmolLM2-135M's first 8 decoder layers with mean pooling,
+# a text stage (300 steps of LoRA on WordNet + OpenMoji keyword pairs), then the recipe's alignment
+# and contrastive stages with a vision tower on the pretrained MobileNetV2 stem; exported as parts (assets/openmoji-lm/parts/, a few MB) that
 # `native assemble assets/openmoji-lm` turns back into the whole model with the GGUF.
 # Usage: bash scripts/make-demo-bundles.sh [shapes|openmoji|lab|openmoji-lm]...
 set -euo pipefail
@@ -43,8 +43,10 @@ for name in ${which[@]}; do
       # merges the text stage's adapters into the decoder and records the merge for the parts.
       native train --init-lm $gguf --lm-layers 8 --pooling mean --data openmoji --recipe pretrained-lm \
         --text-steps 300 --align-steps 1 --steps 1 --stop-after 300 --eval-every 0 --device cpu --out runs/demo-lm8-text
-      native train --init runs/demo-lm8-text/checkpoints/step-000300 --data openmoji --recipe pretrained-lm \
-        --align-steps 1200 --steps 300 --eval-every 0 --device cpu --out runs/demo-lm8
+      # The vision tower reads nsfwjs's MobileNetV2 (frozen ImageNet layers, --vision-stem).
+      bash scripts/setup-mobilenet.sh
+      native train --init runs/demo-lm8-text/checkpoints/step-000300 --vision-stem data/mobilenet --data openmoji \
+        --recipe pretrained-lm --align-steps 1000 --steps 300 --eval-every 0 --device cpu --out runs/demo-lm8
       native index --model runs/demo-lm8 --images openmoji --split test --device cpu --out runs/demo-lm8-index
       rm -rf assets/openmoji-lm
       native export --model runs/demo-lm8 --index runs/demo-lm8-index --device cpu --out assets/openmoji-lm \

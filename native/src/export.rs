@@ -222,7 +222,11 @@ pub fn export(request: ExportArgs) -> Result<()> {
     let half_metrics = eval(&halved.model)?;
     let (full_r1, half_r1) = (r1(&full_metrics), r1(&half_metrics));
     let harmless = half_r1.0 >= full_r1.0 - R1_TOLERANCE && half_r1.1 >= full_r1.1 - R1_TOLERANCE;
-    let weights = request.weights.unwrap_or(if harmless { StoredDtype::F16 } else { StoredDtype::F32 });
+    // f32 weights take twice f16's bytes: past the page's limit, f16 it is (the page could not
+    // load the other), and the log says what it costs.
+    let f16_bytes = std::fs::metadata(staging.join("model.safetensors")).map(|m| m.len()).unwrap_or(0);
+    let f32_too_big = f16_bytes.saturating_mul(2) > WEBGPU_DEFAULT_BINDING_LIMIT;
+    let weights = request.weights.unwrap_or(if harmless || f32_too_big { StoredDtype::F16 } else { StoredDtype::F32 });
     eprintln!(
         "{split} split, {} pairs: R@1 t2i / i2t with f32 weights {:.1}% / {:.1}%, with f16 weights {:.1}% / {:.1}% → {} weights{}",
         full_metrics.count,
@@ -231,7 +235,15 @@ pub fn export(request: ExportArgs) -> Result<()> {
         100.0 * half_r1.0,
         100.0 * half_r1.1,
         if weights == StoredDtype::F16 { "f16" } else { "f32" },
-        if request.weights.is_some() { " (as asked)" } else if harmless { " (no loss)" } else { " (f16 loses quality)" }
+        if request.weights.is_some() {
+            " (as asked)"
+        } else if harmless {
+            " (no loss)"
+        } else if f32_too_big {
+            " (f16 loses a little, but f32 weights would be over WebGPU's 128 MiB binding limit)"
+        } else {
+            " (f16 loses quality)"
+        }
     );
     let model_out = request.out.join("model");
     let _ = std::fs::remove_dir_all(&model_out);
@@ -283,9 +295,10 @@ pub fn export(request: ExportArgs) -> Result<()> {
     let largest = files.iter().max_by_key(|f| f.1).cloned().unwrap_or_default();
     anyhow::ensure!(
         largest.1 <= WEBGPU_DEFAULT_BINDING_LIMIT,
-        "{} is {} bytes, over WebGPU's default 128 MiB binding limit",
+        "{} is {} bytes, over WebGPU's default 128 MiB binding limit{}",
         largest.0,
-        largest.1
+        largest.1,
+        if weights == StoredDtype::F32 && largest.0.starts_with("model/") { " (export with --weights f16)" } else { "" }
     );
     let total: u64 = files.iter().map(|f| f.1).sum();
     let known = written
