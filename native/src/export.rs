@@ -298,7 +298,11 @@ pub fn export(request: ExportArgs) -> Result<()> {
         "{} is {} bytes, over WebGPU's default 128 MiB binding limit{}",
         largest.0,
         largest.1,
-        if weights == StoredDtype::F32 && largest.0.starts_with("model/") { " (export with --weights f16)" } else { "" }
+        if weights == StoredDtype::F32 && largest.0.starts_with("model/") {
+            " (export with --weights f16)"
+        } else {
+            ""
+        }
     );
     let total: u64 = files.iter().map(|f| f.1).sum();
     let known = written

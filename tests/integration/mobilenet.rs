@@ -177,21 +177,3 @@ fn a_tower_with_a_stem_saves_loads_and_never_trains_its_stem() {
     assert!(stem.convs.iter().all(|c| !c.weight.is_require_grad() && !c.bias.is_require_grad()));
     assert!(model.vision_model.embeddings.patch_embedding.weight.is_require_grad());
 }
-
-#[test]
-#[ignore]
-fn time_matmul() {
-    let device = Device::flex();
-    for (m, k, n) in [(2048, 128, 384), (2048, 128, 128), (2048, 512, 128), (512, 256, 768), (1024, 576, 1536)] {
-        let a: Tensor<2> = floats((0..m * k).map(|i| (i % 13) as f32 / 13.0).collect(), [m, k], &device);
-        let b: Tensor<2> = floats((0..k * n).map(|i| (i % 7) as f32 / 7.0).collect(), [k, n], &device);
-        let reps = (2e9 / (2.0 * (m * k * n) as f64)).max(3.0) as usize;
-        let _ = to_f32_vec(a.clone().matmul(b.clone()).slice([0..1, 0..1])).unwrap();
-        let t = std::time::Instant::now();
-        for _ in 0..reps {
-            let _ = to_f32_vec(a.clone().matmul(b.clone()).slice([0..1, 0..1])).unwrap();
-        }
-        let s = t.elapsed().as_secs_f64() / reps as f64;
-        eprintln!("{m}x{k}x{n}: flex/gemm {:6.1} GFLOP/s", 2.0 * (m * k * n) as f64 / 1e9 / s);
-    }
-}

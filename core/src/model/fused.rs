@@ -844,18 +844,16 @@ fn linear_forward(x: &FlexTensor, w: &FlexTensor, b: Option<&FlexTensor>) -> Opt
     let rows = xs.len() / d_in.max(1);
     let mut y = FlexTensor::empty(burn::tensor::Shape::from(vec![rows, d_out]), DType::F32);
     let out = y.storage_mut::<f32>();
-    match b.map(slice) {
+    // The bias first, then `out = x·w + 1·out`.
+    let beta = match b.map(slice) {
         Some(bias) => {
             out.chunks_mut(d_out.max(1)).for_each(|row| row.copy_from_slice(bias));
-            if !crate::blas::sgemm(false, false, rows, d_out, d_in, xs, ws, 1.0, out) {
-                return None;
-            }
+            1.0
         }
-        None => {
-            if !crate::blas::sgemm(false, false, rows, d_out, d_in, xs, ws, 0.0, out) {
-                return None;
-            }
-        }
+        None => 0.0,
+    };
+    if !crate::blas::sgemm(false, false, rows, d_out, d_in, xs, ws, beta, out) {
+        return None;
     }
     KERNEL_CALLS.fetch_add(1, Ordering::Relaxed);
     Some(y)

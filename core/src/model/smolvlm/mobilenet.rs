@@ -48,16 +48,17 @@ impl VisionStem {
     /// Its convolutions in order: Keras layer names and shapes.
     pub fn convs(self) -> Vec<ConvSpec> {
         let mut convs = vec![
-            ConvSpec::new("Conv1", "bn_Conv1", 3, 32, 3, 2, false, true),
-            ConvSpec::new("expanded_conv_depthwise", "expanded_conv_depthwise_BN", 32, 32, 3, 1, true, true),
-            ConvSpec::new("expanded_conv_project", "expanded_conv_project_BN", 32, 16, 1, 1, false, false),
+            // The first layer's batch normalisation is the one named the other way round.
+            ConvSpec { bn: "bn_Conv1".into(), ..ConvSpec::new("Conv1", 3, 32, 3, 2, false, true) },
+            ConvSpec::new("expanded_conv_depthwise", 32, 32, 3, 1, true, true),
+            ConvSpec::new("expanded_conv_project", 32, 16, 1, 1, false, false),
         ];
         for block in BLOCKS {
             let (i, c_in, c_out, stride) = block;
             let expanded = c_in * 6;
-            convs.push(ConvSpec::new_owned(format!("block_{i}_expand"), c_in, expanded, 1, 1, false, true));
-            convs.push(ConvSpec::new_owned(format!("block_{i}_depthwise"), expanded, expanded, 3, stride, true, true));
-            convs.push(ConvSpec::new_owned(format!("block_{i}_project"), expanded, c_out, 1, 1, false, false));
+            convs.push(ConvSpec::new(format!("block_{i}_expand"), c_in, expanded, 1, 1, false, true));
+            convs.push(ConvSpec::new(format!("block_{i}_depthwise"), expanded, expanded, 3, stride, true, true));
+            convs.push(ConvSpec::new(format!("block_{i}_project"), expanded, c_out, 1, 1, false, false));
         }
         convs
     }
@@ -99,10 +100,9 @@ pub struct ConvSpec {
 }
 
 impl ConvSpec {
-    #[allow(clippy::too_many_arguments)]
+    /// Convolution `layer`, whose batch normalisation is `{layer}_BN` (Keras' names).
     fn new(
-        layer: &str,
-        bn: &str,
+        layer: impl Into<String>,
         c_in: usize,
         c_out: usize,
         kernel: usize,
@@ -110,18 +110,7 @@ impl ConvSpec {
         depthwise: bool,
         relu6: bool,
     ) -> Self {
-        Self { layer: layer.into(), bn: bn.into(), c_in, c_out, kernel, stride, depthwise, relu6 }
-    }
-
-    fn new_owned(
-        layer: String,
-        c_in: usize,
-        c_out: usize,
-        kernel: usize,
-        stride: usize,
-        depthwise: bool,
-        relu6: bool,
-    ) -> Self {
+        let layer = layer.into();
         let bn = format!("{layer}_BN");
         Self { layer, bn, c_in, c_out, kernel, stride, depthwise, relu6 }
     }
