@@ -15,6 +15,17 @@ fn run(args: &[&str]) -> Output {
     native().args(args).output().expect("the native binary runs")
 }
 
+/// `args` must fail with a message holding `expected` and no panic, leaving nothing at `untouched`.
+fn assert_refused(args: &[&str], expected: &str, untouched: Option<&Path>) {
+    let output = run(args);
+    let message = text(&output);
+    assert!(!output.status.success() && message.contains(expected), "{args:?}: {message}");
+    assert!(!message.contains("panicked"), "{args:?} panicked: {message}");
+    if let Some(path) = untouched {
+        assert!(!path.exists(), "{args:?}: a refused run writes nothing");
+    }
+}
+
 fn text(output: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr))
 }
@@ -44,11 +55,7 @@ fn help_lists_the_commands_and_bad_arguments_are_clear_errors() {
         (&["gen-data", "--split", "dev", "--out", "/tmp/x"], "--split"),
     ];
     for (args, expected) in cases {
-        let output = run(args);
-        assert!(!output.status.success(), "{args:?} should fail");
-        let message = text(&output);
-        assert!(message.contains(expected), "{args:?}: {message}");
-        assert!(!message.contains("panicked"), "{args:?} panicked: {message}");
+        assert_refused(args, expected, None);
     }
 }
 
@@ -713,11 +720,7 @@ fn a_staged_recipe_trains_and_resumes_across_the_stage_boundary() {
         (&["train", "--init-lm", "/nonexistent.gguf", "--out", out], "/nonexistent.gguf"),
     ];
     for (args, expected) in cases {
-        let output = run(args);
-        assert!(!nowhere.exists(), "{args:?}: a refused run writes nothing");
-        let message = text(&output);
-        assert!(!output.status.success() && message.contains(expected), "{args:?}: {message}");
-        assert!(!message.contains("panicked"), "{args:?} panicked: {message}");
+        assert_refused(args, expected, Some(&nowhere));
     }
 }
 
@@ -765,10 +768,7 @@ fn a_recipe_with_a_mobilenet_stem_trains_and_resumes() {
         ),
     ];
     for (args, expected) in cases {
-        let output = run(args);
-        let message = text(&output);
-        assert!(!output.status.success() && message.contains(expected), "{args:?}: {message}");
-        assert!(!message.contains("panicked"), "{args:?} panicked: {message}");
+        assert_refused(args, expected, None);
     }
     let _ = std::fs::remove_dir_all(&nowhere);
 }
@@ -869,10 +869,7 @@ fn a_text_stage_trains_on_text_pairs_merges_and_resumes() {
         ),
     ];
     for (args, expected) in cases {
-        let output = run(args);
-        let message = text(&output);
-        assert!(!output.status.success() && message.contains(expected), "{args:?}: {message}");
-        assert!(!out.exists(), "{args:?}: a refused run writes nothing");
+        assert_refused(args, expected, Some(&out));
     }
     let _ = std::fs::remove_dir_all(&dir);
 }

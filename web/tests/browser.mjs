@@ -102,6 +102,15 @@ async function search(page, query) {
   return page.$$eval('#results .hit', (els) => els.map((el) => el.dataset.id));
 }
 
+/// Drops a file on the page's drop zone: a real drop event with a DataTransfer holding it.
+async function dropFile(page, name, bytes) {
+  await page.evaluate(([name, bytes]) => {
+    const transfer = new DataTransfer();
+    transfer.items.add(new File([new Uint8Array(bytes)], name, { type: 'image/png' }));
+    document.querySelector('#dropzone').dispatchEvent(new DragEvent('drop', { dataTransfer: transfer, bubbles: true, cancelable: true }));
+  }, [name, [...bytes]]);
+}
+
 async function messages(page) {
   return page.$$eval('#messages .message', (els) => els.map((el) => el.textContent));
 }
@@ -234,11 +243,7 @@ await page.screenshot({ path: path.join(out, 'search.png'), fullPage: true });
 // A user's image: the known image's own thumbnail, dropped on the drop zone (a real drop event
 // with a DataTransfer holding the file), must come back among the top results of the same query.
 const thumbnail = fs.readFileSync(path.join(dist, 'assets/shapes/index/thumbs/000000.png'));
-await page.evaluate((bytes) => {
-  const transfer = new DataTransfer();
-  transfer.items.add(new File([new Uint8Array(bytes)], 'mine.png', { type: 'image/png' }));
-  document.querySelector('#dropzone').dispatchEvent(new DragEvent('drop', { dataTransfer: transfer, bubbles: true, cancelable: true }));
-}, [...thumbnail]);
+await dropFile(page, 'mine.png', thumbnail);
 check(await waitForMessage(page, 'Added mine.png'), 'a dropped image is embedded in the page', (await messages(page)).join(' | '));
 let hits = await search(page, known.query);
 check(hits.slice(0, 5).includes('mine.png'), 'the added image is searchable (top 5 for its caption)', hits.join(', '));
@@ -300,11 +305,7 @@ if (lmAssembled) {
   const lmIndex = JSON.parse(fs.readFileSync(path.join(lmDir, 'index/index.json'), 'utf8'));
   const lmEntry = lmIndex.entries.find((e) => e.id === lmKnown.id);
   const lmThumb = fs.readFileSync(path.join(lmDir, 'index', lmEntry.thumbnail));
-  await page.evaluate((bytes) => {
-    const transfer = new DataTransfer();
-    transfer.items.add(new File([new Uint8Array(bytes)], 'mine-lm.png', { type: 'image/png' }));
-    document.querySelector('#dropzone').dispatchEvent(new DragEvent('drop', { dataTransfer: transfer, bubbles: true, cancelable: true }));
-  }, [...lmThumb]);
+  await dropFile(page, 'mine-lm.png', lmThumb);
   check(await waitForMessage(page, 'Added mine-lm.png'), 'a dropped image is embedded by the SmolLM2 gallery\'s model',
     (await messages(page)).join(' | '));
   await page.fill('#k', '20');
